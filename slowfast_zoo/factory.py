@@ -1,0 +1,79 @@
+"""``create``: a name becomes a module on the requested device, with its weights loaded and its config attached."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from .checkpoint import LoadReport, load_checkpoint
+from .model import ResNet3d
+from .registry import get_pretrained_cfg
+
+__all__ = ["create"]
+
+log = logging.getLogger(__name__)
+
+
+def create(
+    name: str,
+    *,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+) -> ResNet3d:
+    """Build a registered model, optionally with weights.
+
+    Args:
+        name: ``arch``, ``arch.tag`` or an alias (see :func:`list_models`); a bare arch picks its default tag.
+        pretrained: load the tag's published weights (Hugging Face Hub, else the authors' file, converted).
+        checkpoint: load this file instead: safetensors, PySlowFast/PyTorchVideo ``.pyth`` or Caffe2 ``.pkl``.
+        num_classes: a new classifier size; when it differs from the weights, only the classifier is re-initialized.
+        device: where the parameters are created (they are never materialized elsewhere first).
+        dtype: parameter dtype, e.g. ``torch.bfloat16``.
+        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
+    """
+    cfg = get_pretrained_cfg(name)
+    changes = dict(overrides)
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    model_cfg = cfg.model.replace(**changes) if changes else cfg.model
+    device = torch.device(device) if device is not None else torch.device("cpu")
+
+    with torch.device("meta"):
+        model = ResNet3d(model_cfg)
+    model = model.to_empty(device=device)
+
+    report: LoadReport | None = None
+    source = checkpoint
+    if source is None and pretrained:
+        from .hub import pretrained_file  # network and cache code is loaded only when weights are asked for
+
+        source = pretrained_file(cfg)
+    if source is not None:
+        report = load_checkpoint(model, source, reset_head=num_classes is not None)
+        if report.head_reset:
+            model.reset_classifier(model_cfg.num_classes)
+            log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
+    else:
+        model.init_weights()
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+
+    model.pretrained_cfg = _describe(cfg, model_cfg, weights_loaded=source is not None)
+    model.load_report = report
+    return model
+
+
+def _describe(cfg: Any, model_cfg: Any, weights_loaded: bool) -> Any:
+    """The config of what was built: provenance is kept only for what the weights still are."""
+    if model_cfg == cfg.model:
+        return cfg
+    if model_cfg.replace(num_classes=cfg.model.num_classes) == cfg.model:  # same backbone, new classifier
+        return cfg.replace(model=model_cfg, labels=None, metrics={})
+    return cfg.replace(model=model_cfg, tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)

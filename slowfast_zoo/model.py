@@ -1,0 +1,278 @@
+"""One configurable ResNet-3D that is Slow-only, SlowFast, I3D or C2D depending on its :class:`ResNet3dConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .layers import Bottleneck, ClassifierHead, FuseFastToSlow, NonLocal, Stem, linspace_indices
+
+__all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "temporal_kernels"]
+
+STAGES = ("res2", "res3", "res4", "res5")
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def temporal_kernels(
+    bases: tuple[tuple[int, ...], ...], layers: tuple[int, ...], num_temporal: tuple[int, ...] | None = None
+) -> tuple[tuple[int, ...], ...]:
+    """Per-block temporal kernels of conv ``a`` for each stage, as the reference expands them.
+
+    Each stage repeats its basis (e.g. ``(3, 1)`` -> 3, 1, 3, 1, ...) over its blocks; only the first
+    ``num_temporal[stage]`` blocks keep it, the rest get kernel 1 (``NUM_BLOCK_TEMP_KERNEL``).
+    """
+    num_temporal = num_temporal or layers
+    out = []
+    for basis, n, keep in zip(bases, layers, num_temporal):
+        kernels = (basis * n)[:keep]
+        out.append(tuple(kernels) + (1,) * (n - len(kernels)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ResNet3dConfig:
+    """Architecture arguments of a ResNet-3D; pathway 0 is the slow (or only) pathway, pathway 1 the fast one."""
+
+    layers: tuple[int, int, int, int] = DEPTHS[50]
+    #: temporal kernel of the stem conv, per pathway
+    stem_kernel_t: tuple[int, ...] = (1,)
+    #: temporal kernel of conv ``a`` per pathway, per stage, per block
+    block_kernel_t: tuple[tuple[tuple[int, ...], ...], ...] = field(
+        default_factory=lambda: (temporal_kernels(((1,), (1,), (3,), (3,)), DEPTHS[50]),)
+    )
+    width: int = 64
+    #: speed ratio between pathways (fast frames / slow frames); ``None`` for single-pathway networks
+    alpha: int | None = None
+    #: channel ratio between pathways (slow width / fast width)
+    beta_inv: int = 8
+    fusion_kernel_t: int = 7
+    fusion_channel_ratio: int = 2
+    #: temporal max-pool kernel (= stride) applied after res2 (2 for I3D and C2D)
+    temporal_pool: int = 1
+    spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2)
+    spatial_dilations: tuple[int, int, int, int] = (1, 1, 1, 1)
+    #: indices of the blocks followed by a non-local block, per stage (slow pathway only)
+    nonlocal_blocks: tuple[tuple[int, ...], ...] = ((), (), (), ())
+    nonlocal_pool: tuple[tuple[int, int, int], ...] = ((1, 2, 2),) * 4
+    nonlocal_mode: Literal["softmax", "dot_product"] = "softmax"
+    num_classes: int = 400
+    dropout: float = 0.5
+    #: "adaptive" pools whatever size comes in; "fixed" uses the reference's kernel set by the training crop
+    head_pool: Literal["adaptive", "fixed"] = "adaptive"
+    #: frames of the fast (or only) pathway, and the training crop: together they size the fixed head kernel
+    num_frames: int = 8
+    crop_size: int = 224
+    in_chans: int = 3
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        n = self.num_pathways
+        if len(self.stem_kernel_t) != n or len(self.block_kernel_t) != n:
+            raise ValueError(f"stem_kernel_t and block_kernel_t need one entry per pathway ({n})")
+        for p, per_stage in enumerate(self.block_kernel_t):
+            if tuple(len(k) for k in per_stage) != tuple(self.layers):
+                raise ValueError(f"block_kernel_t[{p}] has {[len(k) for k in per_stage]} blocks, layers={self.layers}")
+        if self.head_pool not in ("adaptive", "fixed"):
+            raise ValueError(f"head_pool must be 'adaptive' or 'fixed', got {self.head_pool!r}")
+        if self.alpha is not None and self.num_frames % self.alpha:
+            raise ValueError(f"num_frames ({self.num_frames}) must be a multiple of alpha ({self.alpha})")
+
+    @property
+    def num_pathways(self) -> int:
+        return 1 if self.alpha is None else 2
+
+    def frames(self, pathway: int) -> int:
+        """Input frames of a pathway."""
+        return self.num_frames // self.alpha if pathway == 0 and self.alpha else self.num_frames
+
+    def stage_widths(self, pathway: int) -> list[tuple[int, int]]:
+        """(inner, out) channels of each stage of a pathway."""
+        width = self.width // (self.beta_inv if pathway == 1 else 1)
+        return [(width * 2**i, width * 4 * 2**i) for i in range(4)]
+
+    @property
+    def head_pool_size(self) -> tuple[tuple[int, int, int], ...] | None:
+        """The reference's fixed head kernel per pathway, or None for adaptive pooling."""
+        if self.head_pool == "adaptive":
+            return None
+        spatial = self.crop_size // (32 if self.spatial_strides[3] == 2 else 16)
+        return tuple((self.frames(p) // self.temporal_pool, spatial, spatial) for p in range(self.num_pathways))
+
+    def replace(self, **changes: object) -> ResNet3dConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+class ResNet3d(nn.Module):
+    """ResNet-3D video network: Slow-only, SlowFast, I3D or C2D, with optional non-local blocks.
+
+    ``forward`` takes ``[slow, fast]`` (two-pathway) or one tensor (single pathway), each ``(N, 3, T, H, W)``,
+    and returns logits ``(N, num_classes)`` in train and eval mode.
+    """
+
+    def __init__(self, cfg: ResNet3dConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grad_checkpointing = False
+        bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
+        paths = range(cfg.num_pathways)
+        widths = [cfg.stage_widths(p) for p in paths]
+        stem_out = [cfg.width // (cfg.beta_inv if p else 1) for p in paths]
+        self.stem = nn.ModuleList(Stem(cfg.in_chans, stem_out[p], cfg.stem_kernel_t[p], **bn) for p in paths)
+
+        # fuse[i] runs after the stem (i = 0) and after res2..res4 (i = 1..3); never after res5
+        fast_out = [stem_out[1]] + [w[1] for w in widths[1][:3]] if cfg.alpha else []
+        self.fuse = nn.ModuleList(
+            FuseFastToSlow(c, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, **bn) for c in fast_out
+        )
+        in_chs = list(stem_out)
+        for s, name in enumerate(STAGES):
+            if self.fuse:
+                in_chs[0] += fast_out[s] * cfg.fusion_channel_ratio
+            pathways = nn.ModuleList()
+            for p in paths:
+                inner, out = widths[p][s]
+                blocks = []
+                for j, kt in enumerate(cfg.block_kernel_t[p][s]):
+                    nl = None
+                    if p == 0 and j in cfg.nonlocal_blocks[s]:
+                        nl = NonLocal(out, cfg.nonlocal_pool[s], cfg.nonlocal_mode, **bn)
+                    stride = cfg.spatial_strides[s] if j == 0 else 1
+                    blocks.append(
+                        Bottleneck(
+                            in_chs[p] if j == 0 else out, out, inner, kt, stride, cfg.spatial_dilations[s], nl, **bn
+                        )
+                    )
+                pathways.append(nn.Sequential(*blocks))
+                in_chs[p] = out
+            self.add_module(name, pathways)
+        pool = cfg.temporal_pool
+        self.temporal_pool = nn.MaxPool3d((pool, 1, 1), (pool, 1, 1)) if pool > 1 else nn.Identity()
+        self.num_features = sum(in_chs)
+        self.head = ClassifierHead(tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size)
+        self.init_weights()
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Reference init: MSRA-filled convs, unit BN (zero gamma on each residual's last BN), N(0, 0.01) fc."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm3d):
+                m.reset_parameters()
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.c.bn.weight)
+            elif isinstance(m, NonLocal):
+                nn.init.zeros_(m.bn.weight)
+
+    def _as_pathways(self, x: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """Validate the input and return it as a new list with one tensor per pathway."""
+        cfg = self.cfg
+        n = cfg.num_pathways
+        if isinstance(x, torch.Tensor):
+            xs = [x]
+        elif isinstance(x, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in x):
+            xs = list(x)
+        else:
+            raise TypeError(f"expected a tensor or a list of {n} tensors (N, {cfg.in_chans}, T, H, W), got {type(x)}")
+        for t in xs:
+            if t.dim() != 5 or t.shape[1] != cfg.in_chans:
+                raise ValueError(
+                    f"each pathway must be (N, {cfg.in_chans}, T, H, W); got shape {tuple(t.shape)}"
+                    + ("" if t.dim() != 4 else " (add the batch dimension with x.unsqueeze(0))")
+                )
+        if n == 2 and len(xs) == 1:
+            # one clip for a two-pathway network: it is the fast pathway; pick the slow frames as the reference
+            fast = xs[0]
+            if fast.shape[2] % cfg.alpha:
+                raise ValueError(
+                    f"a single clip for SlowFast needs T divisible by alpha={cfg.alpha}, got T={fast.shape[2]}"
+                )
+            xs = [fast.index_select(2, linspace_indices(fast.shape[2], fast.shape[2] // cfg.alpha, fast.device)), fast]
+        if len(xs) != n:
+            raise ValueError(
+                f"this network has {n} pathway(s) and takes "
+                + ("[slow, fast]" if n == 2 else "one tensor")
+                + f"; got a list of {len(xs)} tensors"
+            )
+        if n == 2:
+            slow, fast = xs
+            if (
+                fast.shape[2] != cfg.alpha * slow.shape[2]
+                or slow.shape[0] != fast.shape[0]
+                or slow.shape[3:] != fast.shape[3:]
+            ):
+                raise ValueError(
+                    f"expected slow (N, 3, T, H, W) and fast (N, 3, {cfg.alpha}*T, H, W) (alpha={cfg.alpha}); "
+                    f"got slow {tuple(slow.shape)} and fast {tuple(fast.shape)}"
+                )
+        return xs
+
+    def _stage(self, name: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        stage = getattr(self, name)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint_sequential
+
+            return [checkpoint_sequential(stage[p], len(stage[p]), x, use_reentrant=False) for p, x in enumerate(xs)]
+        return [stage[p](x) for p, x in enumerate(xs)]
+
+    def _fuse(self, i: int, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.fuse[i](*xs)) if self.fuse else xs
+
+    def forward_features(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        """Unpooled res5 feature maps, one ``(N, C, T, H, W)`` tensor per pathway."""
+        xs = self._as_pathways(x)
+        xs = self._fuse(0, [stem(t) for stem, t in zip(self.stem, xs)])
+        for s, name in enumerate(STAGES):
+            xs = self._stage(name, xs)
+            if s == 0:
+                xs = [self.temporal_pool(t) for t in xs]
+            if s < 3:
+                xs = self._fuse(s + 1, xs)
+        return xs
+
+    def forward_head(self, feats: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+        """Pool, concat and classify; ``pre_logits=True`` returns the pooled embedding ``(N, num_features)``."""
+        return self.head(feats, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def position_logits(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Logits at every head position ``(N, t, h, w, classes)`` (one position unless the head is fixed-kernel)."""
+        return self.head.position_logits(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` for an embedding model)."""
+        return self.head.proj
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialized one; ``0`` makes the model return pooled embeddings."""
+        ref = next(self.parameters())
+        if num_classes > 0:
+            proj = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.normal_(proj.weight, std=0.01)
+            nn.init.zeros_(proj.bias)
+            self.head.proj = proj
+        else:
+            self.head.proj = nn.Identity()
+        self.cfg = self.cfg.replace(num_classes=num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward instead of storing them."""
+        self.grad_checkpointing = enable

@@ -1,0 +1,178 @@
+"""Every registered variant: the architectures the authors published (and configured) with their weight tags.
+
+Architecture facts: ``published_models.md`` §B (PySlowFast ``configs/``, PyTorchVideo ``models/hub``).
+Names read ``<family>_r<depth>[_<res4 temporal blocks slow>_<fast>]_<T>x<tau>``, with T x tau the slow pathway's
+frames x stride. Tags say dataset and origin: ``k400_pysf`` (PySlowFast model zoo), ``k400_ptv`` (PyTorchVideo
+model zoo), ``*_multigrid`` / ``*_stepwise`` (PySlowFast multigrid zoo).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import DEPTHS, ResNet3dConfig, temporal_kernels
+from .registry import register_alias, register_arch
+
+# temporal kernel bases of conv ``a`` per stage res2..res5 (a basis repeats over the stage's blocks)
+SLOW_BASES = ((1,), (1,), (3,), (3,))
+FAST_BASES = ((3,), (3,), (3,), (3,))
+I3D_BASES = ((3,), (3, 1), (3, 1), (1, 3))
+C2D_BASES = ((1,), (1,), (1,), (1,))
+
+K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400")
+#: PyTorchVideo's Something-Something v2 protocol: segment sampling over the whole video, 1 clip x 3 crops
+SSV2_PTV: dict[str, Any] = dict(
+    dataset="ssv2", labels="ssv2", frame_sampling="segment", test_clips=1, model=dict(num_classes=174)
+)
+#: PySlowFast's multigrid SSv2 protocol: 64 segment-sampled frames, one left/top 256 crop, adaptive head
+SSV2_PYSF: dict[str, Any] = dict(SSV2_PTV, test_crops=("left",), test_head_pool="adaptive", train_short_side=(256, 320))
+CHARADES: dict[str, Any] = dict(
+    dataset="charades", labels="charades", activation="sigmoid", ensemble="max", model=dict(num_classes=157)
+)
+#: multigrid training uses an adaptive head (short cycles change the input size); tested at 224 crops on K400
+MULTIGRID: dict[str, Any] = dict(test_head_pool="adaptive")
+
+
+def single_pathway(
+    bases: tuple[tuple[int, ...], ...], stem_t: int, depth: int = 50, frames: int = 8, **kw: Any
+) -> ResNet3dConfig:
+    """Slow-only, I3D or C2D."""
+    layers = DEPTHS[depth]
+    return ResNet3dConfig(
+        layers=layers,
+        stem_kernel_t=(stem_t,),
+        block_kernel_t=(temporal_kernels(bases, layers),),
+        num_frames=frames,
+        **kw,
+    )
+
+
+def slowfast(
+    depth: int = 50,
+    frames: int = 32,
+    alpha: int = 4,
+    fusion_kernel_t: int = 7,
+    res4_temporal: tuple[int, int] | None = None,
+    **kw: Any,
+) -> ResNet3dConfig:
+    """SlowFast; ``res4_temporal`` = how many res4 blocks keep temporal kernels (slow, fast), default all."""
+    layers = DEPTHS[depth]
+    keep = [list(layers), list(layers)]
+    if res4_temporal:
+        keep[0][2], keep[1][2] = res4_temporal
+    return ResNet3dConfig(
+        layers=layers,
+        stem_kernel_t=(1, 5),
+        block_kernel_t=(
+            temporal_kernels(SLOW_BASES, layers, tuple(keep[0])),
+            temporal_kernels(FAST_BASES, layers, tuple(keep[1])),
+        ),
+        alpha=alpha,
+        fusion_kernel_t=fusion_kernel_t,
+        num_frames=frames,
+        **kw,
+    )
+
+
+# --- Slow-only ---------------------------------------------------------------------------------------------
+register_arch(
+    "slow_r50_4x16",
+    single_pathway(SLOW_BASES, 1, frames=4),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=16,
+)
+register_arch(
+    "slow_r50_8x8",
+    single_pathway(SLOW_BASES, 1, frames=8),
+    {"k400_pysf": K400, "k400_ptv": K400, "ssv2_ptv": SSV2_PTV, "charades_ptv": CHARADES},
+    sampling_rate=8,
+)
+
+# --- I3D / C2D (temporal max pool after res2) ----------------------------------------------------------------
+register_arch(
+    "i3d_r50_8x8",
+    single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "i3d_nln_r50_8x8",
+    single_pathway(
+        I3D_BASES, 5, frames=8, temporal_pool=2, nonlocal_blocks=((), (1, 3), (1, 3, 5), ()), nonlocal_mode="softmax"
+    ),
+    {"k400_pysf": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "c2d_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=8,
+)
+
+# --- SlowFast R50 ----------------------------------------------------------------------------------------------
+register_arch(
+    "slowfast_r50_4x16",
+    slowfast(50, frames=32, alpha=8, fusion_kernel_t=5),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r50_8x8",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7),
+    {
+        "k400_pysf": K400,
+        "k400_ptv": K400,
+        "k400_stepwise": K400,
+        "k400_multigrid": dict(K400, **MULTIGRID, test_crop_size=224),
+        "ssv2_ptv": SSV2_PTV,
+        "charades_ptv": CHARADES,
+    },
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r50_16x8",
+    slowfast(50, frames=64, alpha=4, fusion_kernel_t=7),
+    {
+        "ssv2_pysf": SSV2_PYSF,
+        "ssv2_multigrid": dict(SSV2_PYSF, **MULTIGRID),
+        "charades_pysf": CHARADES,
+        "charades_multigrid": dict(CHARADES, **MULTIGRID),
+    },
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r50_8x8",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7, nonlocal_blocks=((), (1, 3), (1, 3, 5), ())),
+    sampling_rate=2,
+    notes="configured by the authors (Kinetics/SLOWFAST_NLN_8x8_R50) but never released with weights",
+)
+
+# --- SlowFast R101 ---------------------------------------------------------------------------------------------
+register_arch(
+    "slowfast_r101_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5),
+    {"k400_ptv": K400},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r101_50_50_16x8",
+    slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
+    {"k400_ptv": K400},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r101_50_50_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
+    sampling_rate=2,
+    notes="configured by the authors (Kinetics/c2/SLOWFAST_8x8_R101_50_50) but never released with weights",
+)
+register_arch(
+    "slowfast_r101_50_101_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 23)),
+    sampling_rate=2,
+    notes="configured by the authors (Kinetics/c2/SLOWFAST_8x8_R101_50_101) but never released with weights",
+)
+
+#: the name the SlowFast paper's R101 16x8 result goes by: the released r101_50_50 design
+register_alias("slowfast_r101_16x8", "slowfast_r101_50_50_16x8.k400_ptv")
