@@ -11,6 +11,7 @@ No code from a file is ever executed.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import logging
 import os
@@ -46,6 +47,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         for name, obj in allowed.items():
             table[(module, name)] = obj
     table[("collections", "OrderedDict")] = collections.OrderedDict
+    table[("_codecs", "encode")] = codecs.encode  # how Python 3 writes protocol-2 bytes; only turns str into bytes
     return table
 
 

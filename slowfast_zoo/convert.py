@@ -73,15 +73,15 @@ _BN_STAT = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 # --- pysf <-> zoo --------------------------------------------------------------------------------------------
 _pysf_to_zoo = _rules(
     [
-        (r"s1\.pathway(\d)_stem\.(conv|bn)\.(.+)", r"stem.\1.\2.\3"),
-        (r"s(\d)_fuse\.conv_f2s\.weight", lambda m: f"fuse.{int(m[1]) - 1}.conv.weight"),
-        (rf"s(\d)_fuse\.bn\.{_BN_STAT}", lambda m: f"fuse.{int(m[1]) - 1}.bn.{m[2]}"),
-        (r"s(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])\.weight", r"res\1.\2.\3.\4.conv.weight"),
-        (rf"s(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])_bn\.{_BN_STAT}", r"res\1.\2.\3.\4.bn.\5"),
-        (r"s(\d)\.pathway(\d)_res(\d+)\.branch1\.weight", r"res\1.\2.\3.shortcut.conv.weight"),
-        (rf"s(\d)\.pathway(\d)_res(\d+)\.branch1_bn\.{_BN_STAT}", r"res\1.\2.\3.shortcut.bn.\4"),
-        (r"s(\d)\.pathway0_nonlocal(\d+)\.conv_(theta|phi|g|out)\.(weight|bias)", r"res\1.0.\2.nl.\3.\4"),
-        (rf"s(\d)\.pathway0_nonlocal(\d+)\.bn\.{_BN_STAT}", r"res\1.0.\2.nl.bn.\3"),
+        (r"s1\.pathway([01])_stem\.(conv|bn)\.(.+)", r"stem.\1.\2.\3"),
+        (r"s([1-4])_fuse\.conv_f2s\.weight", lambda m: f"fuse.{int(m[1]) - 1}.conv.weight"),
+        (rf"s([1-4])_fuse\.bn\.{_BN_STAT}", lambda m: f"fuse.{int(m[1]) - 1}.bn.{m[2]}"),
+        (r"s([2-5])\.pathway([01])_res(\d+)\.branch2\.([abc])\.weight", r"res\1.\2.\3.\4.conv.weight"),
+        (rf"s([2-5])\.pathway([01])_res(\d+)\.branch2\.([abc])_bn\.{_BN_STAT}", r"res\1.\2.\3.\4.bn.\5"),
+        (r"s([2-5])\.pathway([01])_res(\d+)\.branch1\.weight", r"res\1.\2.\3.shortcut.conv.weight"),
+        (rf"s([2-5])\.pathway([01])_res(\d+)\.branch1_bn\.{_BN_STAT}", r"res\1.\2.\3.shortcut.bn.\4"),
+        (r"s([2-5])\.pathway0_nonlocal(\d+)\.conv_(theta|phi|g|out)\.(weight|bias)", r"res\1.0.\2.nl.\3.\4"),
+        (rf"s([2-5])\.pathway0_nonlocal(\d+)\.(?:bn|norm)\.{_BN_STAT}", r"res\1.0.\2.nl.bn.\3"),
         (r"head\.projection\.(weight|bias)", r"head.proj.\1"),
     ]
 )

@@ -74,6 +74,16 @@ def slowfast(
     )
 
 
+#: non-local blocks after res3 blocks 1, 3 and res4 blocks 1, 3, 5 (the *_NLN_* Kinetics configs)
+NL_R50 = ((), (1, 3), (1, 3, 5), ())
+CONFIG_ONLY = "configured by the authors ({}) but never released with weights"
+
+
+def _config_only(config: str, params: int, gflops: float) -> dict[str, Any]:
+    """Data of an architecture without weights: its reference parameter count and GMACs at one 256x256 view."""
+    return dict(notes=CONFIG_ONLY.format(config), params=params, gflops=gflops)
+
+
 # --- Slow-only ---------------------------------------------------------------------------------------------
 register_arch(
     "slow_r50_4x16",
@@ -84,11 +94,28 @@ register_arch(
 register_arch(
     "slow_r50_8x8",
     single_pathway(SLOW_BASES, 1, frames=8),
-    {"k400_pysf": K400, "k400_ptv": K400, "ssv2_ptv": SSV2_PTV, "charades_ptv": CHARADES},
+    {
+        "k400_pysf": K400,
+        "k400_ptv": K400,
+        "ssv2_ptv": SSV2_PTV,
+        "charades_ptv": dict(CHARADES, train_short_side=(256, 340)),
+    },
     sampling_rate=8,
 )
+register_arch(
+    "slow_nln_r50_4x16",
+    single_pathway(SLOW_BASES, 1, frames=4, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=16,
+    **_config_only("Kinetics/SLOW_NLN_4x16_R50", 39_812_560, 39.07),
+)
+register_arch(
+    "slow_nln_r50_8x8",
+    single_pathway(SLOW_BASES, 1, frames=8, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=8,
+    **_config_only("Kinetics/SLOW_NLN_8x8_R50", 39_812_560, 88.34),
+)
 
-# --- I3D / C2D (temporal max pool after res2) ----------------------------------------------------------------
+# --- I3D / C2D (temporal max pool after res2, except the released C2D "nopool" checkpoint) ----------------------
 register_arch(
     "i3d_r50_8x8",
     single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2),
@@ -97,17 +124,40 @@ register_arch(
 )
 register_arch(
     "i3d_nln_r50_8x8",
-    single_pathway(
-        I3D_BASES, 5, frames=8, temporal_pool=2, nonlocal_blocks=((), (1, 3), (1, 3, 5), ()), nonlocal_mode="softmax"
-    ),
+    single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
     {"k400_pysf": K400},
     sampling_rate=8,
 )
 register_arch(
+    "i3d_r101_8x8",
+    single_pathway(I3D_BASES, 5, depth=101, frames=8, temporal_pool=2),
+    sampling_rate=8,
+    **_config_only("Kinetics/I3D_8x8_R101", 51_754_192, 61.33),
+)
+register_arch(
+    "i3d_nln_r101_8x8",
+    single_pathway(I3D_BASES, 5, depth=101, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
+    sampling_rate=8,
+    **_config_only("Kinetics/I3D_NLN_8x8_R101", 59_112_656, 73.14),
+)
+register_arch(
     "c2d_r50_8x8",
     single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2),
-    {"k400_pysf": K400, "k400_ptv": K400},
+    {"k400_ptv": K400},
     sampling_rate=8,
+)
+#: PySlowFast's released C2D was configured without the temporal pool (first commit: ARCH c2d_nopool)
+register_arch(
+    "c2d_nopool_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8),
+    {"k400_pysf": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "c2d_nln_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
+    sampling_rate=8,
+    **_config_only("Kinetics/C2D_NLN_8x8_R50", 31_686_096, 37.27),
 )
 
 # --- SlowFast R50 ----------------------------------------------------------------------------------------------
@@ -135,17 +185,23 @@ register_arch(
     slowfast(50, frames=64, alpha=4, fusion_kernel_t=7),
     {
         "ssv2_pysf": SSV2_PYSF,
-        "ssv2_multigrid": dict(SSV2_PYSF, **MULTIGRID),
-        "charades_pysf": CHARADES,
-        "charades_multigrid": dict(CHARADES, **MULTIGRID),
+        "ssv2_multigrid": dict(SSV2_PYSF, **MULTIGRID, test_crop_size=224),
+        "charades_pysf": dict(CHARADES, train_short_side=(256, 340)),
+        "charades_multigrid": dict(CHARADES, **MULTIGRID, train_short_side=(256, 340)),
     },
     sampling_rate=2,
 )
 register_arch(
-    "slowfast_nln_r50_8x8",
-    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7, nonlocal_blocks=((), (1, 3), (1, 3, 5), ())),
+    "slowfast_nln_r50_4x16",
+    slowfast(50, frames=32, alpha=8, fusion_kernel_t=5, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
     sampling_rate=2,
-    notes="configured by the authors (Kinetics/SLOWFAST_NLN_8x8_R50) but never released with weights",
+    **_config_only("Kinetics/SLOWFAST_NLN_4x16_R50", 41_838_680, 47.91),
+)
+register_arch(
+    "slowfast_nln_r50_8x8",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=5, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=2,
+    **_config_only("Kinetics/SLOWFAST_NLN_8x8_R50", 41_838_680, 99.12),
 )
 
 # --- SlowFast R101 ---------------------------------------------------------------------------------------------
@@ -158,20 +214,34 @@ register_arch(
 register_arch(
     "slowfast_r101_50_50_16x8",
     slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
-    {"k400_ptv": K400},
+    {"k400_ptv": dict(K400, train_short_side=(256, 360))},
     sampling_rate=2,
 )
 register_arch(
     "slowfast_r101_50_50_8x8",
     slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
     sampling_rate=2,
-    notes="configured by the authors (Kinetics/c2/SLOWFAST_8x8_R101_50_50) but never released with weights",
+    **_config_only("Kinetics/c2/SLOWFAST_8x8_R101_50_50", 53_774_808, 106.51),
 )
 register_arch(
     "slowfast_r101_50_101_8x8",
     slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 23)),
     sampling_rate=2,
-    notes="configured by the authors (Kinetics/c2/SLOWFAST_8x8_R101_50_101) but never released with weights",
+    **_config_only("Kinetics/c2/SLOWFAST_8x8_R101_50_101", 53_914_072, 107.65),
+)
+register_arch(
+    "slowfast_nln_r101_50_50_16x8",
+    slowfast(
+        101,
+        frames=64,
+        alpha=4,
+        fusion_kernel_t=5,
+        res4_temporal=(6, 6),
+        nonlocal_blocks=((), (), (6, 13, 20), ()),
+        nonlocal_mode="dot_product",
+    ),
+    sampling_rate=2,
+    **_config_only("Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50", 60_080_088, 242.02),
 )
 
 #: the name the SlowFast paper's R101 16x8 result goes by: the released r101_50_50 design
