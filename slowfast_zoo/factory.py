@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from .checkpoint import LoadReport, load_checkpoint
-from .model import ResNet3d
+from .model import ResNet3d, ResNet3dConfig
+from .pretrained import PretrainedCfg
 from .registry import get_pretrained_cfg
 
 __all__ = ["create"]
@@ -30,7 +31,8 @@ def create(
     """Build a registered model, optionally with weights.
 
     Args:
-        name: ``arch``, ``arch.tag`` or an alias (see :func:`list_models`); a bare arch picks its default tag.
+        name: ``arch``, ``arch.tag`` or an alias (see :func:`list_models`); a bare arch picks its default tag;
+            ``hf-hub:org/name[@revision]`` builds a model saved by :func:`slowfast_zoo.publish.push_to_hub`.
         pretrained: load the tag's published weights (Hugging Face Hub, else the authors' file, converted).
         checkpoint: load this file instead: safetensors, PySlowFast/PyTorchVideo ``.pyth`` or Caffe2 ``.pkl``.
         num_classes: a new classifier size; when it differs from the weights, only the classifier is re-initialized.
@@ -38,7 +40,12 @@ def create(
         dtype: parameter dtype, e.g. ``torch.bfloat16``.
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
-    cfg = get_pretrained_cfg(name)
+    if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
+        from .hub import load_hf_hub_cfg
+
+        cfg = load_hf_hub_cfg(name)
+    else:
+        cfg = get_pretrained_cfg(name)
     changes = dict(overrides)
     if num_classes is not None:
         changes["num_classes"] = num_classes
@@ -65,15 +72,18 @@ def create(
     if dtype is not None:
         model = model.to(dtype=dtype)
 
-    model.pretrained_cfg = _describe(cfg, model_cfg, weights_loaded=source is not None)
+    model.pretrained_cfg = _describe(cfg, model_cfg)
     model.load_report = report
     return model
 
 
-def _describe(cfg: Any, model_cfg: Any, weights_loaded: bool) -> Any:
+def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
     """The config of what was built: provenance is kept only for what the weights still are."""
     if model_cfg == cfg.model:
         return cfg
-    if model_cfg.replace(num_classes=cfg.model.num_classes) == cfg.model:  # same backbone, new classifier
-        return cfg.replace(model=model_cfg, labels=None, metrics={})
-    return cfg.replace(model=model_cfg, tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
+    changes: dict[str, Any] = {"model": model_cfg}
+    if model_cfg.num_classes != cfg.model.num_classes:  # a new classifier: the label set and metrics no longer apply
+        changes.update(labels=None, metrics={})
+    if model_cfg.replace(num_classes=cfg.model.num_classes) != cfg.model:  # another backbone altogether
+        changes.update(tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
+    return cfg.replace(**changes)

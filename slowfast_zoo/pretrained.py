@@ -120,7 +120,7 @@ class PretrainedCfg:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (what ``config.json`` of a Hub repo holds)."""
-        return _jsonable(dataclasses.asdict(self))
+        return _jsonable(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PretrainedCfg:
@@ -139,6 +139,8 @@ class PretrainedCfg:
 
 
 def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, Mapping):
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

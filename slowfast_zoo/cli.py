@@ -1,0 +1,115 @@
+"""``slowfast-zoo`` command line: a thin layer over the public Python API (nothing imports this module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import slowfast_zoo
+from slowfast_zoo import PretrainedCfg, get_pretrained_cfg
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _metric(cfg: PretrainedCfg) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in cfg.metrics.items()) or "-"
+
+
+def _sampling(cfg: PretrainedCfg) -> str:
+    m = cfg.model
+    if m.alpha:
+        return f"{m.frames(0)}x{cfg.sampling_rate * m.alpha} (fast {m.num_frames}x{cfg.sampling_rate}, alpha {m.alpha})"
+    return f"{m.num_frames}x{cfg.sampling_rate}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = slowfast_zoo.list_models(args.pattern, pretrained=args.pretrained)
+    cfgs = [get_pretrained_cfg(n) for n in names]
+    if args.json:
+        for n, c in zip(names, cfgs):
+            print(json.dumps({"name": n, "params": c.params, "gflops": c.gflops, "metrics": dict(c.metrics)}))
+        return 0
+    rows = [
+        [n, f"{c.params / 1e6:.2f}M" if c.params else "-", f"{c.gflops:g}" if c.gflops else "-", c.dataset, _metric(c)]
+        for n, c in zip(names, cfgs)
+    ]
+    print(_table(rows, ["name", "params", "GFLOPs", "dataset", "metrics"]))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    cfg = get_pretrained_cfg(args.name)
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    m = cfg.model
+    fields: list[tuple[str, Any]] = [
+        ("name", cfg.name),
+        ("architecture", f"{cfg.arch}: {'SlowFast' if m.alpha else 'single pathway'}, blocks {m.layers}"),
+        ("dataset", f"{cfg.dataset} ({cfg.num_classes} classes, labels: {cfg.labels or '-'})"),
+        ("frames x stride", f"{_sampling(cfg)} at {cfg.target_fps:g} fps, {cfg.frame_sampling} sampling"),
+        ("input", f"{cfg.channel_order} in [0, 1], mean {cfg.mean}, std {cfg.std}"),
+        ("train", f"short side {cfg.train_short_side}, crop {cfg.train_crop_size}"),
+        (
+            "test",
+            f"short side {cfg.test_short_side}, crop {cfg.test_crop_size}, {cfg.test_clips} clip(s) x "
+            f"{len(cfg.test_crops)} crop(s) {cfg.test_crops}, {cfg.ensemble} of {cfg.activation}, "
+            f"{cfg.test_head_pool} head",
+        ),
+        ("metrics", _metric(cfg)),
+        ("params", f"{cfg.params:,}" if cfg.params else "-"),
+        ("GFLOPs", f"{cfg.gflops:g} per view at 256x256" if cfg.gflops else "-"),
+        ("origin", f"{cfg.origin.url} ({cfg.origin.format}, {cfg.origin.key_scheme} keys)" if cfg.origin else "-"),
+        (
+            "hub",
+            f"{cfg.hub.repo_id}@{cfg.hub.revision or 'unpublished'} {cfg.hub.filename}" if cfg.hub else "-",
+        ),
+        ("notes", cfg.notes or "-"),
+    ]
+    width = max(len(k) for k, _ in fields)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in fields))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
+    parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log where weights come from")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'slowfast_*'")
+    p.add_argument("--pretrained", action="store_true", help="list arch.tag names that have weights")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show a model's pretrained config")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``slowfast-zoo`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (slowfast_zoo.UnknownModelError, slowfast_zoo.CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"slowfast-zoo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

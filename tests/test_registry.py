@@ -1,0 +1,101 @@
+"""Names, tags, aliases and the pretrained configs attached to every model."""
+
+from __future__ import annotations
+
+import pytest
+
+import slowfast_zoo
+from slowfast_zoo import UnknownModelError, get_pretrained_cfg
+
+PRETRAINED = slowfast_zoo.list_pretrained()
+
+
+def test_listing_and_patterns() -> None:
+    archs = slowfast_zoo.list_models()
+    assert "slowfast_r50_8x8" in archs and "slowfast_r101_50_50_16x8" in archs
+    assert all("." not in a for a in archs)
+    assert slowfast_zoo.list_models("slow_*") == [
+        "slow_nln_r50_4x16",
+        "slow_nln_r50_8x8",
+        "slow_r50_4x16",
+        "slow_r50_8x8",
+    ]
+    assert slowfast_zoo.list_models("*r101*", pretrained=True) == [
+        "slowfast_r101_8x8.k400_ptv",
+        "slowfast_r101_50_50_16x8.k400_ptv",
+    ]
+    assert slowfast_zoo.list_pretrained("*ssv2*") == [
+        "slow_r50_8x8.ssv2_ptv",
+        "slowfast_r50_8x8.ssv2_ptv",
+        "slowfast_r50_16x8.ssv2_multigrid",
+        "slowfast_r50_16x8.ssv2_pysf",
+    ]
+
+
+def test_every_published_checkpoint_has_a_tag() -> None:
+    """published_models.md: 7 PySlowFast Caffe2 (A1) + 6 multigrid (A3) + 12 PyTorchVideo classifiers (A5)."""
+    assert len(PRETRAINED) == 25
+    assert len([n for n in PRETRAINED if n.endswith("_ptv")]) == 12
+    assert len([n for n in PRETRAINED if get_pretrained_cfg(n).origin.format == "caffe2_pkl"]) == 7
+
+
+def test_the_paper_r101_16x8_name() -> None:
+    cfg = get_pretrained_cfg("slowfast_r101_16x8")
+    assert cfg.name == "slowfast_r101_50_50_16x8.k400_ptv"
+    assert cfg.metrics["top1"] == 78.7 and cfg.params == 53_774_808
+    assert cfg.num_frames == 64 and cfg.alpha == 4 and cfg.model.fusion_kernel_t == 5
+    assert cfg.model.block_kernel_t[0][2] == (3,) * 6 + (1,) * 17  # r101_50_50: 6 temporal res4 blocks
+    assert cfg.origin.url.endswith("/kinetics/SLOWFAST_16x8_R101_50_50.pyth")
+    model = slowfast_zoo.create("slowfast_r101_16x8", device="meta")
+    assert model.pretrained_cfg is cfg
+
+
+def test_bare_arch_picks_its_default_tag_and_tags_resolve() -> None:
+    assert get_pretrained_cfg("slowfast_r50_8x8").name == "slowfast_r50_8x8.k400_pysf"
+    assert get_pretrained_cfg("slowfast_r50_8x8.k400_ptv").origin.key_scheme == "ptv"
+    weightless = get_pretrained_cfg("slowfast_nln_r50_8x8")
+    assert weightless.tag is None and not weightless.has_weights and weightless.params == 41_838_680
+    assert slowfast_zoo.is_model("slowfast_r101_16x8") and not slowfast_zoo.is_model("slowfast_r50")
+
+
+def test_unknown_names_suggest_close_matches() -> None:
+    with pytest.raises(UnknownModelError, match="unknown model 'slowfast_r50_8x9'; did you mean slowfast_r50_8x8"):
+        slowfast_zoo.create("slowfast_r50_8x9")
+    with pytest.raises(UnknownModelError, match="did you mean.*slowfast_r50_8x8.k400_ptv"):
+        get_pretrained_cfg("slowfast_r50_8x8.k400_ptvv")
+    with pytest.raises(UnknownModelError, match="see slowfast_zoo.list_models"):
+        get_pretrained_cfg("resnet50")
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_pretrained_cfg_is_complete(name: str) -> None:
+    cfg = get_pretrained_cfg(name)
+    assert cfg.label_names is not None and len(cfg.label_names) == cfg.num_classes
+    assert cfg.origin.url.startswith("https://dl.fbaipublicfiles.com/")
+    assert cfg.origin.format in ("caffe2_pkl", "pysf_pyth", "ptv_pyth")
+    assert cfg.origin.key_scheme in ("caffe2", "pysf", "ptv")
+    assert cfg.metrics and all(isinstance(v, float) for v in cfg.metrics.values())
+    assert cfg.params and cfg.gflops
+    assert cfg.mean == (0.45,) * 3 and cfg.std == (0.225,) * 3 and cfg.channel_order == "RGB"
+    assert cfg.num_frames % (cfg.alpha or 1) == 0 and cfg.sampling_rate > 0 and cfg.target_fps == 30
+    assert cfg.test_clips >= 1 and cfg.test_crops and cfg.ensemble in ("mean", "max")
+    assert (cfg.dataset == "charades") == (cfg.activation == "sigmoid") == (cfg.ensemble == "max")
+    assert (cfg.dataset == "ssv2") == (cfg.frame_sampling == "segment")
+    with pytest.raises(AttributeError):
+        cfg.num_frames = 3  # immutable
+
+
+def test_config_round_trips_through_json() -> None:
+    import json
+
+    for name in ("slowfast_r101_16x8", "i3d_nln_r50_8x8", "slow_r50_8x8.charades_ptv"):
+        cfg = get_pretrained_cfg(name)
+        assert slowfast_zoo.PretrainedCfg.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_created_model_carries_a_config_that_describes_it() -> None:
+    model = slowfast_zoo.create("slowfast_r50_8x8.ssv2_ptv", device="meta")
+    assert model.pretrained_cfg.name == "slowfast_r50_8x8.ssv2_ptv" and model.num_classes == 174
+    tiny = slowfast_zoo.create("slowfast_r50_8x8", width=8, device="meta")
+    assert tiny.pretrained_cfg.tag is None and tiny.pretrained_cfg.params is None  # no longer the published network
+    assert tiny.pretrained_cfg.model.width == 8
