@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA
 
 import slowfast_zoo
 from slowfast_zoo.checkpoint import read_state_dict
 from slowfast_zoo.convert import KeyMappingError, detect_scheme, from_zoo, to_zoo
+
+DATA = Path(__file__).parent / "data"
 
 TINY = dict(width=8, num_classes=10)
 # fixture file -> (arch, frames) of the network PySlowFast wrote into it

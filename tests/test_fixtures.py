@@ -14,14 +14,16 @@ CPU conv backend moves the same logits by up to 1e-2 on the non-local fixture. L
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 
 import slowfast_zoo
 from slowfast_zoo.checkpoint import read_state_dict
+
+DATA = Path(__file__).parent / "data"
 
 FIXTURES = {f["name"]: f for f in json.loads((DATA / "fixtures.json").read_text())}
 ARCH = {

@@ -61,9 +61,9 @@ def test_bare_arch_picks_its_default_tag_and_tags_resolve() -> None:
 def test_unknown_names_suggest_close_matches() -> None:
     with pytest.raises(UnknownModelError, match="unknown model 'slowfast_r50_8x9'; did you mean slowfast_r50_8x8"):
         slowfast_zoo.create("slowfast_r50_8x9")
-    with pytest.raises(UnknownModelError, match="did you mean.*slowfast_r50_8x8.k400_ptv"):
+    with pytest.raises(UnknownModelError, match=r"did you mean.*slowfast_r50_8x8\.k400_ptv"):
         get_pretrained_cfg("slowfast_r50_8x8.k400_ptvv")
-    with pytest.raises(UnknownModelError, match="see slowfast_zoo.list_models"):
+    with pytest.raises(UnknownModelError, match=r"see slowfast_zoo\.list_models"):
         get_pretrained_cfg("resnet50")
 
 
