@@ -225,13 +225,14 @@ def _ptv_to_pysf_fn(sd: Mapping[str, object]) -> Callable[[str], str | None]:
                 lambda m: res(f"s{stage_of[int(m[1])]}.pathway0_res{m[2]}", m[3]),
             ),
             (r"blocks\.\d\.proj\.(weight|bias)", r"head.projection.\1"),
+            (r"detection_head\.proj\.(weight|bias)", r"head.projection.\1"),
         ]
     )
 
 
-def _pysf_to_ptv_fn(sd: Mapping[str, object], temporal_pool: bool) -> Callable[[str], str | None]:
+def _pysf_to_ptv_fn(sd: Mapping[str, object], temporal_pool: bool, detection: bool) -> Callable[[str], str | None]:
     two = any(k.startswith("s1.pathway1_") for k in sd)
-    head = 6 if two or temporal_pool else 5
+    head = "detection_head" if detection else f"blocks.{6 if two or temporal_pool else 5}"
     inv = {"branch1.weight": "branch1_conv.weight"}
 
     def res(rest: str) -> str | None:
@@ -268,9 +269,15 @@ def _pysf_to_ptv_fn(sd: Mapping[str, object], temporal_pool: bool) -> Callable[[
             ),
             (r"s(\d)_fuse\.bn\.(\w+)", lambda m: f"blocks.{int(m[1]) - 1}.multipathway_fusion.norm.{m[2]}"),
             (r"s(\d)\.pathway(\d)_res(\d+)\.(.+)", stage_key),
-            (r"head\.projection\.(weight|bias)", lambda m: f"blocks.{head}.proj.{m[1]}"),
+            (r"head\.projection\.(weight|bias)", lambda m: f"{head}.proj.{m[1]}"),
         ]
     )
+
+
+def _strip_wrapper(key: str) -> str | None:
+    if key.startswith("model."):
+        return key[len("model.") :]
+    return key if key.startswith("detection_head.") else None
 
 
 # --- public entry points -------------------------------------------------------------------------------------
@@ -302,8 +309,8 @@ def to_zoo(sd: Mapping[str, V], scheme: str | None = None) -> dict[str, V]:
     scheme = scheme or detect_scheme(sd)
     if scheme == "zoo":
         return _map_keys(sd, lambda k: k if _zoo_to_pysf(k) else None, scheme)
-    if scheme == "ptv_wrapper":
-        sd = _map_keys(sd, lambda k: k[len("model.") :] if k.startswith("model.") else None, scheme)
+    if scheme == "ptv_wrapper":  # also PyTorchVideo's detectors: backbone under model., head under detection_head.
+        sd = _map_keys(sd, _strip_wrapper, scheme)
         scheme = "ptv"
     if scheme == "ptv":
         sd = _map_keys(sd, _ptv_to_pysf_fn(sd), scheme)
@@ -314,11 +321,12 @@ def to_zoo(sd: Mapping[str, V], scheme: str | None = None) -> dict[str, V]:
     return _map_keys(sd, _pysf_to_zoo, scheme)
 
 
-def from_zoo(sd: Mapping[str, V], scheme: str, *, temporal_pool: bool = False) -> dict[str, V]:
+def from_zoo(sd: Mapping[str, V], scheme: str, *, temporal_pool: bool = False, detection: bool = False) -> dict[str, V]:
     """Rename zoo keys to an upstream scheme (to write files in the authors' layouts).
 
     ``temporal_pool`` says whether the network pools in time after res2 (I3D, C2D), which shifts PyTorchVideo's
-    block indices.
+    block indices; ``detection`` names the head as PyTorchVideo's detectors do (``detection_head.proj``, with the
+    backbone under ``model.``: use scheme ``ptv_wrapper``).
     """
     if scheme == "zoo":
         return dict(sd)
@@ -329,6 +337,7 @@ def from_zoo(sd: Mapping[str, V], scheme: str, *, temporal_pool: bool = False) -
         pysf = {k: v for k, v in pysf.items() if not k.endswith("num_batches_tracked")}
         return _map_keys(pysf, _pysf_to_caffe2_fn(pysf), "pysf")
     if scheme in ("ptv", "ptv_wrapper"):
-        ptv = _map_keys(pysf, _pysf_to_ptv_fn(pysf, temporal_pool), "pysf")
-        return {("model." if scheme == "ptv_wrapper" else "") + k: v for k, v in ptv.items()}
+        ptv = _map_keys(pysf, _pysf_to_ptv_fn(pysf, temporal_pool, detection), "pysf")
+        wrap = scheme == "ptv_wrapper"
+        return {("model." if wrap and not k.startswith("detection_head.") else "") + k: v for k, v in ptv.items()}
     raise ValueError(f"unknown key scheme {scheme!r}; known: {SCHEMES}")

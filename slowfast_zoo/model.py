@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import Bottleneck, ClassifierHead, FuseFastToSlow, NonLocal, Stem, linspace_indices
+from .layers import Bottleneck, ClassifierHead, FuseFastToSlow, NonLocal, RoIHead, Stem, as_rois, linspace_indices
 
 __all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "temporal_kernels"]
 
@@ -63,6 +63,9 @@ class ResNet3dConfig:
     dropout: float = 0.5
     #: "adaptive" pools whatever size comes in; "fixed" uses the reference's kernel set by the training crop
     head_pool: Literal["adaptive", "fixed"] = "adaptive"
+    #: AVA detectors: a RoIAlign head scoring person boxes instead of a clip classifier
+    roi_head: bool = False
+    roi_aligned: bool = False
     #: frames of the fast (or only) pathway, and the training crop: together they size the fixed head kernel
     num_frames: int = 8
     crop_size: int = 224
@@ -154,7 +157,14 @@ class ResNet3d(nn.Module):
         pool = cfg.temporal_pool
         self.temporal_pool = nn.MaxPool3d((pool, 1, 1), (pool, 1, 1)) if pool > 1 else nn.Identity()
         self.num_features = sum(in_chs)
-        self.head = ClassifierHead(tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size)
+        self.head: ClassifierHead | RoIHead
+        if cfg.roi_head:
+            scale = 1 / (32 if cfg.spatial_strides[3] == 2 else 16)
+            self.head = RoIHead(
+                tuple(in_chs), cfg.num_classes, cfg.dropout, spatial_scale=scale, aligned=cfg.roi_aligned
+            )
+        else:
+            self.head = ClassifierHead(tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size)
         self.init_weights()
 
     @property
@@ -246,15 +256,34 @@ class ResNet3d(nn.Module):
                 xs = self._fuse(s + 1, xs)
         return xs
 
-    def forward_head(self, feats: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
-        """Pool, concat and classify; ``pre_logits=True`` returns the pooled embedding ``(N, num_features)``."""
+    def forward_head(
+        self,
+        feats: list[torch.Tensor],
+        pre_logits: bool = False,
+        boxes: torch.Tensor | list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Pool, concat and classify; ``pre_logits=True`` returns the pooled embedding ``(N, num_features)``.
+
+        Detectors (``roi_head``) score ``boxes`` instead and return one row per box.
+        """
+        if isinstance(self.head, RoIHead):
+            if boxes is None:
+                raise ValueError("this is a detector: call it as model(x, boxes) with person boxes per clip")
+            return self.head(feats, as_rois(boxes, feats[0].shape[0]).to(feats[0].device), pre_logits=pre_logits)
+        if boxes is not None:
+            raise ValueError("boxes are only taken by detection models (roi_head=True)")
         return self.head(feats, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(
+        self, x: torch.Tensor | list[torch.Tensor], boxes: torch.Tensor | list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Logits per clip ``(N, classes)``; for detectors, per box ``(K, classes)`` given ``boxes`` in input pixels."""
+        return self.forward_head(self.forward_features(x), boxes=boxes)
 
     def position_logits(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Logits at every head position ``(N, t, h, w, classes)`` (one position unless the head is fixed-kernel)."""
+        if not isinstance(self.head, ClassifierHead):
+            raise ValueError("position_logits is defined for clip classifiers, not detectors")
         return self.head.position_logits(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:

@@ -244,5 +244,48 @@ register_arch(
     **_config_only("Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50", 60_080_088, 242.02),
 )
 
+# --- AVA detectors: res5 without stride (dilation 2), RoIAlign head on person boxes -------------------------------
+#: keyframe-centred clip, full frame with short side 256, one view, sigmoid per box and action
+AVA: dict[str, Any] = dict(
+    dataset="ava",
+    labels="ava80",
+    activation="sigmoid",
+    test_clips=1,
+    test_crops=("full",),
+    test_crop_size=256,
+    test_head_pool="adaptive",
+)
+DETECTOR = dict(spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2), roi_head=True, num_classes=80)
+#: the R101 detectors add dot-product non-local blocks after slow res4 blocks 6, 13, 20, pooled 2x2x2
+NL_AVA_R101 = dict(
+    nonlocal_blocks=((), (), (6, 13, 20), ()),
+    nonlocal_pool=((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)),
+    nonlocal_mode="dot_product",
+)
+register_arch(
+    "slow_r50_4x16_det",
+    single_pathway(SLOW_BASES, 1, frames=4, **DETECTOR),
+    {"ava22_pysf": AVA, "ava22_ptv": AVA},
+    sampling_rate=16,
+)
+register_arch(
+    "slowfast_r50_8x8_det",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7, **DETECTOR),
+    {"ava22_ptv": AVA},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r101_50_50_8x8_det",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **DETECTOR, **NL_AVA_R101),
+    {"ava22_pysf": AVA, "ava21_pysf": AVA},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r101_50_50_16x8_det",
+    slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **DETECTOR, **NL_AVA_R101),
+    {"ava22_pysf": AVA},
+    sampling_rate=2,
+)
+
 #: the name the SlowFast paper's R101 16x8 result goes by: the released r101_50_50 design
 register_alias("slowfast_r101_16x8", "slowfast_r101_50_50_16x8.k400_ptv")

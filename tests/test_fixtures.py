@@ -117,3 +117,27 @@ def test_fixture_files_hold_what_their_readme_says() -> None:
     assert fmt == "caffe2" and "model_iter" in skipped and "conv1_w" in sd and "t_pool1_subsample_w" in sd
     sd, fmt, _ = read_state_dict(DATA / "slow_r50_8x8_ptv.ptv_wrapper.pyth")
     assert fmt == "torch" and all(k.startswith("model.blocks.") for k in sd)
+
+
+def test_ava_detector_fixture_scores_boxes_like_pysf() -> None:
+    """AVA R101_50_50 with dot-product non-local blocks and the RoIAlign head (Caffe2 layout, 80 sigmoid outputs)."""
+    fx = FIXTURES["ava_slowfast_r101_50_50_nl"]
+    model = slowfast_zoo.create(
+        "slowfast_nln_r101_50_50_8x8_det",
+        checkpoint=DATA / "ava_slowfast_r101_50_50_nl.caffe2.pkl",
+        width=8,
+        num_frames=16,
+    ).eval()
+    assert model.load_report.key_scheme == "caffe2"
+    assert sum(p.numel() for p in model.parameters()) == fx["model"]["params"]
+    assert len(model.state_dict()) == fx["model"]["state_dict_keys"]
+    xs, io = inputs("ava_slowfast_r101_50_50_nl")
+    rows = torch.from_numpy(io["bboxes"])
+    with torch.no_grad():
+        logits = model(xs, rows)
+        per_clip = model(xs, [rows[:, 1:]])  # the (K, 4)-per-clip form gives the same
+    ref = torch.from_numpy(io["logits"])
+    assert logits.shape == ref.shape == (2, 80)
+    assert (logits - ref).abs().max() <= 2e-5 * ref.abs().max()
+    torch.testing.assert_close(logits.sigmoid(), torch.from_numpy(io["output"]), rtol=0, atol=2e-5)
+    assert torch.equal(per_clip, logits)

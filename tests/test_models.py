@@ -13,6 +13,13 @@ ARCHS = slowfast_zoo.list_models()
 PRETRAINED = slowfast_zoo.list_pretrained()
 
 
+def boxes_for(model: ResNet3d, batch: int = 2, size: int = 64) -> list[torch.Tensor] | None:
+    """Two person boxes per clip for detectors (pixel coordinates), None for classifiers."""
+    if not model.cfg.roi_head:
+        return None
+    return [torch.tensor([[4.0, 8.0, 40.0, 60.0], [0.0, 0.0, size - 1.0, size - 1.0]]) for _ in range(batch)]
+
+
 def small_input(model: ResNet3d, batch: int = 2, size: int = 64) -> list[torch.Tensor]:
     """Short clips that keep the pathway ratio: T_fast = 2 * alpha, T_slow = 2 (single pathway: 4 frames)."""
     cfg = model.cfg
@@ -25,18 +32,19 @@ def small_input(model: ResNet3d, batch: int = 2, size: int = 64) -> list[torch.T
 def test_forward_backward(name: str) -> None:
     torch.manual_seed(0)
     model = slowfast_zoo.create(name, num_classes=7)
-    x = small_input(model)
-    out = model(x)  # train mode
-    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    x, boxes = small_input(model), boxes_for(model)
+    rows = 4 if boxes else 2  # a detector scores each box
+    out = model(x, boxes)  # train mode
+    assert out.shape == (rows, 7) and torch.isfinite(out).all()
     out.logsumexp(dim=1).sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"parameters without a gradient: {no_grad[:5]}"
     model.eval()
     with torch.no_grad():
-        out = model(x)
-    assert out.shape == (2, 7) and torch.isfinite(out).all()
+        out = model(x, boxes)
+    assert out.shape == (rows, 7) and torch.isfinite(out).all()
     # logits, not probabilities, in eval mode too
-    assert not torch.allclose(out.sum(dim=1), torch.ones(2))
+    assert not torch.allclose(out.sum(dim=1), torch.ones(rows)) and (out < 0).any()
 
 
 @pytest.mark.parametrize("name", ARCHS + PRETRAINED)
@@ -56,9 +64,10 @@ def test_flops_equal_reference(name: str) -> None:
     assert cfg.gflops is not None, f"{name}: no reference GFLOPs"
     model = slowfast_zoo.create(name, device="meta").eval()
     x = [torch.empty(1, 3, cfg.model.frames(p), 256, 256, device="meta") for p in range(cfg.model.num_pathways)]
+    boxes = [torch.tensor([[0.0, 0.0, 255.0, 255.0]], device="meta")] if cfg.model.roi_head else None  # one box
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(x)
+        model(x, boxes)
     counts = counter.get_flop_counts()["Global"]
     assert {str(op) for op in counts} <= {"aten.convolution", "aten.addmm", "aten.bmm"}
     assert sum(counts.values()) / 2 / 1e9 == pytest.approx(cfg.gflops, abs=0.011)

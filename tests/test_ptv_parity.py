@@ -113,3 +113,27 @@ def test_tiny_slowfast_matches_pytorchvideo_bit_exactly() -> None:
     x = [torch.randn(2, 3, 2, 64, 64), torch.randn(2, 3, 8, 64, 64)]
     with torch.no_grad():
         assert torch.equal(model.position_logits(x).reshape(2, 10), ptv(list(x)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("arch", "builder"),
+    [("slow_r50_4x16_det", hub.slow_r50_detection), ("slowfast_r50_8x8_det", hub.slowfast_r50_detection)],
+)
+def test_detector_scores_equal_pytorchvideo(arch: str, builder) -> None:
+    """AVA detectors: res5 dilation, RoIAlign(7x7, 1/16, aligned=False), spatial max, sigmoid outside the model."""
+    torch.manual_seed(0)
+    ptv = builder(pretrained=False)
+    randomize(ptv)
+    ptv.eval()
+    model = slowfast_zoo.create(arch)
+    assert slowfast_zoo.load_checkpoint(model, ptv.state_dict()).key_scheme == "ptv_wrapper"
+    model.eval()
+    cfg = model.cfg
+    x = [torch.randn(2, 3, cfg.frames(p), 128, 160) for p in range(cfg.num_pathways)]
+    boxes = torch.tensor([[0, 10.0, 20.0, 90.0, 120.0], [1, 0.0, 0.0, 159.0, 127.0], [1, 40.5, 30.25, 80.0, 64.0]])
+    with torch.no_grad():
+        expected = ptv(list(x) if len(x) == 2 else x[0], boxes)  # PTV applies the sigmoid in its head
+        ours = model(x, boxes)
+    torch.testing.assert_close(ours.sigmoid(), expected, rtol=0, atol=1e-6)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ptv.parameters())

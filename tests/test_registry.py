@@ -18,9 +18,10 @@ def test_listing_and_patterns() -> None:
         "slow_nln_r50_4x16",
         "slow_nln_r50_8x8",
         "slow_r50_4x16",
+        "slow_r50_4x16_det",
         "slow_r50_8x8",
     ]
-    assert slowfast_zoo.list_models("*r101*", pretrained=True) == [
+    assert slowfast_zoo.list_models("slowfast_r101*", pretrained=True) == [
         "slowfast_r101_8x8.k400_ptv",
         "slowfast_r101_50_50_16x8.k400_ptv",
     ]
@@ -33,10 +34,13 @@ def test_listing_and_patterns() -> None:
 
 
 def test_every_published_checkpoint_has_a_tag() -> None:
-    """published_models.md: 7 PySlowFast Caffe2 (A1) + 6 multigrid (A3) + 12 PyTorchVideo classifiers (A5)."""
-    assert len(PRETRAINED) == 25
-    assert len([n for n in PRETRAINED if n.endswith("_ptv")]) == 12
-    assert len([n for n in PRETRAINED if get_pretrained_cfg(n).origin.format == "caffe2_pkl"]) == 7
+    """published_models.md: classifiers 7 PySlowFast Caffe2 (A1) + 6 multigrid (A3) + 12 PyTorchVideo (A5);
+    detectors 4 PySlowFast AVA (A2) + 2 PyTorchVideo AVA (A5)."""
+    detectors = [n for n in PRETRAINED if get_pretrained_cfg(n).model.roi_head]
+    assert len(PRETRAINED) - len(detectors) == 25 and len(detectors) == 6
+    assert all(get_pretrained_cfg(n).dataset == "ava" for n in detectors)
+    assert len([n for n in PRETRAINED if n.endswith("_ptv")]) == 14
+    assert len([n for n in PRETRAINED if get_pretrained_cfg(n).origin.format == "caffe2_pkl"]) == 11
 
 
 def test_the_paper_r101_16x8_name() -> None:
@@ -73,13 +77,15 @@ def test_pretrained_cfg_is_complete(name: str) -> None:
     assert cfg.label_names is not None and len(cfg.label_names) == cfg.num_classes
     assert cfg.origin.url.startswith("https://dl.fbaipublicfiles.com/")
     assert cfg.origin.format in ("caffe2_pkl", "pysf_pyth", "ptv_pyth")
-    assert cfg.origin.key_scheme in ("caffe2", "pysf", "ptv")
+    assert cfg.origin.key_scheme in ("caffe2", "pysf", "ptv", "ptv_wrapper")
     assert cfg.metrics and all(isinstance(v, float) for v in cfg.metrics.values())
     assert cfg.params and cfg.gflops
     assert cfg.mean == (0.45,) * 3 and cfg.std == (0.225,) * 3 and cfg.channel_order == "RGB"
     assert cfg.num_frames % (cfg.alpha or 1) == 0 and cfg.sampling_rate > 0 and cfg.target_fps == 30
     assert cfg.test_clips >= 1 and cfg.test_crops and cfg.ensemble in ("mean", "max")
-    assert (cfg.dataset == "charades") == (cfg.activation == "sigmoid") == (cfg.ensemble == "max")
+    assert (cfg.dataset in ("charades", "ava")) == (cfg.activation == "sigmoid")
+    assert (cfg.dataset == "charades") == (cfg.ensemble == "max")
+    assert (cfg.dataset == "ava") == cfg.model.roi_head
     assert (cfg.dataset == "ssv2") == (cfg.frame_sampling == "segment")
     with pytest.raises(AttributeError):
         cfg.num_frames = 3  # immutable
