@@ -3,24 +3,32 @@
 from . import variants as _variants  # noqa: F401  (registers every model)
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint
 from .factory import create
+from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
 from .model import ResNet3d, ResNet3dConfig
 from .pretrained import PretrainedCfg
 from .registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
+from .transforms import create_transforms
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
     "LoadReport",
+    "Prediction",
     "PretrainedCfg",
     "ResNet3d",
     "ResNet3dConfig",
     "UnknownModelError",
+    "VideoPrediction",
     "__version__",
     "create",
+    "create_transforms",
     "get_pretrained_cfg",
     "is_model",
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "predict",
+    "predict_windows",
+    "sample_video",
 ]

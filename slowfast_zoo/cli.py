@@ -81,6 +81,39 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _windows_arg(text: str) -> tuple[float, float]:
+    try:
+        window, stride = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WINDOW,STRIDE in seconds (e.g. 4,2), got {text!r}") from None
+    if window <= 0 or stride <= 0:
+        raise argparse.ArgumentTypeError("window and stride must be positive")
+    return window, stride
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from slowfast_zoo import inference
+
+    videos = args.videos or [inference.sample_video()]
+    model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    for video in videos:
+        if args.windows:
+            window, stride = args.windows
+            results = inference.predict_windows(
+                video, model, window, stride, views=args.views or "fast", top_k=args.top_k, progress=True
+            )
+        else:
+            results = [
+                inference.predict(video, model, views=args.views or "reference", top_k=args.top_k, progress=True)
+            ]
+        if args.json:
+            for line in inference.to_json_lines(results):
+                print(line, flush=True)
+        else:
+            print(inference.format_table(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
@@ -97,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("predict", help="classify videos with a model's own preprocessing and test protocol")
+    p.add_argument("videos", nargs="*", help="video files (default: the embedded sample clip)")
+    p.add_argument("--model", default="slowfast_r50_8x8", help="model name (default: %(default)s)")
+    p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
+    p.add_argument("--views", choices=["reference", "fast"], help="published multi-view protocol or one view")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -106,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
-    except (slowfast_zoo.UnknownModelError, slowfast_zoo.CheckpointError, FileNotFoundError, ValueError) as e:
+    except (slowfast_zoo.UnknownModelError, slowfast_zoo.CheckpointError, OSError, RuntimeError, ValueError) as e:
         print(f"slowfast-zoo: error: {e}", file=sys.stderr)
         return 2
 

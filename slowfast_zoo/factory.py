@@ -77,6 +77,10 @@ def create(
     return model
 
 
+#: config fields that change how the network runs, not what its weights are
+_RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned")
+
+
 def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
     """The config of what was built: provenance is kept only for what the weights still are."""
     if model_cfg == cfg.model:
@@ -84,6 +88,7 @@ def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
     changes: dict[str, Any] = {"model": model_cfg}
     if model_cfg.num_classes != cfg.model.num_classes:  # a new classifier: the label set and metrics no longer apply
         changes.update(labels=None, metrics={})
-    if model_cfg.replace(num_classes=cfg.model.num_classes) != cfg.model:  # another backbone altogether
+    same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS)}
+    if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
         changes.update(tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
     return cfg.replace(**changes)

@@ -44,3 +44,35 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("slowfast-zoo") or str(__import__("pathlib").Path(sys.executable).parent / "slowfast-zoo")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("slowfast-zoo 0.1.0")
+
+
+def test_predict_on_the_embedded_sample(tmp_path, capsys) -> None:
+    """The README's predict command, offline: full-size Slow 4x16 with weights from a local file, one view."""
+    import torch
+    from safetensors.torch import save_file
+
+    import slowfast_zoo
+
+    torch.manual_seed(0)
+    weights = tmp_path / "slow.safetensors"
+    save_file(slowfast_zoo.create("slow_r50_4x16").state_dict(), str(weights))
+    argv = ["predict", "--model", "slow_r50_4x16", "--checkpoint", str(weights), "--views", "fast", "--top-k", "3"]
+    assert main([*argv, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["video"].endswith("sample.mp4") and row["model"] == "slow_r50_4x16.k400_pysf"
+    labels = slowfast_zoo.get_pretrained_cfg("slow_r50_4x16").label_names
+    assert len(row["predictions"]) == 3 and row["predictions"][0]["label"] in labels and row["views"] == 1
+    assert main(argv) == 0
+    assert "sample.mp4" in capsys.readouterr().out
+
+
+def test_predict_bad_video_is_a_clean_error(tmp_path, capsys) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video at all")
+    assert main(["predict", str(bad), "--model", "slow_r50_4x16", "--checkpoint", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("slowfast-zoo: error:")
+
+
+def test_predict_refuses_a_detector(capsys) -> None:
+    assert main(["predict", "--model", "slowfast_r50_8x8_det"]) == 2
+    assert "is an AVA detector: it scores person boxes" in capsys.readouterr().err

@@ -1,0 +1,369 @@
+"""Video decoding with PyAV: the frames a clip needs, found by seeking, as uint8 RGB.
+
+Needs the ``video`` extra (``pip install "slowfast-zoo[video]"``); PyAV is imported only when a video is opened.
+
+Time and frame positions. A video's frames are addressed by *position* ``p``, in frames of the stream's average
+frame rate counted from the first frame: position ``p`` is the frame on screen at time ``p / fps`` (the last frame
+whose timestamp is at or before it). For a constant-frame-rate video, position ``p`` is frame ``floor(p)``, which is
+what the reference's ``linspace(start, end, T).long()`` picks; a variable-frame-rate video is sampled at the right
+times instead of by frame count. Positions before the first frame give the first frame, positions past the last
+frame repeat the last one (the reference pads short videos the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .transforms import clip_positions
+
+__all__ = [
+    "VideoError",
+    "VideoInfo",
+    "VideoNotFoundError",
+    "VideoReader",
+    "probe",
+    "read_clip",
+    "require_av",
+]
+
+log = logging.getLogger(__name__)
+
+#: a wanted time this far (seconds) beyond the frame decoded last is reached by seeking, not by decoding through
+SEEK_THRESHOLD_S = 1.0
+
+
+class VideoError(RuntimeError):
+    """A video could not be read; the message names the file and what failed."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The video file does not exist."""
+
+
+def require_av() -> Any:
+    """The ``av`` module, or an ImportError that says how to install it."""
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError('reading videos needs PyAV: pip install "slowfast-zoo[video]" (or pip install av)') from e
+    return av
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video stream says about itself (``width``/``height`` as displayed, i.e. after rotation)."""
+
+    path: str
+    width: int
+    height: int
+    #: average frame rate (frames / second); positions are counted in frames of this rate
+    fps: float
+    #: seconds, from the first frame's timestamp
+    duration: float
+    #: frames in the stream (from the container, else ``duration * fps`` rounded)
+    num_frames: int
+    #: counter-clockwise degrees the decoded frames are turned by to be displayed upright
+    rotation: int
+    codec: str
+    container: str
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Open a file and its first video stream, turning every failure into a :class:`VideoError`."""
+    av = require_av()
+    p = Path(path)
+    if not p.exists():
+        raise VideoNotFoundError(path, "no such file")
+    if p.is_dir():
+        raise VideoError(path, "is a directory, not a video file")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.error.FFmpegError as e:
+        raise VideoError(path, f"not a readable video container ({_ffmpeg_reason(e)})") from e
+    streams = container.streams.video
+    if not streams:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise VideoError(path, f"has no video stream (streams: {', '.join(kinds)})")
+    stream = streams[0]
+    if stream.codec_context is None or stream.codec_context.name is None:
+        container.close()
+        raise VideoError(path, "video stream has no decoder available")
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _ffmpeg_reason(e: Exception) -> str:
+    return str(getattr(e, "strerror", None) or e)
+
+
+def _info(path: str | os.PathLike[str], container: Any, stream: Any, rotation: int) -> VideoInfo:
+    fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate)
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+        if container.start_time is not None and stream.start_time is not None and stream.time_base is not None:
+            # container duration is counted from the earliest stream
+            duration -= float(stream.start_time * stream.time_base) - container.start_time / 1_000_000
+    frames = int(stream.frames or 0)
+    if duration is None or duration <= 0:
+        duration = frames / fps if frames else 0.0
+    if frames <= 0:
+        frames = round(duration * fps)
+    w, h = stream.codec_context.width, stream.codec_context.height
+    if rotation % 180:
+        w, h = h, w
+    return VideoInfo(
+        path=str(path),
+        width=int(w),
+        height=int(h),
+        fps=fps,
+        duration=float(duration),
+        num_frames=int(frames),
+        rotation=rotation,
+        codec=str(stream.codec_context.name),
+        container=str(container.format.name),
+    )
+
+
+def _normalize_rotation(deg: float) -> int:
+    return round(deg / 90.0) * 90 % 360
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Size, frame rate, duration, frame count and rotation of a video, without decoding it."""
+    with VideoReader(path) as reader:
+        return reader.info
+
+
+class VideoReader:
+    """Random access to the frames of one video by time or position, decoding only what is asked for.
+
+    Each request seeks to the keyframe before the first wanted frame and decodes forward from there; requests
+    that move forward by less than :data:`SEEK_THRESHOLD_S` keep decoding without a seek, so consecutive clips
+    of a long video (sliding windows) are read in one pass. ``frames_decoded`` and ``seeks`` count the work done.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, seek_threshold: float = SEEK_THRESHOLD_S) -> None:
+        self.path = str(path)
+        self._container, self._stream = _open(path)
+        stream = self._stream
+        self.seek_threshold = seek_threshold
+        self.frames_decoded = 0
+        self.seeks = 0
+        self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1)
+        # timestamps are rounded to the time base (1 ms in Matroska): a frame within half a tick counts as on time
+        self._eps = self._tb / 2
+        self._start_pts = stream.start_time if stream.start_time is not None else None
+        self._decoder: Any = self._container.decode(stream)
+        self._cur: Any = None  # last frame at or before the last wanted time
+        self._next: Any = None  # lookahead: first frame after it
+        self._eof = False
+        self._at_start = True  # the decoder is at the first frame, nothing consumed yet
+        try:
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate or rate <= 0:
+                raise VideoError(path, "video stream has no frame rate")
+            self._fps = Fraction(rate)
+            # the first frame: proves the stream decodes and carries the rotation (display matrix)
+            self._next = self._advance()
+            if self._next is None:
+                raise VideoError(path, self._why_no_frames())
+            rotation = _normalize_rotation(getattr(self._next, "rotation", 0) or 0)
+            self.info = _info(path, self._container, stream, rotation)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _why_no_frames(self) -> str:
+        """Tell an empty video stream from one whose packets do not decode (only called on failure)."""
+        packets = 0
+        try:
+            self._container.seek(0)
+            packets = sum(1 for p in self._container.demux(self._stream) if p.size)
+        except Exception:  # the stream is unreadable either way
+            pass
+        if packets:
+            return f"truncated or corrupt video stream: {packets} packet(s) but no frame could be decoded"
+        return "video stream has zero frames"
+
+    # ---- context manager -------------------------------------------------------------------------------------
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._decoder = self._cur = self._next = None
+        self._container.close()
+
+    # ---- public API --------------------------------------------------------------------------------------------
+    def frames_at(self, times: Sequence[float] | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The frames on screen at these times (seconds from the first frame), uint8 RGB ``(T, H, W, 3)``."""
+        ts = [Fraction(float(t)) for t in _as_list(times)]
+        return self._frames(ts)
+
+    def frames_at_positions(self, positions: Sequence[float] | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The frames at positions in frames of the average rate (see the module doc), uint8 RGB ``(T, H, W, 3)``."""
+        ts = [Fraction(float(p)) / self._fps for p in _as_list(positions)]
+        return self._frames(ts)
+
+    def read_clip(self, start: float, num_frames: int, sampling_rate: int, target_fps: float = 30.0) -> torch.Tensor:
+        """A clip of ``num_frames`` frames taken every ``sampling_rate`` frames of a ``target_fps`` video.
+
+        The clip window starts at ``start`` seconds and lasts ``num_frames * sampling_rate / target_fps`` seconds;
+        its frames are spread over the window by ``linspace`` as the reference does (``decoder.py``). Returns uint8
+        RGB ``(num_frames, H, W, 3)``; a window that runs past the end repeats the last frame.
+        """
+        positions = clip_positions(start * float(self._fps), num_frames, sampling_rate, target_fps, float(self._fps))
+        return self.frames_at_positions(positions)
+
+    # ---- decoding ----------------------------------------------------------------------------------------------
+    def _time(self, frame: Any) -> Fraction:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            raise VideoError(self.path, "decoded frame has no timestamp")
+        if self._start_pts is None:
+            self._start_pts = pts
+        return (pts - self._start_pts) * self._tb
+
+    def _seek(self, t: Fraction) -> None:
+        stream = self._stream
+        offset = 0 if self._start_pts is None else self._start_pts
+        target = offset + math.floor(max(t, Fraction(0)) / self._tb)
+        try:
+            self._container.seek(int(target), stream=stream, backward=True, any_frame=False)
+        except Exception as e:
+            raise VideoError(self.path, f"seeking to {float(t):.3f}s failed ({_ffmpeg_reason(e)})") from e
+        self.seeks += 1
+        self._decoder = self._container.decode(stream)
+        self._cur = self._next = None
+        self._eof = False
+        self._at_start = t <= 0
+
+    def _advance(self) -> Any:
+        """The next decoded frame, or None at the end of the stream."""
+        av = require_av()
+        try:
+            frame = next(self._decoder)
+        except StopIteration:
+            self._eof = True
+            return None
+        except av.error.EOFError:
+            self._eof = True
+            return None
+        except av.error.FFmpegError as e:
+            where = f" after {float(self._time(self._cur)):.3f}s" if self._cur is not None else ""
+            raise VideoError(self.path, f"corrupt video stream: decoding failed{where} ({_ffmpeg_reason(e)})") from e
+        self.frames_decoded += 1
+        return frame
+
+    def _frame_at(self, t: Fraction) -> Any:
+        cur_t = self._time(self._cur) if self._cur is not None else (Fraction(0) if self._at_start else None)
+        past_end = self._eof and self._next is None  # the last frame is on screen from cur_t on
+        if cur_t is None or t < cur_t or (t - cur_t > self.seek_threshold and not past_end):
+            self._seek(t)
+            if t > 0 and self._scan(t, clamp=False) is None:
+                # the seek landed after the wanted time (imprecise index): decode from the start instead
+                log.debug("%s: seek to %.3fs overshot; decoding from the start", self.path, float(t))
+                self._seek(Fraction(0))
+        frame = self._scan(t, clamp=True)
+        if frame is None:
+            raise VideoError(self.path, "video stream has no decodable frames (zero frames)")
+        return frame
+
+    def _scan(self, t: Fraction, clamp: bool) -> Any:
+        """Decode forward to the last frame at or before ``t`` (the first frame if ``clamp`` and all are later)."""
+        while True:
+            if self._next is None and not self._eof:
+                self._next = self._advance()
+            nxt = self._next
+            if nxt is None:  # end of stream: the last frame stays on screen
+                if self._cur is not None:
+                    self._check_not_truncated(t)
+                return self._cur
+            if self._time(nxt) <= t + self._eps or (self._cur is None and clamp):
+                self._cur, self._next = nxt, None
+                continue
+            return self._cur
+
+    def _check_not_truncated(self, t: Fraction) -> None:
+        """At the end of the stream: fail if the container promised much more video than was decodable."""
+        last = float(self._time(self._cur))
+        declared = self.info.duration
+        frame = 1.0 / float(self._fps)
+        missing = min(float(t), declared - frame) - last
+        if declared > 0 and missing > max(0.5, 0.1 * declared, 3 * frame):
+            raise VideoError(
+                self.path,
+                f"truncated or corrupt video stream: decoding stops at {last:.3f}s but the file declares "
+                f"{declared:.3f}s",
+            )
+
+    def _frames(self, ts: list[Fraction]) -> torch.Tensor:
+        if not ts:
+            raise ValueError("no frames requested")
+        order = sorted(range(len(ts)), key=ts.__getitem__)
+        picked: list[Any] = [None] * len(ts)
+        for i in order:
+            picked[i] = self._frame_at(ts[i])
+        arrays: dict[int, np.ndarray] = {}
+        out = []
+        for frame in picked:
+            key = id(frame)
+            if key not in arrays:
+                arrays[key] = self._to_rgb(frame)
+            out.append(arrays[key])
+        shapes = {a.shape for a in out}
+        if len(shapes) > 1:
+            raise VideoError(self.path, f"frame size changes within the clip ({sorted(shapes)}); not supported")
+        return torch.from_numpy(np.stack(out))
+
+    def _to_rgb(self, frame: Any) -> np.ndarray:
+        if getattr(frame, "is_corrupt", False):
+            raise VideoError(self.path, f"corrupt frame at {float(self._time(frame)):.3f}s")
+        try:
+            rgb = frame.to_ndarray(format="rgb24")
+        except Exception as e:
+            raise VideoError(self.path, f"frame conversion to RGB failed ({e})") from e
+        rotation = getattr(frame, "rotation", 0) or 0
+        k = _normalize_rotation(rotation) // 90
+        if k:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=k))  # counter-clockwise, as the display matrix says
+        return rgb
+
+
+def _as_list(x: Sequence[float] | torch.Tensor | np.ndarray) -> list[float]:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().reshape(-1).tolist()
+    return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+
+
+def read_clip(
+    path: str | os.PathLike[str],
+    start: float = 0.0,
+    num_frames: int = 8,
+    sampling_rate: int = 8,
+    target_fps: float = 30.0,
+) -> torch.Tensor:
+    """Decode one clip (see :meth:`VideoReader.read_clip`) and close the file: uint8 RGB ``(T, H, W, 3)``."""
+    with VideoReader(path) as reader:
+        return reader.read_clip(start, num_frames, sampling_rate, target_fps)

@@ -1,0 +1,166 @@
+"""Synthetic test videos written with PyAV: every frame carries its own index, so tests can tell which was decoded.
+
+The index is drawn as 16 bits, one 8x8 black/white block each, in the two top block rows of the frame (bit 0 at the
+top-left); the rest is a mid-grey gradient. Lossy codecs keep blocks this large on the right side of 128.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+BLOCK = 8
+BITS = 16
+
+
+def index_frame(i: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """An RGB uint8 frame (height, width, 3) showing ``i``."""
+    assert width >= BLOCK * BITS // 2 and height >= 2 * BLOCK
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[...] = np.linspace(64, 192, width, dtype=np.uint8)[None, :, None]
+    for b in range(BITS):
+        r, c = divmod(b, BITS // 2)
+        frame[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK] = 255 if (i >> b) & 1 else 0
+    return frame
+
+
+def read_index(frame: np.ndarray) -> int:
+    """The index :func:`index_frame` drew (on an upright frame)."""
+    gray = np.asarray(frame, dtype=np.float64).mean(axis=-1)
+    value = 0
+    for b in range(BITS):
+        r, c = divmod(b, BITS // 2)
+        block = gray[r * BLOCK + 2 : (r + 1) * BLOCK - 2, c * BLOCK + 2 : (c + 1) * BLOCK - 2]
+        value |= int(block.mean() > 128) << b
+    return value
+
+
+CODEC_OPTIONS = {
+    "libx264": {"crf": "12", "preset": "ultrafast"},
+    "libx265": {"crf": "12", "preset": "ultrafast", "x265-params": "log-level=none"},
+    "libvpx-vp9": {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+    "libvpx": {"crf": "4", "b": "1M", "deadline": "realtime", "cpu-used": "8"},
+}
+
+
+def write_video(
+    path: Path | str,
+    num_frames: int = 60,
+    fps: float = 30,
+    codec: str = "libx264",
+    width: int = 64,
+    height: int = 48,
+    *,
+    times: Sequence[float] | None = None,
+    rotation: int | None = None,
+    gop: int | None = None,
+    audio: bool = False,
+) -> Path:
+    """Write frames ``index_frame(0..num_frames-1)``; ``times`` (seconds) makes it variable frame rate."""
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, options=dict(CODEC_OPTIONS.get(codec, {})))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if codec in ("mpeg4", "mjpeg"):
+            stream.bit_rate = 4_000_000
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        astream = container.add_stream("aac", rate=16000) if audio else None
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, width, height), format="rgb24")
+            if times is not None:
+                frame.pts = round(times[i] * 1000)
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if astream is not None:
+            _write_silence(container, astream, num_frames / fps)
+    return path
+
+
+def _write_silence(container: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
+    samples = int(seconds * 16000)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp", layout="mono")
+    frame.sample_rate = 16000
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def write_audio_only(path: Path | str, seconds: float = 1.0) -> Path:
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        _write_silence(container, container.add_stream("aac", rate=16000), seconds)
+    return path
+
+
+def write_zero_frame_video(path: Path | str) -> Path:
+    """A Matroska file with a declared video stream and no video packets (audio keeps the muxer writing)."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        _write_silence(container, container.add_stream("aac", rate=16000), 0.5)
+    return path
+
+
+# ---- the sample clip shipped in slowfast_zoo/assets -------------------------------------------------------------
+def sample_frame(t: float, width: int = 320, height: int = 240) -> np.ndarray:
+    """A procedural scene at time ``t``: three balls in a juggling cascade above two hands, on a sky gradient."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    img[..., 0] = 120 + 60 * yy / height
+    img[..., 1] = 160 + 50 * yy / height
+    img[..., 2] = 230 - 40 * yy / height
+    img[yy > height * 0.8] = (90, 140, 70)  # ground
+    # body and hands
+    cx, base = width / 2, height * 0.78
+    img[(abs(xx - cx) < 18) & (yy > height * 0.5) & (yy < base)] = (40, 60, 150)
+    img[(xx - cx) ** 2 + (yy - height * 0.43) ** 2 < 15**2] = (230, 190, 160)
+    period = 1.2
+    colors = ((230, 40, 40), (250, 200, 30), (40, 190, 80))
+    for k in range(3):
+        phase = ((t / period + k / 3) % 1.0) * 2  # each ball crosses left->right then right->left
+        side = -1 if phase < 1 else 1
+        u = phase % 1.0
+        x = cx + side * (1 - 2 * u) * 55
+        y = height * 0.6 - 4 * u * (1 - u) * height * 0.45
+        img[(xx - x) ** 2 + (yy - y) ** 2 < 9**2] = colors[k]
+    hand = 6 * math.sin(2 * math.pi * t / period * 1.5)
+    for side in (-1, 1):
+        img[(xx - (cx + side * 55)) ** 2 + (yy - (height * 0.62 + side * hand)) ** 2 < 8**2] = (230, 190, 160)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_sample_clip(path: Path | str, seconds: float = 4.0, fps: int = 30) -> Path:
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "30", "preset": "veryslow"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(sample_frame(i / fps), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+if __name__ == "__main__":  # regenerate the packaged sample: python tests/video_factory.py
+    out = Path(__file__).resolve().parents[1] / "slowfast_zoo" / "assets" / "sample.mp4"
+    out.parent.mkdir(exist_ok=True)
+    print(write_sample_clip(out), out.stat().st_size, "bytes")
