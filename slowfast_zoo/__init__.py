@@ -3,8 +3,9 @@
 from . import variants as _variants  # noqa: F401  (registers every model)
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint
 from .factory import create
+from .freeze import FrozenBatchNorm3d, freeze, param_groups
 from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
-from .model import ResNet3d, ResNet3dConfig
+from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .pretrained import PretrainedCfg
 from .registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
 from .transforms import create_transforms
@@ -13,21 +14,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "FrozenBatchNorm3d",
     "LoadReport",
     "Prediction",
     "PretrainedCfg",
     "ResNet3d",
     "ResNet3dConfig",
+    "ResNet3dFeatures",
     "UnknownModelError",
     "VideoPrediction",
     "__version__",
     "create",
     "create_transforms",
+    "freeze",
     "get_pretrained_cfg",
     "is_model",
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "param_groups",
     "predict",
     "predict_windows",
     "sample_video",

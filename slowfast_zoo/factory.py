@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .checkpoint import LoadReport, load_checkpoint
-from .model import ResNet3d, ResNet3dConfig
+from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .pretrained import PretrainedCfg
 from .registry import get_pretrained_cfg
 
@@ -26,8 +26,10 @@ def create(
     num_classes: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] = (1, 2, 3, 4),
     **overrides: Any,
-) -> ResNet3d:
+) -> ResNet3d | ResNet3dFeatures:
     """Build a registered model, optionally with weights.
 
     Args:
@@ -38,6 +40,8 @@ def create(
         num_classes: a new classifier size; when it differs from the weights, only the classifier is re-initialized.
         device: where the parameters are created (they are never materialized elsewhere first).
         dtype: parameter dtype, e.g. ``torch.bfloat16``.
+        features_only: return a :class:`ResNet3dFeatures` giving the per-pathway maps of the stages in
+            ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
     if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
@@ -74,6 +78,10 @@ def create(
 
     model.pretrained_cfg = _describe(cfg, model_cfg)
     model.load_report = report
+    if features_only:
+        features = ResNet3dFeatures(model, tuple(out_indices))
+        features.pretrained_cfg = model.pretrained_cfg
+        return features
     return model
 
 

@@ -212,7 +212,8 @@ def as_rois(boxes: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
             )
         rois = boxes
         idx = rois[:, 0]
-        if not rois.is_meta and ((idx < 0) | (idx >= batch) | (idx != idx.round())).any():
+        tracing = rois.is_meta or torch.compiler.is_compiling()
+        if not tracing and ((idx < 0) | (idx >= batch) | (idx != idx.round())).any():
             raise ValueError(f"box batch indices must be integers in [0, {batch}); got {idx.tolist()}")
     elif isinstance(boxes, (list, tuple)):
         if len(boxes) != batch:
@@ -226,7 +227,7 @@ def as_rois(boxes: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
         raise TypeError(f"boxes must be a list of (K, 4) tensors or a (K, 5) tensor; got {type(boxes).__name__}")
     if rois.shape[0] == 0:
         raise ValueError("no boxes given: the detector needs at least one person box")
-    if rois.is_meta:  # shape-only tracing (FLOP counting): no values to check
+    if rois.is_meta or torch.compiler.is_compiling():  # tracing (FLOP counting, compile, export): no values to check
         return rois
     if not rois.is_floating_point() or not torch.isfinite(rois).all():
         raise ValueError("boxes must be finite floating-point pixel coordinates")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -244,17 +245,61 @@ class ResNet3d(nn.Module):
     def _fuse(self, i: int, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(self.fuse[i](*xs)) if self.fuse else xs
 
+    def _run(self, x: torch.Tensor | list[torch.Tensor], indices: tuple[int, ...] = ()) -> list[list[torch.Tensor]]:
+        """The backbone, keeping the output of the stages in ``indices`` (0 = stem, 1..4 = res2..res5).
+
+        Returns the kept outputs in order, then the final (fused) maps; stops after the last stage needed.
+        """
+        xs = self._as_pathways(x)
+        xs = [stem(t) for stem, t in zip(self.stem, xs)]
+        kept = [list(xs)] if 0 in indices else []
+        last = max(indices, default=4)
+        for s, name in enumerate(STAGES, start=1):
+            if last < s:
+                break
+            xs = self._stage(name, self._fuse(s - 1, xs))
+            if s in indices:
+                kept.append(list(xs))
+            if s == 1:
+                xs = [self.temporal_pool(t) for t in xs]
+        return [*kept, xs]
+
     def forward_features(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
         """Unpooled res5 feature maps, one ``(N, C, T, H, W)`` tensor per pathway."""
-        xs = self._as_pathways(x)
-        xs = self._fuse(0, [stem(t) for stem, t in zip(self.stem, xs)])
-        for s, name in enumerate(STAGES):
-            xs = self._stage(name, xs)
-            if s == 0:
-                xs = [self.temporal_pool(t) for t in xs]
-            if s < 3:
-                xs = self._fuse(s + 1, xs)
-        return xs
+        return self._run(x)[-1]
+
+    def forward_intermediates(
+        self, x: torch.Tensor | list[torch.Tensor], indices: tuple[int, ...] = (1, 2, 3, 4)
+    ) -> list[list[torch.Tensor]]:
+        """Per-pathway outputs of the stages in ``indices`` (0 = stem, 1..4 = res2..res5), before fusion.
+
+        Channels and reductions of each are in :meth:`feature_info`.
+        """
+        if not indices or any(i not in range(5) for i in indices) or list(indices) != sorted(set(indices)):
+            raise ValueError(f"indices must be increasing stage numbers in 0..4 (stem, res2..res5), got {indices}")
+        return self._run(x, tuple(indices))[:-1]
+
+    def feature_info(self, indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> list[dict[str, object]]:
+        """Name, channels per pathway and (time, space) reduction per pathway of each stage output."""
+        cfg = self.cfg
+        paths = range(cfg.num_pathways)
+        info = []
+        for i in indices:
+            if i == 0:
+                chs = tuple(cfg.width // (cfg.beta_inv if p else 1) for p in paths)
+            else:
+                chs = tuple(cfg.stage_widths(p)[i - 1][1] for p in paths)
+            spatial = 4 * math.prod(cfg.spatial_strides[:i])
+            temporal = cfg.temporal_pool if i >= 2 else 1
+            info.append(
+                {
+                    "index": i,
+                    "module": "stem" if i == 0 else STAGES[i - 1],
+                    "num_chs": chs,
+                    "reduction": tuple((temporal, spatial) for _ in paths),
+                }
+            )
+        return info
 
     def forward_head(
         self,
@@ -305,3 +350,25 @@ class ResNet3d(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in backward instead of storing them."""
         self.grad_checkpointing = enable
+
+
+class ResNet3dFeatures(nn.Module):
+    """Multi-scale feature extractor: the backbone up to the last requested stage, no head.
+
+    ``forward`` returns, for each index in ``out_indices`` (0 = stem, 1..4 = res2..res5), the list of per-pathway
+    maps; ``feature_info`` gives their channels and (time, space) reductions.
+    """
+
+    def __init__(self, model: ResNet3d, out_indices: tuple[int, ...] = (1, 2, 3, 4)) -> None:
+        super().__init__()
+        self.out_indices = tuple(out_indices)
+        if not out_indices or list(out_indices) != sorted(set(out_indices)) or not set(out_indices) <= set(range(5)):
+            raise ValueError(f"out_indices must be increasing stage numbers in 0..4, got {out_indices}")
+        self.feature_info = model.feature_info(self.out_indices)
+        model.head = nn.Identity()  # type: ignore[assignment]
+        for name in STAGES[max(self.out_indices) :]:
+            setattr(model, name, nn.ModuleList())
+        self.model = model
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        return self.model.forward_intermediates(x, self.out_indices)
