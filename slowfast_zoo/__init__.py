@@ -2,6 +2,7 @@
 
 from . import variants as _variants  # noqa: F401  (registers every model)
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint
+from .detection import BoxPrediction, detect
 from .factory import create
 from .freeze import FrozenBatchNorm3d, freeze, param_groups
 from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
@@ -13,6 +14,7 @@ from .transforms import create_transforms
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoxPrediction",
     "CheckpointError",
     "FrozenBatchNorm3d",
     "LoadReport",
@@ -26,6 +28,7 @@ __all__ = [
     "__version__",
     "create",
     "create_transforms",
+    "detect",
     "freeze",
     "get_pretrained_cfg",
     "is_model",

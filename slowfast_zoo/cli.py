@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import slowfast_zoo
@@ -114,6 +115,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from slowfast_zoo.detection import detect, parse_boxes
+
+    try:
+        spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{args.boxes}: not JSON ({e})") from None
+    boxes = parse_boxes(spec, args.keyframe)
+    results = detect(
+        args.video,
+        args.model,
+        boxes,
+        normalized=args.normalized,
+        top_k=args.top_k,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    if args.json:
+        for r in results:
+            print(json.dumps(r.to_dict()))
+        return 0
+    rows = [
+        [f"{r.keyframe:g}", " ".join(f"{v:.0f}" for v in r.box), label, f"{score:.3f}"]
+        for r in results
+        for label, score in r.actions
+    ]
+    print(_table(rows, ["keyframe (s)", "box (x1 y1 x2 y2)", "action", "score"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
@@ -141,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
+    p.add_argument("video")
+    p.add_argument("--boxes", required=True, help='JSON: {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list')
+    p.add_argument("--keyframe", type=float, help="keyframe (seconds) for a plain list of boxes")
+    p.add_argument("--normalized", action="store_true", help="boxes are in [0, 1] (AVA csv), not pixels")
+    p.add_argument("--model", default="slowfast_r50_8x8_det", help="detector name (default: %(default)s)")
+    p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_detect)
     return parser
 
 
