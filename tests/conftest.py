@@ -1,29 +1,21 @@
-"""Shared test set-up: Hugging Face settings before anything imports huggingface_hub, and fixture paths."""
+"""Shared test set-up: Hugging Face settings before anything imports huggingface_hub."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # huggingface_hub reads these once, at import: never reach the real Hub, never write outside a temporary dir
 _HF_HOME = tempfile.mkdtemp(prefix="sfz-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_CACHE"] = str(Path(_HF_HOME) / "hub")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_ENDPOINT"] = (
-    "http://127.0.0.1:9"  # a closed port: any request a test forgot to point elsewhere fails fast
-)
+# a closed port: any request a test forgot to point elsewhere fails fast
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ["SLOWFAST_ZOO_CACHE"] = str(Path(_HF_HOME) / "slowfast_zoo")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-
-import pytest  # noqa: E402
-
-DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """Upstream fixture files (written by PySlowFast itself) and their inputs/outputs."""
-    return DATA
