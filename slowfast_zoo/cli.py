@@ -82,6 +82,52 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from slowfast_zoo import hub
+
+    if not args.names and not args.all:
+        raise ValueError("name at least one model, or pass --all")
+    for weights in hub.download(args.names, all=args.all):
+        print(f"{weights.name}: {weights.source} {weights.path} sha256 {weights.sha256}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from slowfast_zoo import publish
+
+    result = publish.convert(args.upstream_file, args.model, args.output)
+    print(result)
+    if result.source_matches_manifest is False:
+        print(f"warning: {args.upstream_file} is not the file the manifest pins for {args.model}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from slowfast_zoo import hub
+
+    if args.manifest:
+        issues = hub.verify_manifest()
+        for issue in issues:
+            print(f"{issue.level:5s} {issue}")
+        errors = sum(i.level == "error" for i in issues)
+        print(f"{len(issues)} field(s) reported: {errors} error(s), {len(issues) - errors} unknown until published")
+        return 1 if errors else 0
+    results = hub.verify(args.names or None)
+    for result in results:
+        print(result)
+    return 1 if any(r.status == "corrupt" for r in results) else 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from slowfast_zoo import publish
+
+    result = publish.publish(args.name, args.repo_id, source=args.source, private=args.private)
+    print(result)
+    print("paste into weights_manifest.json:")
+    print(json.dumps({get_pretrained_cfg(args.name).name: result.manifest_entry()}, indent=2))
+    return 0
+
+
 def _windows_arg(text: str) -> tuple[float, float]:
     try:
         window, stride = (float(v) for v in text.split(","))
@@ -161,6 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("download", help="fetch and verify pretrained weights into the cache")
+    p.add_argument("names", nargs="*", help="arch.tag names, aliases or hf-hub:org/name[@revision]")
+    p.add_argument("--all", action="store_true", help="every pretrained model")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("convert", help="convert an authors' checkpoint file to the zoo's safetensors")
+    p.add_argument("upstream_file", help="Caffe2 .pkl, PySlowFast or PyTorchVideo .pyth")
+    p.add_argument("--model", required=True, help="the model the file belongs to")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("verify", help="re-hash cached weights (or check the manifest with --manifest)")
+    p.add_argument("names", nargs="*", help="default: every pretrained model")
+    p.add_argument("--manifest", action="store_true", help="check weights_manifest.json and list unknown fields")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("publish", help="convert a model's weights and upload them to the Hugging Face Hub")
+    p.add_argument("name", help="arch.tag")
+    p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub")
+    p.add_argument("--source", help="local upstream file instead of downloading the authors' one")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("predict", help="classify videos with a model's own preprocessing and test protocol")
     p.add_argument("videos", nargs="*", help="video files (default: the embedded sample clip)")

@@ -54,8 +54,8 @@ class PretrainedCfg:
     tag: str | None
     model: ResNet3dConfig
     dataset: str = "kinetics400"
-    #: label file in ``slowfast_zoo/labels`` (index = model output)
-    labels: str | None = "kinetics400"
+    #: label set shipped in ``slowfast_zoo/labels`` (by name), or the class names themselves (index = model output)
+    labels: str | tuple[str, ...] | None = "kinetics400"
     # temporal sampling: the fast (or only) pathway takes model.num_frames frames every sampling_rate frames
     sampling_rate: int = 8
     target_fps: float = 30.0
@@ -112,6 +112,8 @@ class PretrainedCfg:
 
     @property
     def label_names(self) -> tuple[str, ...] | None:
+        if isinstance(self.labels, tuple):
+            return self.labels
         return label_names(self.labels) if self.labels else None
 
     def replace(self, **changes: Any) -> PretrainedCfg:
