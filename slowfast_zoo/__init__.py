@@ -2,8 +2,10 @@
 
 from . import variants as _variants  # noqa: F401  (registers every model)
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint
+from .data import VideoClipDataset, read_rows
 from .detection import BoxPrediction, detect
 from .factory import create
+from .features import load_features
 from .freeze import FrozenBatchNorm3d, freeze, param_groups
 from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
 from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
@@ -24,6 +26,7 @@ __all__ = [
     "ResNet3dConfig",
     "ResNet3dFeatures",
     "UnknownModelError",
+    "VideoClipDataset",
     "VideoPrediction",
     "__version__",
     "create",
@@ -35,8 +38,10 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "load_features",
     "param_groups",
     "predict",
     "predict_windows",
+    "read_rows",
     "sample_video",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import slowfast_zoo
-from slowfast_zoo import PretrainedCfg, get_pretrained_cfg
+from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="local upstream file instead of downloading the authors' one")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("features", help="write per-video or per-window embeddings to resumable shards")
+    features.add_arguments(p)
+    p.set_defaults(func=features.run)
 
     p = sub.add_parser("predict", help="classify videos with a model's own preprocessing and test protocol")
     p.add_argument("videos", nargs="*", help="video files (default: the embedded sample clip)")

@@ -34,7 +34,8 @@ def create(
 
     Args:
         name: ``arch``, ``arch.tag`` or an alias (see :func:`list_models`); a bare arch picks its default tag;
-            ``hf-hub:org/name[@revision]`` builds a model saved by :func:`slowfast_zoo.publish.push_to_hub`.
+            ``hf-hub:org/name[@revision]`` builds a model saved by :func:`slowfast_zoo.publish.push_to_hub`,
+            ``local-dir:PATH`` one written by :func:`slowfast_zoo.publish.save_pretrained` (with its weights).
         pretrained: load the tag's published weights (Hugging Face Hub, else the authors' file, converted).
         checkpoint: load this file instead: safetensors, PySlowFast/PyTorchVideo ``.pyth`` or Caffe2 ``.pkl``.
         num_classes: a new classifier size; when it differs from the weights, only the classifier is re-initialized.
@@ -48,6 +49,11 @@ def create(
         from .hub import load_hf_hub_cfg
 
         cfg = load_hf_hub_cfg(name)
+    elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
+        from .publish import load_local_dir
+
+        cfg, weights = load_local_dir(name[len("local-dir:") :])
+        checkpoint = checkpoint if checkpoint is not None else weights
     else:
         cfg = get_pretrained_cfg(name)
     changes = dict(overrides)

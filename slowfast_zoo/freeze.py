@@ -26,6 +26,8 @@ class FrozenBatchNorm3d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        # kept (never updated) so that state dicts keep the keys of BatchNorm3d and load into unfrozen models
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.weight * (self.running_var + self.eps).rsqrt()
@@ -35,12 +37,15 @@ class FrozenBatchNorm3d(nn.Module):
     @classmethod
     def from_batchnorm(cls, bn: nn.BatchNorm3d) -> FrozenBatchNorm3d:
         """A frozen copy of a BatchNorm3d's current statistics and affine parameters."""
+        # Module.to casts floating tensors only: the batch counter stays an integer
         frozen = cls(bn.num_features, bn.eps).to(device=bn.running_mean.device, dtype=bn.running_mean.dtype)
         with torch.no_grad():
             frozen.weight.copy_(bn.weight if bn.affine else torch.ones_like(frozen.weight))
             frozen.bias.copy_(bn.bias if bn.affine else torch.zeros_like(frozen.bias))
             frozen.running_mean.copy_(bn.running_mean)
             frozen.running_var.copy_(bn.running_var)
+            if bn.num_batches_tracked is not None:
+                frozen.num_batches_tracked.copy_(bn.num_batches_tracked)
         return frozen
 
     def extra_repr(self) -> str:

@@ -302,6 +302,29 @@ def save_pretrained(
     return folder
 
 
+def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]:
+    """(config, weights path) of a folder written by :func:`save_pretrained`; the weights' sha256 is checked."""
+    from .hub import HashMismatchError, sha256_file
+
+    folder = Path(folder)
+    config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder}: expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{config_path}: not a slowfast_zoo config ({e})") from e
+    expected = cfg.hub.sha256 if cfg.hub else None
+    if expected:
+        actual = sha256_file(weights)
+        if actual != expected:
+            raise HashMismatchError(f"{weights}: sha256 {actual}, but {CONFIG_NAME} records {expected}")
+    if cfg.labels is None and config.get("label_names"):
+        cfg = cfg.replace(labels=tuple(config["label_names"]))
+    return cfg, weights
+
+
 @dataclass(frozen=True)
 class PublishResult:
     """A commit on the Hub and what to paste into ``weights_manifest.json``."""

@@ -76,3 +76,19 @@ def test_predict_bad_video_is_a_clean_error(tmp_path, capsys) -> None:
 def test_predict_refuses_a_detector(capsys) -> None:
     assert main(["predict", "--model", "slowfast_r50_8x8_det"]) == 2
     assert "is an AVA detector: it scores person boxes" in capsys.readouterr().err
+
+
+def test_features_command_writes_embeddings(tmp_path, capsys) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    import slowfast_zoo
+
+    torch.manual_seed(0)
+    weights = tmp_path / "slow.safetensors"
+    save_file(slowfast_zoo.create("slow_r50_4x16").state_dict(), str(weights))
+    video = str(slowfast_zoo.sample_video())
+    argv = ["features", video, "-o", str(tmp_path / "feats"), "--model", "slow_r50_4x16", "--checkpoint", str(weights)]
+    assert main([*argv, "--no-progress"]) == 0
+    loaded = slowfast_zoo.load_features(tmp_path / "feats")
+    assert tuple(loaded["embeddings"].shape) == (1, 2048) and loaded["paths"] == [video] and not loaded["failed"]

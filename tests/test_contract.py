@@ -192,3 +192,19 @@ def test_onnx_export_matches_eager(name: str, tmp_path) -> None:
     out = session.run(None, feeds)[0]
     assert out.shape == expected.shape
     assert abs(out - expected).max() < 1e-4
+
+
+def test_frozen_model_state_dict_loads_into_a_plain_model(tmp_path) -> None:
+    """Freezing keeps every state-dict key, so a fine-tuned frozen model saves and reloads strictly."""
+    from slowfast_zoo.publish import save_pretrained
+
+    model = tiny("slowfast_r50_8x8")
+    plain_keys = list(model.state_dict())
+    freeze(model, up_to="res3")
+    assert list(model.state_dict()) == plain_keys
+    save_pretrained(model, tmp_path / "run", label_names=["a", "b", "c", "d", "e"])
+    loaded = slowfast_zoo.create(f"local-dir:{tmp_path / 'run'}").eval()
+    assert loaded.pretrained_cfg.label_names == ("a", "b", "c", "d", "e")
+    x = clip(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
