@@ -12,7 +12,7 @@ from torch import nn
 
 from .layers import Bottleneck, ClassifierHead, FuseFastToSlow, NonLocal, RoIHead, Stem, as_rois, linspace_indices
 
-__all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "temporal_kernels"]
+__all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
 
 STAGES = ("res2", "res3", "res4", "res5")
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
