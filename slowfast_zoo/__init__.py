@@ -9,6 +9,7 @@ from .features import load_features
 from .freeze import FrozenBatchNorm3d, freeze, param_groups
 from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
 from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
+from .optimize import fuse_bn, optimize_for_inference
 from .pretrained import PretrainedCfg
 from .registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
 from .transforms import create_transforms
@@ -33,12 +34,14 @@ __all__ = [
     "create_transforms",
     "detect",
     "freeze",
+    "fuse_bn",
     "get_pretrained_cfg",
     "is_model",
     "list_models",
     "list_pretrained",
     "load_checkpoint",
     "load_features",
+    "optimize_for_inference",
     "param_groups",
     "predict",
     "predict_windows",

@@ -168,11 +168,14 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return sd, fmt, skipped
 
 
-def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], *, reset_head: bool = False) -> bool:
+def load_state_dict_strict(
+    model: nn.Module, sd: dict[str, torch.Tensor], *, reset_head: bool = False, assign: bool = False
+) -> bool:
     """Load zoo-keyed tensors: every key used, every shape equal, else a :class:`CheckpointError` listing them.
 
     With ``reset_head=True`` a classifier whose shape differs (another ``num_classes``) is left freshly
-    initialized instead; the return value says whether that happened.
+    initialized instead; the return value says whether that happened. ``assign=True`` lets tensors that already
+    have the parameters' device and dtype become the parameters (for tensors nobody else holds, e.g. read from a file).
     """
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
@@ -201,7 +204,8 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], *, res
             if all(k.startswith("head.proj.") for k in mismatched):
                 lines.append("only the classifier differs: pass num_classes=N to create() to re-initialize it")
         raise CheckpointError("checkpoint does not fit the model:\n  " + "\n  ".join(lines))
-    model.load_state_dict(sd, strict=True)
+    assign = assign and all(sd[k].device == v.device and sd[k].dtype == v.dtype for k, v in own.items())
+    model.load_state_dict(sd, strict=True, assign=assign)
     return head_reset
 
 
@@ -215,6 +219,7 @@ def load_checkpoint(
 
     ``reset_head=True`` allows the classifier alone to differ in shape (it then keeps its fresh initialization).
     """
+    from_file = not isinstance(checkpoint, dict)
     if isinstance(checkpoint, dict):
         sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
     else:
@@ -233,7 +238,8 @@ def load_checkpoint(
             filled.append(key)
     zoo_sd = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in zoo_sd.items()}
     try:
-        head_reset = load_state_dict_strict(model, zoo_sd, reset_head=reset_head)
+        # tensors read from a file belong to nobody else: they become the parameters, no second copy
+        head_reset = load_state_dict_strict(model, zoo_sd, reset_head=reset_head, assign=from_file)
     except CheckpointError as e:
         raise CheckpointError(f"{source} ({fmt}, {scheme} keys): {e}") from None
     report = LoadReport(source, fmt, scheme, len(sd), skipped, filled, head_reset)

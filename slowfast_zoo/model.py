@@ -166,7 +166,8 @@ class ResNet3d(nn.Module):
             )
         else:
             self.head = ClassifierHead(tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size)
-        self.init_weights()
+        if not next(self.parameters()).is_meta:  # create() builds on meta and initializes on the target device
+            self.init_weights()
 
     @property
     def num_classes(self) -> int:
@@ -257,7 +258,8 @@ class ResNet3d(nn.Module):
         for s, name in enumerate(STAGES, start=1):
             if last < s:
                 break
-            xs = self._stage(name, self._fuse(s - 1, xs))
+            xs = self._fuse(s - 1, xs)  # rebinding frees the unfused maps before the stage runs
+            xs = self._stage(name, xs)
             if s in indices:
                 kept.append(list(xs))
             if s == 1:

@@ -156,3 +156,17 @@ def test_loaded_weights_follow_the_requested_dtype() -> None:
         "slow_r50_8x8", checkpoint=DATA / "slow_r50_8x8.caffe2.pkl", width=8, num_classes=10, dtype=torch.bfloat16
     )
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_weights_from_memory_are_copied_and_from_files_stay_trainable(tmp_path, reference) -> None:
+    model = slowfast_zoo.create("slowfast_r50_8x8", **TINY)
+    slowfast_zoo.load_checkpoint(model, reference.state_dict())
+    with torch.no_grad():
+        model.head.proj.weight.add_(1.0)  # must not reach the model the state dict came from
+    assert not torch.equal(model.head.proj.weight, reference.head.proj.weight)
+    path = tmp_path / "model.safetensors"
+    write(path, "safetensors", reference.state_dict())
+    loaded = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    assert all(p.requires_grad for p in loaded.parameters()) and same_weights(loaded, reference)
+    loaded(torch.zeros(1, 3, 16, 64, 64)).sum().backward()
+    assert loaded.head.proj.weight.grad is not None
