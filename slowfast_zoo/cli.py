@@ -68,6 +68,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{cfg.test_head_pool} head",
         ),
         ("metrics", _metric(cfg)),
+        ("scored classes", f"{len(cfg.evaluated_classes)} of {cfg.num_classes}" if cfg.evaluated_classes else "all"),
         ("params", f"{cfg.params:,}" if cfg.params else "-"),
         ("GFLOPs", f"{cfg.gflops:g} per view at 256x256" if cfg.gflops else "-"),
         ("origin", f"{cfg.origin.url} ({cfg.origin.format}, {cfg.origin.key_scheme} keys)" if cfg.origin else "-"),

@@ -56,6 +56,8 @@ class PretrainedCfg:
     dataset: str = "kinetics400"
     #: label set shipped in ``slowfast_zoo/labels`` (by name), or the class names themselves (index = model output)
     labels: str | tuple[str, ...] | None = "kinetics400"
+    #: model outputs the benchmark scores (AVA: the 60 of 80 actions in its mAP), or None for all of them
+    evaluated_classes: tuple[int, ...] | None = None
     # temporal sampling: the fast (or only) pathway takes model.num_frames frames every sampling_rate frames
     sampling_rate: int = 8
     target_fps: float = 30.0
@@ -163,6 +165,13 @@ def load_manifest() -> Mapping[str, Mapping[str, Any]]:
     """The weight records of ``weights_manifest.json`` shipped with the package, by ``arch.tag``."""
     text = resources.files(__package__).joinpath(MANIFEST).read_text(encoding="utf-8")
     return MappingProxyType(json.loads(text)["models"])
+
+
+@cache
+def evaluated_classes(name: str) -> tuple[int, ...]:
+    """Model output indices listed in a label file of ``{id, model_index, name}`` rows (e.g. AVA's evaluated 60)."""
+    text = resources.files(__package__).joinpath("labels", f"{name}.json").read_text(encoding="utf-8")
+    return tuple(row["model_index"] for row in json.loads(text))
 
 
 @cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import DEPTHS, ResNet3dConfig, temporal_kernels
+from .pretrained import evaluated_classes
 from .registry import register_alias, register_arch
 
 # temporal kernel bases of conv ``a`` per stage res2..res5 (a basis repeats over the stage's blocks)
@@ -249,6 +250,8 @@ register_arch(
 AVA: dict[str, Any] = dict(
     dataset="ava",
     labels="ava80",
+    # the 60 actions AVA's mAP scores: the official v2.1 list (that v2.2 scores the same 60 is not verified)
+    evaluated_classes=evaluated_classes("ava_v2.1_eval60"),
     activation="sigmoid",
     test_clips=1,
     test_crops=("full",),

@@ -105,3 +105,17 @@ def test_created_model_carries_a_config_that_describes_it() -> None:
     tiny = slowfast_zoo.create("slowfast_r50_8x8", width=8, device="meta")
     assert tiny.pretrained_cfg.tag is None and tiny.pretrained_cfg.params is None  # no longer the published network
     assert tiny.pretrained_cfg.model.width == 8
+
+
+def test_ava_detectors_mark_the_60_evaluated_actions() -> None:
+    import json
+    from pathlib import Path
+
+    official = json.loads((Path(slowfast_zoo.__file__).parent / "labels" / "ava_v2.1_eval60.json").read_text())
+    for name in slowfast_zoo.list_pretrained("*_det.*"):
+        cfg = get_pretrained_cfg(name)
+        assert len(cfg.label_names) == 80 and len(cfg.evaluated_classes) == 60
+        # model output i is AVA action id i + 1 (published_models.md §E)
+        assert [cfg.label_names[i] for i in cfg.evaluated_classes] == [row["name"] for row in official]
+        assert [i + 1 for i in cfg.evaluated_classes] == [row["id"] for row in official]
+    assert get_pretrained_cfg("slowfast_r50_8x8").evaluated_classes is None
