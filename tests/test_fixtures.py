@@ -141,3 +141,12 @@ def test_ava_detector_fixture_scores_boxes_like_pysf() -> None:
     assert (logits - ref).abs().max() <= 2e-5 * ref.abs().max()
     torch.testing.assert_close(logits.sigmoid(), torch.from_numpy(io["output"]), rtol=0, atol=2e-5)
     assert torch.equal(per_clip, logits)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_fixture_files_are_the_ones_pyslowfast_wrote(name: str) -> None:
+    """The copies in tests/data have the sha256 recorded next to them when PySlowFast wrote them."""
+    import hashlib
+
+    for file, meta in FIXTURES[name]["files"].items():
+        assert hashlib.sha256((DATA / file).read_bytes()).hexdigest() == meta["sha256"], file
