@@ -211,10 +211,6 @@ def as_rois(boxes: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
                 f"boxes as one tensor must be (K, 5) [batch_index, x1, y1, x2, y2]; got {tuple(boxes.shape)}"
             )
         rois = boxes
-        idx = rois[:, 0]
-        tracing = rois.is_meta or torch.compiler.is_compiling()
-        if not tracing and ((idx < 0) | (idx >= batch) | (idx != idx.round())).any():
-            raise ValueError(f"box batch indices must be integers in [0, {batch}); got {idx.tolist()}")
     elif isinstance(boxes, (list, tuple)):
         if len(boxes) != batch:
             raise ValueError(f"expected one (K, 4) box tensor per clip ({batch} clips); got {len(boxes)}")
@@ -231,6 +227,9 @@ def as_rois(boxes: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
         return rois
     if not rois.is_floating_point() or not torch.isfinite(rois).all():
         raise ValueError("boxes must be finite floating-point pixel coordinates")
+    idx = rois[:, 0]
+    if ((idx < 0) | (idx >= batch) | (idx != idx.round())).any():
+        raise ValueError(f"box batch indices must be integers in [0, {batch}); got {idx.tolist()}")
     if ((rois[:, 3] < rois[:, 1]) | (rois[:, 4] < rois[:, 2])).any():
         raise ValueError("boxes must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1")
     return rois

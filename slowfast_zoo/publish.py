@@ -304,7 +304,8 @@ def save_pretrained(
 
 def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]:
     """(config, weights path) of a folder written by :func:`save_pretrained`; the weights' sha256 is checked."""
-    from .hub import HashMismatchError, sha256_file
+    from .checkpoint import CheckpointError
+    from .hub import sha256_file
 
     folder = Path(folder)
     config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -318,10 +319,8 @@ def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]
     expected = cfg.hub.sha256 if cfg.hub else None
     if expected:
         actual = sha256_file(weights)
-        if actual != expected:
-            raise HashMismatchError(f"{weights}: sha256 {actual}, but {CONFIG_NAME} records {expected}")
-    if cfg.labels is None and config.get("label_names"):
-        cfg = cfg.replace(labels=tuple(config["label_names"]))
+        if actual != expected:  # a user's own folder: report, never delete
+            raise CheckpointError(f"{weights}: sha256 {actual}, but {config_path} records {expected}")
     return cfg, weights
 
 

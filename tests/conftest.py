@@ -19,3 +19,15 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ["SLOWFAST_ZOO_CACHE"] = str(Path(_HF_HOME) / "slowfast_zoo")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: thread start-up and spinning cost more than they save (and CI runners are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -208,3 +208,19 @@ def test_frozen_model_state_dict_loads_into_a_plain_model(tmp_path) -> None:
     x = clip(model)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_local_dir_with_other_weights_is_refused_and_kept(tmp_path) -> None:
+    from slowfast_zoo import CheckpointError
+    from slowfast_zoo.publish import save_pretrained
+
+    folder = save_pretrained(tiny("slow_r50_8x8"), tmp_path / "run")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same length, other bytes
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 [0-9a-f]{64}, but .*config\.json records"):
+        slowfast_zoo.create(f"local-dir:{folder}")
+    assert weights.read_bytes() == bytes(data)  # the user's file is reported, never deleted
+    with pytest.raises(FileNotFoundError, match=r"expected config\.json and model\.safetensors"):
+        slowfast_zoo.create(f"local-dir:{tmp_path / 'missing'}")

@@ -15,13 +15,7 @@ import slowfast_zoo
 from slowfast_zoo import features
 from slowfast_zoo.io import VideoReader
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

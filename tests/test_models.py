@@ -154,3 +154,25 @@ def test_init_matches_the_reference_scheme() -> None:
             assert torch.equal(module.weight, torch.ones_like(module.weight)), name
             assert torch.equal(module.running_var, torch.ones_like(module.running_var)), name
     assert model.head.proj.weight.std().item() == pytest.approx(0.01, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        (torch.tensor([[2.0, 1.0, 1.0, 9.0, 9.0]]), r"batch indices must be integers in \[0, 2\)"),
+        (torch.tensor([[0.5, 1.0, 1.0, 9.0, 9.0]]), r"batch indices must be integers"),
+        (torch.tensor([[1.0, 1.0, 9.0, 9.0]]), r"must be \(K, 5\)"),
+        ([torch.tensor([[1.0, 1.0, 9.0, 9.0]])], r"one \(K, 4\) box tensor per clip \(2 clips\); got 1"),
+        ([torch.zeros(0, 4), torch.zeros(0, 4)], "no boxes given"),
+        ([torch.tensor([[1.0, 1.0, 9.0]])] * 2, r"boxes\[0\] must be a \(K, 4\) tensor"),
+        ([torch.tensor([[1.0, 1.0, float("nan"), 9.0]])] * 2, "finite floating-point"),
+        ([torch.tensor([[9.0, 1.0, 1.0, 9.0]])] * 2, "x2 >= x1"),
+        ("boxes.json", "boxes must be a list"),
+    ],
+)
+def test_detector_refuses_bad_boxes(boxes: object, message: str) -> None:
+    model = slowfast_zoo.create("slow_r50_4x16_det", width=8)
+    with pytest.raises((ValueError, TypeError), match=message):
+        model(torch.zeros(2, 3, 4, 64, 64), boxes)
+    with pytest.raises(ValueError, match="this is a detector"):
+        model(torch.zeros(2, 3, 4, 64, 64))
