@@ -220,11 +220,11 @@ def load_checkpoint(
     ``reset_head=True`` allows the classifier alone to differ in shape (it then keeps its fresh initialization).
     """
     from_file = not isinstance(checkpoint, dict)
-    if isinstance(checkpoint, dict):
-        sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
-    else:
+    if from_file:
         sd, fmt, skipped = read_state_dict(checkpoint)
         source = str(checkpoint)
+    else:
+        sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
     try:
         scheme = detect_scheme(sd)
         zoo_sd = to_zoo(sd, scheme)
