@@ -41,9 +41,9 @@ from typing import Any
 import torch
 
 import slowfast_zoo
-from slowfast_zoo.convert import from_zoo
-from slowfast_zoo.optimize import optimize_for_inference
-from slowfast_zoo.registry import resolve_name
+from slowfast_zoo.models.optimize import optimize_for_inference
+from slowfast_zoo.registry.registry import resolve_name
+from slowfast_zoo.weights.keys import from_zoo
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -234,7 +234,7 @@ def bench_create(name: str, repeat: int, tmp: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     try:
-        from slowfast_zoo.hub import sha256_file
+        from slowfast_zoo.weights.sources import sha256_file
     except ImportError:  # pragma: no cover
 
         def sha256_file(path: Any) -> str:
@@ -283,8 +283,8 @@ def bench_create(name: str, repeat: int, tmp: Path) -> dict[str, Any]:
 
 # ---- video to prediction --------------------------------------------------------------------------------------------
 def bench_video(name: str, repeat: int, device: torch.device) -> dict[str, Any]:
-    from slowfast_zoo.inference import sample_video
-    from slowfast_zoo.io import read_clip
+    from slowfast_zoo.tasks.predict import sample_video
+    from slowfast_zoo.video.io import read_clip
 
     model = slowfast_zoo.create(name, device=device).eval()
     cfg = model.pretrained_cfg

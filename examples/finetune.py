@@ -48,9 +48,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import slowfast_zoo
-from slowfast_zoo.data import ShardedSampler, VideoClipDataset, collate_clips, read_rows
-from slowfast_zoo.io import VideoError
-from slowfast_zoo.publish import push_to_hub, save_pretrained
+from slowfast_zoo.tasks.data import ShardedSampler, VideoClipDataset, collate_clips, read_rows
+from slowfast_zoo.video.io import VideoError
+from slowfast_zoo.weights.publish import push_to_hub, save_pretrained
 
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 

@@ -1,18 +1,20 @@
 """slowfast_zoo: SlowFast and Slow-only video networks with verified weights."""
 
-from . import variants as _variants  # noqa: F401  (registers every model)
-from .checkpoint import CheckpointError, LoadReport, load_checkpoint
-from .data import VideoClipDataset, read_rows
-from .detection import BoxPrediction, detect
 from .factory import create
-from .features import load_features
-from .freeze import FrozenBatchNorm3d, freeze, param_groups
-from .inference import Prediction, VideoPrediction, predict, predict_windows, sample_video
-from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
-from .optimize import fuse_bn, optimize_for_inference
-from .pretrained import PretrainedCfg
-from .registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
-from .transforms import create_transforms
+from .models.freeze import FrozenBatchNorm3d, freeze, param_groups
+from .models.optimize import fuse_bn, optimize_for_inference
+from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
+from .registry import variants as _variants  # noqa: F401  (registers every model)
+from .registry.pretrained import PretrainedCfg
+from .registry.registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
+from .tasks import data, features
+from .tasks.data import VideoClipDataset, read_rows
+from .tasks.detect import BoxPrediction, detect
+from .tasks.features import load_features
+from .tasks.predict import Prediction, VideoPrediction, predict, predict_windows, sample_video
+from .video.transforms import create_transforms
+from .weights import publish
+from .weights.checkpoint import CheckpointError, LoadReport, load_checkpoint
 
 __version__ = "0.1.0"
 
@@ -32,7 +34,9 @@ __all__ = [
     "__version__",
     "create",
     "create_transforms",
+    "data",
     "detect",
+    "features",
     "freeze",
     "fuse_bn",
     "get_pretrained_cfg",
@@ -45,6 +49,7 @@ __all__ = [
     "param_groups",
     "predict",
     "predict_windows",
+    "publish",
     "read_rows",
     "sample_video",
 ]

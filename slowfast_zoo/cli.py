@@ -84,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from slowfast_zoo import hub
+    from slowfast_zoo.weights import sources as hub
 
     if not args.names and not args.all:
         raise ValueError("name at least one model, or pass --all")
@@ -104,7 +104,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from slowfast_zoo import hub
+    from slowfast_zoo.weights import sources as hub
 
     if args.manifest:
         issues = hub.verify_manifest()
@@ -140,7 +140,7 @@ def _windows_arg(text: str) -> tuple[float, float]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from slowfast_zoo import inference
+    from slowfast_zoo.tasks import predict as inference
 
     videos = args.videos or [inference.sample_video()]
     model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
@@ -163,7 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from slowfast_zoo.detection import detect, parse_boxes
+    from slowfast_zoo.tasks.detect import detect, parse_boxes
 
     try:
         spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import LoadReport, load_checkpoint
-from .model import ResNet3d, ResNet3dConfig, ResNet3dFeatures
-from .pretrained import PretrainedCfg
-from .registry import get_pretrained_cfg
+from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
+from .registry.pretrained import PretrainedCfg
+from .registry.registry import get_pretrained_cfg
+from .weights.checkpoint import LoadReport, load_checkpoint
 
 __all__ = ["create"]
 
@@ -46,11 +46,11 @@ def create(
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
     if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
-        from .hub import load_hf_hub_cfg
+        from .weights.sources import load_hf_hub_cfg
 
         cfg = load_hf_hub_cfg(name)
     elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
-        from .publish import load_local_dir
+        from .weights.publish import load_local_dir
 
         cfg, weights = load_local_dir(name[len("local-dir:") :])
         checkpoint = checkpoint if checkpoint is not None else weights
@@ -69,7 +69,7 @@ def create(
     report: LoadReport | None = None
     source = checkpoint
     if source is None and pretrained:
-        from .hub import pretrained_file  # network and cache code is loaded only when weights are asked for
+        from .weights.sources import pretrained_file  # network and cache code is loaded only when weights are asked for
 
         source = pretrained_file(cfg)
     if source is not None:

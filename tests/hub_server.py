@@ -362,7 +362,7 @@ def write_upstream(sd: dict[str, Any], fmt: str, path: Any, *, temporal_pool: bo
     import numpy as np
     import torch
 
-    from slowfast_zoo.convert import from_zoo
+    from slowfast_zoo.weights.keys import from_zoo
 
     if fmt == "caffe2_pkl":
         blobs = {k: v.detach().cpu().numpy().copy() for k, v in from_zoo(sd, "caffe2").items()}

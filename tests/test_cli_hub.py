@@ -10,8 +10,8 @@ from hub_server import caches_fixture, hub_fixture, random_model, tiny_cfg  # no
 
 import slowfast_zoo
 from slowfast_zoo.cli import main
-from slowfast_zoo.convert import from_zoo
-from slowfast_zoo.publish import push_to_hub
+from slowfast_zoo.weights.keys import from_zoo
+from slowfast_zoo.weights.publish import push_to_hub
 
 
 def test_download_and_verify_a_hub_repo(hub, caches, capsys) -> None:

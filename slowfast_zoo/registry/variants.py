@@ -1,0 +1,294 @@
+"""Every registered variant: the architectures the authors published (and configured) with their weight tags.
+
+Architecture facts: ``published_models.md`` §B (PySlowFast ``configs/``, PyTorchVideo ``models/hub``).
+Names read ``<family>_r<depth>[_<res4 temporal blocks slow>_<fast>]_<T>x<tau>``, with T x tau the slow pathway's
+frames x stride. Tags say dataset and origin: ``k400_pysf`` (PySlowFast model zoo), ``k400_ptv`` (PyTorchVideo
+model zoo), ``*_multigrid`` / ``*_stepwise`` (PySlowFast multigrid zoo).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models.resnet3d import DEPTHS, ResNet3dConfig, temporal_kernels
+from .pretrained import evaluated_classes
+from .registry import register_alias, register_arch
+
+# temporal kernel bases of conv ``a`` per stage res2..res5 (a basis repeats over the stage's blocks)
+SLOW_BASES = ((1,), (1,), (3,), (3,))
+FAST_BASES = ((3,), (3,), (3,), (3,))
+I3D_BASES = ((3,), (3, 1), (3, 1), (1, 3))
+C2D_BASES = ((1,), (1,), (1,), (1,))
+
+K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400")
+#: PyTorchVideo's Something-Something v2 protocol: segment sampling over the whole video, 1 clip x 3 crops
+SSV2_PTV: dict[str, Any] = dict(
+    dataset="ssv2", labels="ssv2", frame_sampling="segment", test_clips=1, model=dict(num_classes=174)
+)
+#: PySlowFast's multigrid SSv2 protocol: 64 segment-sampled frames, one left/top 256 crop, adaptive head
+SSV2_PYSF: dict[str, Any] = dict(SSV2_PTV, test_crops=("left",), test_head_pool="adaptive", train_short_side=(256, 320))
+CHARADES: dict[str, Any] = dict(
+    dataset="charades", labels="charades", activation="sigmoid", ensemble="max", model=dict(num_classes=157)
+)
+#: multigrid training uses an adaptive head (short cycles change the input size); tested at 224 crops on K400
+MULTIGRID: dict[str, Any] = dict(test_head_pool="adaptive")
+
+
+def single_pathway(
+    bases: tuple[tuple[int, ...], ...], stem_t: int, depth: int = 50, frames: int = 8, **kw: Any
+) -> ResNet3dConfig:
+    """Slow-only, I3D or C2D."""
+    layers = DEPTHS[depth]
+    return ResNet3dConfig(
+        layers=layers,
+        stem_kernel_t=(stem_t,),
+        block_kernel_t=(temporal_kernels(bases, layers),),
+        num_frames=frames,
+        **kw,
+    )
+
+
+def slowfast(
+    depth: int = 50,
+    frames: int = 32,
+    alpha: int = 4,
+    fusion_kernel_t: int = 7,
+    res4_temporal: tuple[int, int] | None = None,
+    **kw: Any,
+) -> ResNet3dConfig:
+    """SlowFast; ``res4_temporal`` = how many res4 blocks keep temporal kernels (slow, fast), default all."""
+    layers = DEPTHS[depth]
+    keep = [list(layers), list(layers)]
+    if res4_temporal:
+        keep[0][2], keep[1][2] = res4_temporal
+    return ResNet3dConfig(
+        layers=layers,
+        stem_kernel_t=(1, 5),
+        block_kernel_t=(
+            temporal_kernels(SLOW_BASES, layers, tuple(keep[0])),
+            temporal_kernels(FAST_BASES, layers, tuple(keep[1])),
+        ),
+        alpha=alpha,
+        fusion_kernel_t=fusion_kernel_t,
+        num_frames=frames,
+        **kw,
+    )
+
+
+#: non-local blocks after res3 blocks 1, 3 and res4 blocks 1, 3, 5 (the *_NLN_* Kinetics configs)
+NL_R50 = ((), (1, 3), (1, 3, 5), ())
+CONFIG_ONLY = "configured by the authors ({}) but never released with weights"
+
+
+def _config_only(config: str, params: int, gflops: float) -> dict[str, Any]:
+    """Data of an architecture without weights: its reference parameter count and GMACs at one 256x256 view."""
+    return dict(notes=CONFIG_ONLY.format(config), params=params, gflops=gflops)
+
+
+# --- Slow-only ---------------------------------------------------------------------------------------------
+register_arch(
+    "slow_r50_4x16",
+    single_pathway(SLOW_BASES, 1, frames=4),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=16,
+)
+register_arch(
+    "slow_r50_8x8",
+    single_pathway(SLOW_BASES, 1, frames=8),
+    {
+        "k400_pysf": K400,
+        "k400_ptv": K400,
+        "ssv2_ptv": SSV2_PTV,
+        "charades_ptv": dict(CHARADES, train_short_side=(256, 340)),
+    },
+    sampling_rate=8,
+)
+register_arch(
+    "slow_nln_r50_4x16",
+    single_pathway(SLOW_BASES, 1, frames=4, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=16,
+    **_config_only("Kinetics/SLOW_NLN_4x16_R50", 39_812_560, 39.07),
+)
+register_arch(
+    "slow_nln_r50_8x8",
+    single_pathway(SLOW_BASES, 1, frames=8, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=8,
+    **_config_only("Kinetics/SLOW_NLN_8x8_R50", 39_812_560, 88.34),
+)
+
+# --- I3D / C2D (temporal max pool after res2, except the released C2D "nopool" checkpoint) ----------------------
+register_arch(
+    "i3d_r50_8x8",
+    single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "i3d_nln_r50_8x8",
+    single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
+    {"k400_pysf": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "i3d_r101_8x8",
+    single_pathway(I3D_BASES, 5, depth=101, frames=8, temporal_pool=2),
+    sampling_rate=8,
+    **_config_only("Kinetics/I3D_8x8_R101", 51_754_192, 61.33),
+)
+register_arch(
+    "i3d_nln_r101_8x8",
+    single_pathway(I3D_BASES, 5, depth=101, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
+    sampling_rate=8,
+    **_config_only("Kinetics/I3D_NLN_8x8_R101", 59_112_656, 73.14),
+)
+register_arch(
+    "c2d_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2),
+    {"k400_ptv": K400},
+    sampling_rate=8,
+)
+#: PySlowFast's released C2D was configured without the temporal pool (first commit: ARCH c2d_nopool)
+register_arch(
+    "c2d_nopool_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8),
+    {"k400_pysf": K400},
+    sampling_rate=8,
+)
+register_arch(
+    "c2d_nln_r50_8x8",
+    single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2, nonlocal_blocks=NL_R50, nonlocal_mode="softmax"),
+    sampling_rate=8,
+    **_config_only("Kinetics/C2D_NLN_8x8_R50", 31_686_096, 37.27),
+)
+
+# --- SlowFast R50 ----------------------------------------------------------------------------------------------
+register_arch(
+    "slowfast_r50_4x16",
+    slowfast(50, frames=32, alpha=8, fusion_kernel_t=5),
+    {"k400_pysf": K400, "k400_ptv": K400},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r50_8x8",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7),
+    {
+        "k400_pysf": K400,
+        "k400_ptv": K400,
+        "k400_stepwise": K400,
+        "k400_multigrid": dict(K400, **MULTIGRID, test_crop_size=224),
+        "ssv2_ptv": SSV2_PTV,
+        "charades_ptv": CHARADES,
+    },
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r50_16x8",
+    slowfast(50, frames=64, alpha=4, fusion_kernel_t=7),
+    {
+        "ssv2_pysf": SSV2_PYSF,
+        "ssv2_multigrid": dict(SSV2_PYSF, **MULTIGRID, test_crop_size=224),
+        "charades_pysf": dict(CHARADES, train_short_side=(256, 340)),
+        "charades_multigrid": dict(CHARADES, **MULTIGRID, train_short_side=(256, 340)),
+    },
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r50_4x16",
+    slowfast(50, frames=32, alpha=8, fusion_kernel_t=5, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=2,
+    **_config_only("Kinetics/SLOWFAST_NLN_4x16_R50", 41_838_680, 47.91),
+)
+register_arch(
+    "slowfast_nln_r50_8x8",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=5, nonlocal_blocks=NL_R50, nonlocal_mode="dot_product"),
+    sampling_rate=2,
+    **_config_only("Kinetics/SLOWFAST_NLN_8x8_R50", 41_838_680, 99.12),
+)
+
+# --- SlowFast R101 ---------------------------------------------------------------------------------------------
+register_arch(
+    "slowfast_r101_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5),
+    {"k400_ptv": K400},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r101_50_50_16x8",
+    slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
+    {"k400_ptv": dict(K400, train_short_side=(256, 360))},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_r101_50_50_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
+    sampling_rate=2,
+    **_config_only("Kinetics/c2/SLOWFAST_8x8_R101_50_50", 53_774_808, 106.51),
+)
+register_arch(
+    "slowfast_r101_50_101_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 23)),
+    sampling_rate=2,
+    **_config_only("Kinetics/c2/SLOWFAST_8x8_R101_50_101", 53_914_072, 107.65),
+)
+register_arch(
+    "slowfast_nln_r101_50_50_16x8",
+    slowfast(
+        101,
+        frames=64,
+        alpha=4,
+        fusion_kernel_t=5,
+        res4_temporal=(6, 6),
+        nonlocal_blocks=((), (), (6, 13, 20), ()),
+        nonlocal_mode="dot_product",
+    ),
+    sampling_rate=2,
+    **_config_only("Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50", 60_080_088, 242.02),
+)
+
+# --- AVA detectors: res5 without stride (dilation 2), RoIAlign head on person boxes -------------------------------
+#: keyframe-centred clip, full frame with short side 256, one view, sigmoid per box and action
+AVA: dict[str, Any] = dict(
+    dataset="ava",
+    labels="ava80",
+    # the 60 actions AVA's mAP scores: the official v2.1 list (that v2.2 scores the same 60 is not verified)
+    evaluated_classes=evaluated_classes("ava_v2.1_eval60"),
+    activation="sigmoid",
+    test_clips=1,
+    test_crops=("full",),
+    test_crop_size=256,
+    test_head_pool="adaptive",
+)
+DETECTOR = dict(spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2), roi_head=True, num_classes=80)
+#: the R101 detectors add dot-product non-local blocks after slow res4 blocks 6, 13, 20, pooled 2x2x2
+NL_AVA_R101 = dict(
+    nonlocal_blocks=((), (), (6, 13, 20), ()),
+    nonlocal_pool=((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)),
+    nonlocal_mode="dot_product",
+)
+register_arch(
+    "slow_r50_4x16_det",
+    single_pathway(SLOW_BASES, 1, frames=4, **DETECTOR),
+    {"ava22_pysf": AVA, "ava22_ptv": AVA},
+    sampling_rate=16,
+)
+register_arch(
+    "slowfast_r50_8x8_det",
+    slowfast(50, frames=32, alpha=4, fusion_kernel_t=7, **DETECTOR),
+    {"ava22_ptv": AVA},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r101_50_50_8x8_det",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **DETECTOR, **NL_AVA_R101),
+    {"ava22_pysf": AVA, "ava21_pysf": AVA},
+    sampling_rate=2,
+)
+register_arch(
+    "slowfast_nln_r101_50_50_16x8_det",
+    slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **DETECTOR, **NL_AVA_R101),
+    {"ava22_pysf": AVA},
+    sampling_rate=2,
+)
+
+#: the name the SlowFast paper's R101 16x8 result goes by: the released r101_50_50 design
+register_alias("slowfast_r101_16x8", "slowfast_r101_50_50_16x8.k400_ptv")

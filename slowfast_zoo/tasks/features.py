@@ -1,0 +1,443 @@
+"""Embeddings of many videos, written to shards: resumable, shardable across machines, with a progress bar.
+
+``extract(videos, model, out_dir)`` computes, per video (``per="video"``) or per sliding window (``per="window"``),
+the pooled embedding ``model.forward_head(model.forward_features(x), pre_logits=True)`` of the checkpoint's own
+views (``views="fast"``: one centred clip and crop; ``"reference"``: the published clips x crops, embeddings
+averaged), preprocessed exactly as :func:`slowfast_zoo.predict` preprocesses them.
+
+Shards. The video list is cut into shards of ``shard_size`` consecutive videos, ``features-KKKKK-of-NNNNN.<ext>``;
+shard ``k`` belongs to rank ``k % world_size``, so any number of machines can share one list without talking to
+each other (each runs with its own ``rank``). A shard is written to a temporary file and renamed into place when
+all its videos are done, so a file that exists is complete; a rerun skips the shards that exist (resume) and
+recomputes the rest. Each video is computed in batches of its own views only, so its embeddings do not depend on
+which other videos a run processed: an interrupted and resumed run writes the same bytes as one uninterrupted run.
+
+Each shard holds ``embeddings`` ``(rows, num_features)``, ``video_index`` ``(rows,)`` (index into the shard's
+``paths``), ``start`` / ``end`` ``(rows,)`` seconds, and one metadata entry ``slowfast_zoo.features``, a JSON
+object: ``paths`` (every video of the shard), ``failed`` (path -> reason, videos that could not be read: they have
+no rows), ``model``, ``per``, ``views``, window and shard numbers (``.npz``: arrays ``paths`` and ``metadata``).
+Read them back with :func:`load_features`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..video import transforms as T
+from ..video.io import VideoError, VideoReader
+from .predict import _windows, load_model, plan_views
+
+__all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+_EXT = {"safetensors": ".safetensors", "npz": ".npz"}
+
+
+@dataclass
+class ExtractSummary:
+    """What one :func:`extract` call did (for this rank)."""
+
+    out_dir: str
+    rank: int
+    world_size: int
+    num_shards: int
+    shards_written: list[str] = field(default_factory=list)
+    #: shards of this rank that already existed (resumed runs)
+    shards_skipped: list[str] = field(default_factory=list)
+    videos: int = 0
+    #: rows written (videos or windows)
+    rows: int = 0
+    #: model inputs run (views)
+    clips: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        s = (
+            f"rank {self.rank}/{self.world_size}: {len(self.shards_written)} shard(s) written, "
+            f"{len(self.shards_skipped)} already done, {self.videos} video(s), {self.rows} row(s), "
+            f"{self.clips} clip(s) in {self.seconds:.1f}s ({self.clips_per_second:.1f} clips/s)"
+        )
+        if self.failed:
+            s += f"; {len(self.failed)} video(s) failed: " + "; ".join(f"{p}: {r}" for p, r in self.failed.items())
+        return s
+
+
+def shard_name(index: int, num_shards: int, format: str = "safetensors") -> str:
+    """``features-00003-of-00012.safetensors``."""
+    return f"features-{index:05d}-of-{num_shards:05d}{_EXT[format]}"
+
+
+def read_video_list(items: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Video paths from arguments: a ``.txt`` / ``.csv`` / ``.lst`` file lists one video per line (a CSV's first
+    field; relative to the list's folder; ``#`` comments and a ``path`` header skipped); anything else is a video."""
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.suffix.lower() in (".txt", ".csv", ".lst") and p.is_file():
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                first = line.split(",", 1)[0].strip() if p.suffix.lower() == ".csv" else line
+                if first.lower() == "path":
+                    continue
+                out.append(first if os.path.isabs(first) else str(p.parent / first))
+        else:
+            out.append(str(p))
+    return out
+
+
+# ---- computing embeddings -----------------------------------------------------------------------------------------
+class _Embedder:
+    """Views of one video -> one embedding per clip group (views averaged), batched within the video only."""
+
+    def __init__(self, model: Any, batch_size: int) -> None:
+        self.model = model
+        self.cfg = model.pretrained_cfg
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.batch_size = batch_size
+
+    def crops(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
+        """Model-layout crops ``(3, T, S, S)`` of uint8 frames ``(T, H, W, 3)``, as :func:`predict` makes them."""
+        cfg = self.cfg
+        clip = frames.to(self.device).permute(0, 3, 1, 2)
+        clip = T.normalize(T.to_float(clip), cfg.mean, cfg.std)
+        clip = T.short_side_resize(clip, cfg.test_short_side, cfg.interpolation)
+        return [T.to_model_layout(T.crop(clip, cfg.test_crop_size, p)) for p in positions]
+
+    def embed(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """``(len(views), num_features)`` float32 on the CPU."""
+        out = []
+        for i in range(0, len(views), self.batch_size):
+            batch = torch.stack(views[i : i + self.batch_size]).to(self.dtype)
+            inputs = T.pack_pathways(batch, self.cfg.alpha)
+            x = inputs if self.cfg.alpha is not None else inputs[0]
+            feats = self.model.forward_features(x)
+            out.append(self.model.forward_head(feats, pre_logits=True).float().cpu())
+        return torch.cat(out)
+
+
+def _video_rows(
+    reader: Any, emb: _Embedder, per: str, views: str, window_s: float, stride_s: float
+) -> tuple[list[torch.Tensor], list[float], list[float], int]:
+    """(embeddings, starts, ends, clips run) of one video."""
+    info = reader.info
+    bounds = [(0.0, info.duration)] if per == "video" else _windows(info.duration, window_s, stride_s)
+    rows, starts, ends, clips = [], [], [], 0
+    for start, end in bounds:
+        plan = plan_views(emb.cfg, info, views, window=None if per == "video" else (start, end))
+        crops: list[torch.Tensor] = []
+        for view in plan:
+            crops += emb.crops(reader.frames_at_positions(view.positions), view.crops)
+        e = emb.embed(crops)
+        rows.append(e.mean(dim=0))
+        starts.append(float(start))
+        ends.append(float(end))
+        clips += len(crops)
+    return rows, starts, ends, clips
+
+
+# ---- writing shards -----------------------------------------------------------------------------------------------
+#: the one safetensors metadata entry (a JSON object): several entries would be written in an unspecified order
+META_KEY = "slowfast_zoo.features"
+
+
+def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename it into place.
+
+    The bytes depend only on the contents (sorted JSON metadata, one entry), so reruns give identical files
+    (safetensors; a zip archive as npz stores the time it was written).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    meta = json.dumps(metadata, sort_keys=True)
+    try:
+        if format == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, tmp, metadata={META_KEY: meta})
+        else:
+            arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
+            arrays["paths"] = np.array(metadata["paths"], dtype=str)
+            arrays["metadata"] = np.array(meta)
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
+    """Temporary files an interrupted run of these shards left behind (a killed process cannot clean up)."""
+    for name in names:
+        for stale in out_dir.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _progress(total: int, enabled: bool, rank: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"features[{rank}]", unit="video", file=sys.stderr, dynamic_ncols=True)
+
+
+def extract(
+    videos: Sequence[str | os.PathLike[str]],
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    per: Literal["video", "window"] = "video",
+    window_s: float = 2.0,
+    stride_s: float = 1.0,
+    views: Literal["fast", "reference"] = "fast",
+    rank: int = 0,
+    world_size: int = 1,
+    shard_size: int = 256,
+    format: Literal["safetensors", "npz"] = "safetensors",
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Write the embeddings of ``videos`` (this rank's shards) to ``out_dir``; see the module doc for the layout.
+
+    Args:
+        videos: video files, in the order that defines the shards (give every rank the same list).
+        model: a model name (built with its published weights, or ``checkpoint``) or a model from ``create``
+            (its ``pretrained_cfg`` gives frames, sampling, sizes and mean/std).
+        per: one embedding per ``video``, or per ``window`` of ``window_s`` seconds every ``stride_s`` seconds
+            (windows as :func:`slowfast_zoo.predict_windows` places them).
+        views: ``fast`` (one centred clip and crop per video or window) or ``reference`` (the checkpoint's
+            published clips x crops, embeddings averaged).
+        rank, world_size: this process's share: shards ``rank, rank + world_size, ...``.
+        shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
+        format: ``safetensors`` or ``npz``.
+        batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches never mix videos.
+        progress: a tqdm bar on stderr with videos done and clips/s.
+
+    Returns:
+        :class:`ExtractSummary` (shards written and skipped, failures with reasons, clips/s).
+    """
+    if per not in ("video", "window"):
+        raise ValueError(f"per must be 'video' or 'window', got {per!r}")
+    if format not in _EXT:
+        raise ValueError(f"format must be one of {sorted(_EXT)}, got {format!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    if per == "window" and (window_s <= 0 or stride_s <= 0):
+        raise ValueError("window_s and stride_s must be positive")
+    paths = [str(v) for v in videos]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
+    mine = list(range(rank, num_shards, world_size))
+    names = {k: shard_name(k, num_shards, format) for k in mine}
+    _remove_stale_temps(out, names.values())
+    summary = ExtractSummary(str(out), rank, world_size, num_shards)
+    todo = []
+    for k in mine:
+        if (out / names[k]).exists():
+            done = _read_meta(out / names[k])["paths"]
+            if done != paths[k * shard_size : (k + 1) * shard_size]:
+                raise ValueError(
+                    f"{out / names[k]} holds other videos than shard {k} of this list: "
+                    "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
+                )
+            summary.shards_skipped.append(names[k])
+        else:
+            todo.append(k)
+    if not todo:
+        return summary
+
+    model = load_model(model, checkpoint=checkpoint, device=device)
+    device_type = next(model.parameters()).device.type
+    emb = _Embedder(model, batch_size or (8 if device_type == "cpu" else 32))
+    was_training = model.training
+    model.eval()
+    total = sum(len(paths[k * shard_size : (k + 1) * shard_size]) for k in todo)
+    bar = _progress(total, progress, rank)
+    t0 = time.perf_counter()
+    try:
+        for k in todo:
+            shard_paths = paths[k * shard_size : (k + 1) * shard_size]
+            rows: list[torch.Tensor] = []
+            index: list[int] = []
+            starts: list[float] = []
+            ends: list[float] = []
+            failed: dict[str, str] = {}
+            for i, path in enumerate(shard_paths):
+                try:
+                    with torch.inference_mode(), _open(path) as reader:
+                        r, s, e, n = _video_rows(reader, emb, per, views, window_s, stride_s)
+                except VideoError as err:
+                    failed[path] = err.reason
+                    log.warning("features: skipped %s", err)
+                    r, s, e, n = [], [], [], 0
+                rows += r
+                starts += s
+                ends += e
+                index += [i] * len(r)
+                summary.clips += n
+                summary.rows += len(r)
+                summary.videos += 1
+                if bar is not None:
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(clips_per_s=f"{summary.clips / max(elapsed, 1e-9):.1f}", refresh=False)
+                    bar.update(1)
+            dim = model.num_features
+            tensors = {
+                "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
+                "video_index": torch.tensor(index, dtype=torch.int64),
+                "start": torch.tensor(starts, dtype=torch.float64),
+                "end": torch.tensor(ends, dtype=torch.float64),
+            }
+            metadata = {
+                "format_version": FORMAT_VERSION,
+                "model": model.pretrained_cfg.name,
+                "per": per,
+                "views": views,
+                "window_s": window_s if per == "window" else None,
+                "stride_s": stride_s if per == "window" else None,
+                "shard": k,
+                "num_shards": num_shards,
+                "paths": shard_paths,
+                "failed": failed,
+            }
+            _write_atomic(out / names[k], tensors, metadata, format)
+            summary.shards_written.append(names[k])
+            summary.failed.update(failed)
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    return summary
+
+
+def _open(path: str) -> VideoReader:
+    return VideoReader(path)
+
+
+# ---- reading shards -----------------------------------------------------------------------------------------------
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The metadata object of a shard file, without reading its tensors."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as sf:
+            return json.loads(sf.metadata()[META_KEY])
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["metadata"]))
+
+
+def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every shard in ``out_dir`` (both formats), concatenated in shard order.
+
+    Returns ``embeddings`` ``(rows, D)``, ``paths`` (one per row), ``start``, ``end``, ``failed`` (path -> reason)
+    and ``shards`` (file names read).
+    """
+    out = Path(out_dir)
+    files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in (".safetensors", ".npz"))
+    embs, row_paths, starts, ends, failed = [], [], [], [], {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(f), framework="pt") as sf:
+                meta = json.loads(sf.metadata()[META_KEY])
+                t = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+        else:
+            with np.load(f, allow_pickle=False) as z:
+                t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
+                meta = json.loads(str(z["metadata"]))
+        shard_paths = meta["paths"]
+        shard_failed = meta["failed"]
+        embs.append(t["embeddings"])
+        row_paths += [shard_paths[i] for i in t["video_index"].tolist()]
+        starts.append(t["start"])
+        ends.append(t["end"])
+        failed.update(shard_failed)
+    return {
+        "embeddings": torch.cat(embs) if embs else torch.zeros(0, 0),
+        "paths": row_paths,
+        "start": torch.cat(starts) if starts else torch.zeros(0, dtype=torch.float64),
+        "end": torch.cat(ends) if ends else torch.zeros(0, dtype=torch.float64),
+        "failed": failed,
+        "shards": [f.name for f in files],
+    }
+
+
+# ---- command line (``slowfast-zoo features`` and examples/extract_features.py) ---------------------------------------
+def add_arguments(parser: Any) -> None:
+    """The ``features`` command's arguments, added to an ``argparse`` parser."""
+    parser.add_argument("videos", nargs="+", help="video files, or .txt/.csv/.lst files listing one video per line")
+    parser.add_argument("-o", "--out-dir", required=True, help="folder for the shard files")
+    parser.add_argument("--model", default="slowfast_r50_8x8", help="model name or hf-hub:org/repo (%(default)s)")
+    parser.add_argument("--checkpoint", help="weights file to use instead of the published ones")
+    parser.add_argument(
+        "--per", choices=["video", "window"], default="video", help="one embedding per video, or per sliding window"
+    )
+    parser.add_argument("--window", default="2,1", metavar="W,S", help="window length and stride, s (%(default)s)")
+    parser.add_argument("--views", choices=["fast", "reference"], default="fast")
+    parser.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
+    parser.add_argument("--shard-size", type=int, default=256, help="videos per shard file (%(default)s)")
+    parser.add_argument("--rank", type=int, help="this machine's share (default: $RANK or 0)")
+    parser.add_argument("--world-size", type=int, help="number of machines (default: $WORLD_SIZE or 1)")
+    parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    parser.add_argument("--batch-size", type=int, help="views per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: Any) -> int:
+    """Run the ``features`` command from parsed arguments; prints the summary, returns the exit status."""
+    w, _, s = str(args.window).partition(",")
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+    summary = extract(
+        read_video_list(args.videos),
+        args.model,
+        args.out_dir,
+        per=args.per,
+        window_s=float(w),
+        stride_s=float(s or w),
+        views=args.views,
+        rank=rank,
+        world_size=world,
+        shard_size=args.shard_size,
+        format=args.format,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(summary)
+    return 1 if summary.failed else 0

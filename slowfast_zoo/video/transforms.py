@@ -1,0 +1,359 @@
+"""Video transforms as the reference applies them, built on ``torchvision.transforms.v2.functional`` and einops.
+
+Layout. Spatial functions take ``(..., C, H, W)`` tensors, so a clip is ``(T, C, H, W)`` and a batch of clips
+``(N, T, C, H, W)`` (torchvision's video layout); they run on any device. The model wants ``(N, C, T, H, W)`` per
+pathway: :func:`to_model_layout` rearranges, :func:`pack_pathways` splits ``[slow, fast]``.
+Decoded videos (:mod:`slowfast_zoo.video.io`) are uint8 ``(T, H, W, 3)``; :func:`create_transforms` takes them
+as they are.
+
+Reference formulas reproduced (published_models.md §B3, §D): pixel values ``x / 255`` then ``(x - mean) / std``
+*before* resizing (the reference's order); short side resized to ``S`` with the long side ``floor(long / short * S)``
+by bilinear ``interpolate(align_corners=False)`` (no antialias); crops at ``ceil((L - size) / 2)`` (centre) or the
+ends of the long side; slow frames ``linspace(0, T - 1, T // alpha).long()``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from ..models.layers import linspace_indices
+
+if TYPE_CHECKING:
+    from ..registry.pretrained import PretrainedCfg
+
+__all__ = [
+    "CROP_POSITIONS",
+    "PackPathway",
+    "VideoTransform",
+    "charades_clip_positions",
+    "clip_positions",
+    "create_transforms",
+    "crop",
+    "crop_offsets",
+    "horizontal_flip",
+    "normalize",
+    "pack_pathways",
+    "random_crop",
+    "random_short_side_resize",
+    "segment_indices",
+    "short_side_resize",
+    "short_side_size",
+    "to_float",
+    "to_model_layout",
+    "uniform_clip_start",
+    "uniform_temporal_subsample",
+]
+
+#: crop positions along the long side of a frame; ``left``/``top`` and ``right``/``bottom`` are the same position
+CROP_POSITIONS = {"left": 0, "top": 0, "center": 1, "centre": 1, "right": 2, "bottom": 2}
+
+Layout = Literal["THWC", "TCHW", "CTHW"]
+
+
+# ---- temporal sampling ------------------------------------------------------------------------------------------
+def uniform_clip_start(video_frames: float, clip_size: float, clip_idx: int, num_clips: int) -> float:
+    """Start position of test clip ``clip_idx`` of ``num_clips``: ``max(len - clip_size, 0) * idx / num_clips``."""
+    if not 0 <= clip_idx < num_clips:
+        raise ValueError(f"clip_idx must be in [0, {num_clips}), got {clip_idx}")
+    return max(video_frames - clip_size, 0.0) * clip_idx / num_clips
+
+
+def clip_positions(start: float, num_frames: int, sampling_rate: int, target_fps: float, fps: float) -> torch.Tensor:
+    """Frame positions of a clip starting at ``start`` (in frames of the video): ``linspace(start, end, T)``.
+
+    The clip covers ``clip_size = num_frames * sampling_rate / target_fps * fps`` frames of a ``fps`` video, so
+    ``end = start + clip_size - 1`` (PySlowFast ``decoder.py``); float32 as ``torch.linspace`` gives them.
+    """
+    clip_size = sampling_rate * num_frames / target_fps * fps
+    return torch.linspace(start, start + clip_size - 1, num_frames)
+
+
+def charades_clip_positions(
+    video_frames: int, num_frames: int, sampling_rate: int, clip_idx: int, num_clips: int
+) -> torch.Tensor:
+    """PySlowFast's Charades test clip (``charades.py``): ``start = round(idx * gap)``, frames every ``sampling_rate``.
+
+    ``gap = max(len - clip_length, 0) / (num_clips - 1)`` with ``clip_length = (T - 1) * rate + 1``; indices are
+    clamped to the video. Positions are in frames at the rate the model was trained on.
+    """
+    clip_length = (num_frames - 1) * sampling_rate + 1
+    gap = max(video_frames - clip_length, 0) / max(num_clips - 1, 1)
+    start = round(gap * clip_idx)
+    idx = [max(min(start + i * sampling_rate, video_frames - 1), 0) for i in range(num_frames)]
+    return torch.tensor(idx, dtype=torch.float32)
+
+
+def segment_indices(video_frames: int, num_frames: int) -> torch.Tensor:
+    """Segment-based test sampling (Something-Something v2): the middle frame of each of ``num_frames`` segments.
+
+    PyTorchVideo ``ssv2.py``: ``seg = (len - 1) / T``; frame ``i`` is ``(round(seg * i) + round(seg * (i + 1))) // 2``
+    (rounding half to even, as numpy does).
+    """
+    if video_frames < 1:
+        raise ValueError("segment sampling needs at least one frame")
+    seg = (video_frames - 1) / num_frames
+    return torch.tensor([(round(seg * i) + round(seg * (i + 1))) // 2 for i in range(num_frames)], dtype=torch.long)
+
+
+def uniform_temporal_subsample(x: torch.Tensor, num_samples: int, dim: int = -4) -> torch.Tensor:
+    """``num_samples`` frames spread evenly over ``dim`` by ``linspace(0, T - 1, n).long()`` (identity if equal)."""
+    t = x.shape[dim]
+    if t == num_samples:
+        return x
+    idx = torch.linspace(0, t - 1, num_samples).clamp(0, t - 1).long().to(x.device)
+    return x.index_select(dim, idx)
+
+
+# ---- pixel values -----------------------------------------------------------------------------------------------
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float32 in [0, 1] (``x.float() / 255``); floating tensors are returned unchanged."""
+    if x.is_floating_point():
+        return x
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 or floating pixels, got {x.dtype}")
+    return x.float() / 255.0
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of a float ``(..., C, H, W)`` tensor."""
+    return TF.normalize(x, list(mean), list(std))
+
+
+# ---- spatial ------------------------------------------------------------------------------------------------------
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(new_h, new_w) with the short side ``size`` and the long side ``floor(long / short * size)``."""
+    if width < height:
+        return math.floor(height / width * size), size
+    return size, math.floor(width / height * size)
+
+
+_INTERPOLATION = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def short_side_resize(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize ``(..., C, H, W)`` so the short side is ``size`` (bilinear, ``align_corners=False``, no antialias)."""
+    h, w = x.shape[-2:]
+    new_h, new_w = short_side_size(h, w, size)
+    if (new_h, new_w) == (h, w):
+        return x
+    mode = _INTERPOLATION[interpolation]
+    return TF.resize(x, [new_h, new_w], interpolation=mode, antialias=False)
+
+
+def random_short_side_resize(
+    x: torch.Tensor,
+    min_size: int,
+    max_size: int,
+    interpolation: str = "bilinear",
+    generator: random.Random | None = None,
+) -> torch.Tensor:
+    """Training scale jitter: short side ``round(uniform(min_size, max_size))``."""
+    rng = generator or random
+    return short_side_resize(x, round(rng.uniform(min_size, max_size)), interpolation)
+
+
+def crop_offsets(height: int, width: int, size: int, position: str | int = "center") -> tuple[int, int]:
+    """(top, left) of a ``size`` crop: centre ``ceil((L - size) / 2)``, or either end of the long side."""
+    idx = CROP_POSITIONS[position] if isinstance(position, str) else int(position)
+    if idx not in (0, 1, 2):
+        raise ValueError(f"crop position must be one of {sorted(CROP_POSITIONS)} or 0, 1, 2; got {position!r}")
+    if size > height or size > width:
+        raise ValueError(f"crop {size} is larger than the frame {height}x{width}")
+    top = math.ceil((height - size) / 2)
+    left = math.ceil((width - size) / 2)
+    if height > width:
+        top = {0: 0, 1: top, 2: height - size}[idx]
+    else:
+        left = {0: 0, 1: left, 2: width - size}[idx]
+    return top, left
+
+
+def crop(x: torch.Tensor, size: int, position: str | int = "center") -> torch.Tensor:
+    """A ``size`` x ``size`` crop of ``(..., C, H, W)`` at ``left``/``center``/``right`` along the long side."""
+    top, left = crop_offsets(x.shape[-2], x.shape[-1], size, position)
+    return TF.crop(x, top, left, size, size)
+
+
+def random_crop(x: torch.Tensor, size: int, generator: random.Random | None = None) -> torch.Tensor:
+    """A ``size`` x ``size`` crop at a uniformly random offset (the reference's training crop)."""
+    rng = generator or random
+    h, w = x.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"crop {size} is larger than the frame {h}x{w}")
+    top = rng.randint(0, h - size)
+    left = rng.randint(0, w - size)
+    return TF.crop(x, top, left, size, size)
+
+
+def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror ``(..., C, H, W)`` left-right."""
+    return TF.horizontal_flip(x)
+
+
+# ---- layout and pathways ----------------------------------------------------------------------------------------
+def to_model_layout(x: torch.Tensor) -> torch.Tensor:
+    """``(..., T, C, H, W)`` -> ``(..., C, T, H, W)``."""
+    return rearrange(x, "... t c h w -> ... c t h w")
+
+
+def pack_pathways(clip: torch.Tensor, alpha: int | None, time_dim: int = -3) -> list[torch.Tensor]:
+    """``[slow, fast]`` for a SlowFast network: slow frames ``linspace(0, T - 1, T // alpha).long()``, fast = all.
+
+    ``clip`` is ``(C, T, H, W)`` or ``(N, C, T, H, W)`` (time at ``time_dim``). ``alpha=None`` (single pathway)
+    returns ``[clip]``.
+    """
+    if alpha is None:
+        return [clip]
+    t = clip.shape[time_dim]
+    if t % alpha:
+        raise ValueError(f"SlowFast needs the number of frames ({t}) to be a multiple of alpha={alpha}")
+    slow = clip.index_select(time_dim, linspace_indices(t, t // alpha, clip.device))
+    return [slow, clip]
+
+
+class PackPathway(nn.Module):
+    """Module form of :func:`pack_pathways` (as in the PyTorchVideo tutorial)."""
+
+    def __init__(self, alpha: int | None, time_dim: int = -3) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.time_dim = time_dim
+
+    def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        return pack_pathways(clip, self.alpha, self.time_dim)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+# ---- the whole pipeline of a checkpoint -------------------------------------------------------------------------
+_TO_TCHW = {
+    "THWC": "... t h w c -> ... t c h w",
+    "TCHW": "... t c h w -> ... t c h w",
+    "CTHW": "... c t h w -> ... t c h w",
+}
+
+
+@dataclass(frozen=True)
+class VideoTransform:
+    """A checkpoint's preprocessing: video in, model input out (built by :func:`create_transforms`).
+
+    Input: one clip ``(T, ...)`` or a batch ``(N, T, ...)`` in ``input_layout`` (default ``THWC``, what
+    :mod:`slowfast_zoo.video.io` decodes), uint8 (scaled by 1/255) or float already in [0, 1]. A clip with a different
+    number of frames than the model's is subsampled evenly first. Output: ``[slow, fast]`` (two-pathway) or one
+    tensor, each ``(N, 3, T, H, W)`` (no ``N`` if none came in).
+    """
+
+    mode: Literal["eval", "train"]
+    num_frames: int
+    alpha: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    short_side: tuple[int, int]
+    crop_size: int
+    crop_position: str = "center"
+    flip: bool = False
+    interpolation: str = "bilinear"
+    input_layout: Layout = "THWC"
+    generator: random.Random | None = None
+
+    def frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Subsampled, scaled and normalized frames ``(..., T, C, H, W)`` at full resolution."""
+        x = rearrange(video, _TO_TCHW[self.input_layout])
+        x = uniform_temporal_subsample(x, self.num_frames, dim=-4)
+        return normalize(to_float(x), self.mean, self.std)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize and crop ``(T, C, H, W)`` frames (eval: fixed; train: jittered, random crop, random flip)."""
+        if self.mode == "eval":
+            return crop(
+                short_side_resize(x, self.short_side[0], self.interpolation), self.crop_size, self.crop_position
+            )
+        rng = self.generator or random
+        x = random_short_side_resize(x, *self.short_side, self.interpolation, generator=rng)
+        x = random_crop(x, self.crop_size, generator=rng)
+        if self.flip and rng.random() < 0.5:
+            x = horizontal_flip(x)
+        return x
+
+    def __call__(self, video: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        x = self.frames(video)
+        if self.mode == "train" and x.dim() > 4:  # random parameters per clip
+            lead = x.shape[:-4]
+            out = torch.stack([self.spatial(c) for c in x.reshape(-1, *x.shape[-4:])])
+            x = out.reshape(*lead, *out.shape[1:])
+        else:
+            x = self.spatial(x)
+        packed = pack_pathways(to_model_layout(x), self.alpha)
+        return packed if self.alpha is not None else packed[0]
+
+
+def _cfg_of(model_or_name: Any) -> PretrainedCfg:
+    if isinstance(model_or_name, str):
+        from ..registry.registry import get_pretrained_cfg
+
+        return get_pretrained_cfg(model_or_name)
+    cfg = getattr(model_or_name, "pretrained_cfg", None)
+    if cfg is None:
+        from ..registry.pretrained import PretrainedCfg
+
+        if isinstance(model_or_name, PretrainedCfg):
+            return model_or_name
+        raise TypeError("expected a model name, a model from slowfast_zoo.create or a PretrainedCfg")
+    return cfg
+
+
+def create_transforms(
+    model_or_name: Any,
+    mode: Literal["eval", "train"] = "eval",
+    *,
+    crop_position: str = "center",
+    input_layout: Layout = "THWC",
+    generator: random.Random | None = None,
+) -> Callable[[torch.Tensor], list[torch.Tensor] | torch.Tensor]:
+    """The preprocessing a checkpoint was evaluated (``eval``) or trained (``train``) with, from its config.
+
+    Everything (frames, alpha, mean/std, resize and crop sizes, interpolation) comes from ``pretrained_cfg``.
+    ``eval``: short side ``test_short_side``, ``test_crop_size`` crop at ``crop_position`` (``left``/``center``/
+    ``right``). ``train``: short side jittered in ``train_short_side``, random ``train_crop_size`` crop, random
+    horizontal flip (not for Something-Something, whose labels depend on direction).
+    """
+    cfg = _cfg_of(model_or_name)
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    if input_layout not in _TO_TCHW:
+        raise ValueError(f"input_layout must be one of {sorted(_TO_TCHW)}, got {input_layout!r}")
+    if mode == "eval":
+        short = (cfg.test_short_side, cfg.test_short_side)
+        size = cfg.test_crop_size
+    else:
+        short = tuple(cfg.train_short_side)
+        size = cfg.train_crop_size
+    return VideoTransform(
+        mode=mode,
+        num_frames=cfg.num_frames,
+        alpha=cfg.alpha,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        short_side=short,
+        crop_size=size,
+        crop_position=crop_position,
+        flip=mode == "train" and cfg.dataset != "ssv2",
+        interpolation=cfg.interpolation,
+        input_layout=input_layout,
+        generator=generator,
+    )

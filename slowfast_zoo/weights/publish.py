@@ -1,0 +1,489 @@
+"""Convert the authors' checkpoints to the zoo's safetensors files and publish them on the Hugging Face Hub.
+
+- :func:`convert`: any upstream checkpoint (Caffe2 ``.pkl``, PySlowFast / PyTorchVideo ``.pyth``) -> a zoo-keyed
+  ``model.safetensors``, checked structurally against the architecture (every key, every shape, finite values).
+  The output is deterministic: the same input always gives the same bytes, whether converted by ``publish`` or by
+  the origin fallback of ``create(pretrained=True)``.
+- :func:`save_pretrained`: ``config.json`` (the pretrained config, with the weights' sha256) + ``model.safetensors``
+  + ``README.md`` (model card) in a folder; :func:`push_to_hub` uploads that folder as one commit.
+- :func:`publish`: convert a registered model from its origin (or a local file), upload it, and return the commit
+  and sha256 to paste into ``weights_manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..registry.pretrained import HubFile, PretrainedCfg
+
+__all__ = ["ConvertResult", "PublishResult", "convert", "model_card", "publish", "push_to_hub", "save_pretrained"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What :func:`convert` wrote."""
+
+    path: Path
+    sha256: str
+    size: int
+    #: the upstream file's sha256 and size
+    source_sha256: str
+    source_size: int
+    #: ``safetensors``, ``torch`` or ``caffe2``
+    file_format: str
+    key_scheme: str
+    num_tensors: int
+    #: whether the upstream file is the one the manifest pins (None: the manifest does not know its sha256)
+    source_matches_manifest: bool | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}  sha256 {self.sha256}  ({self.size} bytes, from {self.file_format}/{self.key_scheme})"
+
+
+def _resolve_cfg(model: str | PretrainedCfg) -> PretrainedCfg:
+    if isinstance(model, PretrainedCfg):
+        return model
+    from ..registry.registry import get_pretrained_cfg
+
+    return get_pretrained_cfg(model)
+
+
+def _zoo_state_dict(path: Path, cfg: PretrainedCfg) -> tuple[dict[str, torch.Tensor], str, str, int]:
+    """Read an upstream file, rename its keys to the zoo's and check them against the architecture."""
+    from ..models.resnet3d import ResNet3d
+    from .checkpoint import CheckpointError, read_state_dict
+    from .keys import KeyMappingError, detect_scheme, to_zoo
+
+    sd, fmt, _ = read_state_dict(path)
+    try:
+        scheme = detect_scheme(sd)
+        zoo = to_zoo(sd, scheme)
+    except KeyMappingError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    with torch.device("meta"):
+        own = ResNet3d(cfg.model).state_dict()
+    for key, value in own.items():  # Caffe2 files have no BatchNorm batch counters
+        if key.endswith("num_batches_tracked") and key not in zoo and key.rsplit(".", 1)[0] + ".weight" in zoo:
+            zoo[key] = torch.zeros((), dtype=value.dtype)
+    missing = sorted(set(own) - set(zoo))
+    unexpected = sorted(set(zoo) - set(own))
+    mismatched = [
+        f"{k}: {tuple(zoo[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(zoo))
+        if zoo[k].shape != own[k].shape
+    ]
+    problems = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if keys:
+            problems.append(f"{len(keys)} {title}: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
+    if problems:
+        raise CheckpointError(f"{path} ({fmt}, {scheme} keys) does not fit {cfg.name}: " + "; ".join(problems))
+    out = {}
+    for key in sorted(own):
+        value = zoo[key].to(own[key].dtype).contiguous().clone()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
+        out[key] = value
+    return out, fmt, scheme, len(sd)
+
+
+def _write_safetensors(sd: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
+    """Write atomically (temporary file + rename); returns (sha256, size). Deterministic for equal tensors."""
+    from safetensors.torch import save_file
+
+    from .sources import sha256_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".incomplete")
+    os.close(fd)
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in sorted(sd.items())}
+        # one metadata entry only: safetensors writes a map of several in an unspecified order (not reproducible)
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        digest, size = sha256_file(tmp), os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest, size
+
+
+def convert(
+    upstream_file: str | os.PathLike[str],
+    model: str | PretrainedCfg,
+    out_path: str | os.PathLike[str],
+) -> ConvertResult:
+    """Convert an upstream checkpoint of a registered model to a zoo ``.safetensors`` file.
+
+    The file's format and key scheme are detected from its bytes (Caffe2 pickles are read by a restricted
+    unpickler, PyTorch files with ``torch.load(weights_only=True)``); the result must fit the architecture of
+    ``model`` exactly (every key, every shape) and hold finite values, else :class:`~slowfast_zoo.CheckpointError`.
+    The output is written atomically. Returns its path, sha256 and size, and the upstream file's sha256.
+    """
+    from .sources import sha256_file
+
+    cfg = _resolve_cfg(model)
+    src = Path(upstream_file)
+    source_sha = sha256_file(src)
+    sd, fmt, scheme, n = _zoo_state_dict(src, cfg)
+    digest, size = _write_safetensors(sd, Path(out_path))
+    pinned = cfg.origin.sha256 if cfg.origin is not None else None
+    return ConvertResult(
+        Path(out_path),
+        digest,
+        size,
+        source_sha,
+        src.stat().st_size,
+        fmt,
+        scheme,
+        n,
+        None if pinned is None else pinned == source_sha,
+    )
+
+
+# --- model card -----------------------------------------------------------------------------------------------
+def model_card(
+    cfg: PretrainedCfg, *, sha256: str, size: int, repo_id: str | None = None, label_names: Sequence[str] | None = None
+) -> str:
+    """A Hub model card (README.md with YAML metadata) for one set of weights."""
+    from .. import __version__
+
+    repo = repo_id or (cfg.hub.repo_id if cfg.hub else cfg.name)
+    tags = ["video-classification", "slowfast_zoo", "pytorch", "safetensors", cfg.arch.split("_")[0]]
+    meta = (
+        [
+            "---",
+            f"license: {cfg.license or 'other'}",
+            "library_name: pytorch",
+            "pipeline_tag: video-classification",
+            "tags:",
+        ]
+        + [f"- {t}" for t in tags]
+        + ["---", ""]
+    )
+    m = cfg.model
+    lines = [
+        f"# {cfg.name}",
+        "",
+        f"{cfg.arch} ({'SlowFast' if m.alpha else 'single pathway'}, ResNet-{50 if m.layers[2] == 6 else 101}) "
+        f"trained on {cfg.dataset}, {cfg.num_classes} classes. Weights in the key layout of "
+        f"[slowfast_zoo](https://pypi.org/project/slowfast-zoo/) {__version__}.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import slowfast_zoo",
+        f'model = slowfast_zoo.create("hf-hub:{repo}", pretrained=True).eval()',
+        "```",
+        "",
+        "## Weights",
+        "",
+        "| file | sha256 | bytes |",
+        "|---|---|---|",
+        f"| `{WEIGHTS_NAME}` | `{sha256}` | {size} |",
+        "",
+    ]
+    if cfg.origin is not None:
+        lines += [
+            f"Converted from the authors' file <{cfg.origin.url}> ({cfg.origin.format}, {cfg.origin.key_scheme} keys"
+            + (f", sha256 `{cfg.origin.sha256}`" if cfg.origin.sha256 else "")
+            + "); tensors are unchanged, only "
+            "their names differ.",
+            "",
+        ]
+    lines += ["## Evaluation", ""]
+    if cfg.metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in cfg.metrics.items()]
+        lines += ["", "As published by the authors."]
+    else:
+        lines += ["No published metrics for these weights."]
+    lines += [
+        "",
+        f"Protocol: {cfg.test_clips} clips x {len(cfg.test_crops)} crops ({', '.join(cfg.test_crops)}), short side "
+        f"{cfg.test_short_side}, crop {cfg.test_crop_size}, {cfg.activation} scores combined by {cfg.ensemble}. "
+        f"Input: {m.num_frames} frames every {cfg.sampling_rate} at {cfg.target_fps:g} fps ({cfg.frame_sampling}), "
+        f"RGB in [0, 1], mean {list(cfg.mean)}, std {list(cfg.std)}.",
+        "",
+        "## Model",
+        "",
+        f"- parameters: {cfg.params if cfg.params is not None else 'see config.json'}",
+        f"- GFLOPs per view: {cfg.gflops if cfg.gflops is not None else 'not computed'}",
+        f"- labels: {cfg.labels or ('custom, see config.json' if label_names else 'none')}",
+        "",
+    ]
+    if cfg.notes:
+        lines += [cfg.notes, ""]
+    if cfg.citation:
+        lines += ["## Citation", "", cfg.citation, ""]
+    lines += ["## License", "", f"{cfg.license or 'See the original release.'}", ""]
+    return "\n".join(meta + lines)
+
+
+# --- save / push ----------------------------------------------------------------------------------------------
+def _write_folder(
+    folder: Path,
+    cfg: PretrainedCfg,
+    weights: Path,
+    sha256: str,
+    size: int,
+    repo_id: str | None,
+    label_names: Sequence[str] | None,
+) -> None:
+    """config.json + README.md next to an already written model.safetensors."""
+    from .. import __version__
+
+    if label_names is None:
+        label_names = cfg.label_names
+    if label_names is not None and len(label_names) != cfg.num_classes:
+        raise ValueError(f"{len(label_names)} label names for {cfg.num_classes} classes")
+    hub = HubFile(
+        repo_id=repo_id or (cfg.hub.repo_id if cfg.hub else ""),
+        revision=None,
+        filename=weights.name,
+        sha256=sha256,
+        size=size,
+    )
+    cfg = cfg.replace(hub=hub)
+    config = {
+        "library": "slowfast_zoo",
+        "slowfast_zoo_version": __version__,
+        "architecture": cfg.arch,
+        "name": cfg.name,
+        "num_classes": cfg.num_classes,
+        "label_names": list(label_names) if label_names is not None else None,
+        "pretrained_cfg": cfg.to_dict(),
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    card = model_card(cfg, sha256=sha256, size=size, repo_id=repo_id, label_names=label_names)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+def save_pretrained(
+    model: torch.nn.Module,
+    save_directory: str | os.PathLike[str],
+    *,
+    cfg: PretrainedCfg | None = None,
+    repo_id: str | None = None,
+    label_names: Sequence[str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` + ``README.md`` for a zoo model into ``save_directory``.
+
+    ``cfg`` defaults to ``model.pretrained_cfg`` (set by :func:`slowfast_zoo.create`); its architecture is taken
+    from the model itself. ``label_names`` gives the class names of a fine-tuned model with its own label set.
+    Returns the folder.
+    """
+    cfg = cfg or getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        raise ValueError("the model has no pretrained_cfg; pass cfg=")
+    model_cfg = getattr(model, "cfg", None)
+    if model_cfg is not None and model_cfg != cfg.model:
+        cfg = cfg.replace(model=model_cfg)
+    if label_names is not None:  # a fine-tuned label set travels inside config.json
+        cfg = cfg.replace(labels=tuple(label_names))
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_NAME
+    sha, size = _write_safetensors(dict(model.state_dict()), weights)
+    _write_folder(folder, cfg, weights, sha, size, repo_id, label_names)
+    return folder
+
+
+def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]:
+    """(config, weights path) of a folder written by :func:`save_pretrained`; the weights' sha256 is checked."""
+    from .checkpoint import CheckpointError
+    from .sources import sha256_file
+
+    folder = Path(folder)
+    config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder}: expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{config_path}: not a slowfast_zoo config ({e})") from e
+    expected = cfg.hub.sha256 if cfg.hub else None
+    if expected:
+        actual = sha256_file(weights)
+        if actual != expected:  # a user's own folder: report, never delete
+            raise CheckpointError(f"{weights}: sha256 {actual}, but {config_path} records {expected}")
+    return cfg, weights
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A commit on the Hub and what to paste into ``weights_manifest.json``."""
+
+    repo_id: str
+    revision: str
+    filename: str
+    sha256: str
+    size: int
+    commit_url: str
+    origin_sha256: str | None = None
+    origin_size: int | None = None
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The manifest fields this publication fills in."""
+        entry: dict[str, Any] = {
+            "hub": {
+                "repo_id": self.repo_id,
+                "revision": self.revision,
+                "filename": self.filename,
+                "sha256": self.sha256,
+                "size": self.size,
+            }
+        }
+        if self.origin_sha256:
+            entry["origin"] = {"sha256": self.origin_sha256, "size": self.origin_size}
+        return entry
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision} {self.filename} sha256 {self.sha256} ({self.size} bytes)"
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    *,
+    endpoint: str | None,
+    token: str | bool | None,
+    private: bool | None,
+    branch: str | None,
+    commit_message: str,
+) -> Any:
+    from huggingface_hub import HfApi
+
+    from .sources import _endpoint
+
+    api = HfApi(endpoint=_endpoint(endpoint), token=token)
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=branch, commit_message=commit_message)
+
+
+def push_to_hub(
+    model: torch.nn.Module,
+    repo_id: str,
+    *,
+    cfg: PretrainedCfg | None = None,
+    label_names: Sequence[str] | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    branch: str | None = None,
+    commit_message: str | None = None,
+) -> PublishResult:
+    """:func:`save_pretrained` into a temporary folder and upload it as one commit (creating the repo if needed).
+
+    Load it back with ``slowfast_zoo.create("hf-hub:<repo_id>@<revision>", pretrained=True)``.
+    """
+    with tempfile.TemporaryDirectory(prefix="slowfast-zoo-push-") as tmp:
+        folder = save_pretrained(model, tmp, cfg=cfg, repo_id=repo_id, label_names=label_names)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        hub = config["pretrained_cfg"]["hub"]
+        info = _upload(
+            folder,
+            repo_id,
+            endpoint=endpoint,
+            token=token,
+            private=private,
+            branch=branch,
+            commit_message=commit_message or f"Upload {config['name']}",
+        )
+    return PublishResult(repo_id, info.oid, WEIGHTS_NAME, hub["sha256"], hub["size"], info.commit_url)
+
+
+def publish(
+    name: str | PretrainedCfg,
+    repo_id: str | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    timeout: float | None = None,
+    commit_message: str | None = None,
+) -> PublishResult:
+    """Publish a registered model's weights: convert, write the model card, upload, return revision + sha256.
+
+    Args:
+        name: ``arch.tag`` (or alias) with a manifest entry.
+        repo_id: target repo (default: the manifest's ``hub.repo_id``).
+        source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL
+            (and must match the origin sha256 when the manifest knows it).
+        endpoint, token, private: passed to :class:`huggingface_hub.HfApi`.
+
+    The converted file is the same, byte for byte, as what ``create(pretrained=True)`` would convert from the
+    origin. Paste :meth:`PublishResult.manifest_entry` into ``weights_manifest.json``.
+    """
+    from .sources import HashMismatchError, _download_url, _timeout, sha256_file
+
+    cfg = _resolve_cfg(name)
+    if not cfg.tag:
+        raise ValueError(f"{name} is an architecture without weights; publish an arch.tag")
+    repo_id = repo_id or (cfg.hub.repo_id if cfg.hub else None)
+    if not repo_id:
+        raise ValueError(f"{cfg.name}: no repo_id given and none in the manifest")
+    with tempfile.TemporaryDirectory(prefix="slowfast-zoo-publish-") as tmp:
+        folder = Path(tmp, "repo")
+        folder.mkdir()
+        if source is None:
+            if cfg.origin is None:
+                raise ValueError(f"{cfg.name} has no origin URL; pass source=<file>")
+            raw = _download_url(
+                cfg.origin.url,
+                Path(tmp),
+                timeout=_timeout(timeout),
+                expected_sha256=cfg.origin.sha256,
+                label=Path(cfg.origin.url).name,
+            )
+        else:
+            raw = Path(source)
+            if cfg.origin is not None and cfg.origin.sha256:
+                actual = sha256_file(raw)
+                if actual != cfg.origin.sha256:
+                    raise HashMismatchError(
+                        source=str(raw),
+                        revision=None,
+                        filename=raw.name,
+                        expected=cfg.origin.sha256,
+                        actual=actual,
+                        detail=f"the manifest pins this sha256 for {cfg.origin.url}",
+                    )
+        result = convert(raw, cfg, folder / WEIGHTS_NAME)
+        _write_folder(folder, cfg, result.path, result.sha256, result.size, repo_id, None)
+        info = _upload(
+            folder,
+            repo_id,
+            endpoint=endpoint,
+            token=token,
+            private=private,
+            branch=None,
+            commit_message=commit_message or f"Upload {cfg.name} converted from the authors' weights",
+        )
+    out = PublishResult(
+        repo_id,
+        info.oid,
+        WEIGHTS_NAME,
+        result.sha256,
+        result.size,
+        info.commit_url,
+        result.source_sha256,
+        result.source_size,
+    )
+    log.info("published %s: %s", cfg.name, out)
+    return out

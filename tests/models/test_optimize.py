@@ -1,0 +1,165 @@
+"""The inference fast path (fused BatchNorm, channels-last, bf16) computes what the plain model computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import slowfast_zoo
+from slowfast_zoo.models.freeze import freeze
+from slowfast_zoo.models.layers import ConvBnAct, NonLocal
+from slowfast_zoo.models.optimize import fold_conv_bn, fuse_bn, optimize_for_inference
+
+TINY = dict(width=8, num_classes=10, num_frames=16)
+ARCHS = ["slowfast_r50_8x8", "slow_r50_8x8", "i3d_nln_r50_8x8", "c2d_r50_8x8", "slowfast_r101_50_50_16x8"]
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine parameters (the defaults would make folding an identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def tiny(arch: str) -> slowfast_zoo.ResNet3d:
+    torch.manual_seed(0)
+    model = slowfast_zoo.create(arch, **TINY)
+    randomize_bn(model)
+    return model.eval()
+
+
+def inputs(model: slowfast_zoo.ResNet3d, n: int = 2, size: int = 64) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    cfg = model.cfg
+    return [torch.randn(n, 3, cfg.frames(p), size, size, generator=g) for p in range(cfg.num_pathways)]
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
+    scale = expected.abs().max().item()
+    assert actual.shape == expected.shape
+    assert (actual.float() - expected).abs().max().item() <= rel * scale, (actual, expected)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fuse_bn_keeps_logits(arch: str) -> None:
+    model = tiny(arch)
+    x = inputs(model)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_bn(model)
+        actual = fused(x)
+    assert fused is not model
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+    close(actual, expected, 1e-4)
+    # the original is untouched: still has its BatchNorms and gives the same logits
+    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+def test_every_conv_bn_pair_is_folded_including_fusion_and_nonlocal() -> None:
+    for arch in ("slowfast_r50_8x8", "i3d_nln_r50_8x8"):
+        model = tiny(arch)
+        units = sum(isinstance(m, ConvBnAct) for m in model.modules())
+        nls = sum(isinstance(m, NonLocal) for m in model.modules())
+        bns = sum(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+        assert bns == units + nls and units > 0
+        fused = fuse_bn(model)
+        assert all(m.conv.bias is not None for m in fused.modules() if isinstance(m, ConvBnAct))
+        if arch == "slowfast_r50_8x8":
+            assert len(fused.fuse) == 4 and all(isinstance(f.bn, nn.Identity) for f in fused.fuse)
+        else:
+            assert nls > 0 and all(isinstance(m.bn, nn.Identity) for m in fused.modules() if isinstance(m, NonLocal))
+
+
+@pytest.mark.parametrize("arch", ["slowfast_r50_8x8", "i3d_nln_r50_8x8"])
+def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
+    model = tiny(arch)
+    x = inputs(model)
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize_for_inference(model)
+    assert fast is not model and not fast.training
+    assert not any(p.requires_grad for p in fast.parameters())
+    conv = fast.stem[0].conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        close(fast(x), expected, 1e-4)
+        # channels-last inputs too
+        close(fast([t.contiguous(memory_format=torch.channels_last_3d) for t in x]), expected, 1e-4)
+    if arch == "i3d_nln_r50_8x8":
+        return  # bf16 softmax attention on these random, exploding activations (logits ~1e3) is not comparable
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        close(fast(x), expected, 0.05)
+    pure = optimize_for_inference(model, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        close(pure([t.bfloat16() for t in x]), expected, 0.05)
+
+
+def test_training_mode_is_refused_or_copied() -> None:
+    model = tiny("slowfast_r50_8x8").train()
+    with pytest.raises(ValueError, match="training mode"):
+        fuse_bn(model)
+    with pytest.raises(ValueError, match="training mode"):
+        fuse_bn(model, inplace=True)
+    with pytest.raises(ValueError, match="training mode"):
+        optimize_for_inference(model, inplace=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model)  # a copy: the training model is not touched
+    assert model.training and not fast.training
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_inplace_fuses_the_given_model() -> None:
+    model = tiny("slow_r50_8x8")
+    x = inputs(model)
+    with torch.no_grad():
+        expected = model(x)
+    same = optimize_for_inference(model, inplace=True)
+    assert same is model
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+    with torch.no_grad():
+        close(model(x), expected, 1e-4)
+
+
+def test_frozen_batchnorm_is_folded() -> None:
+    model = tiny("slowfast_r50_8x8")
+    freeze(model, up_to="res5")
+    model.eval()
+    x = inputs(model)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_bn(model)
+        close(fused(x), expected, 1e-4)
+    assert not any(isinstance(m, slowfast_zoo.FrozenBatchNorm3d) for m in fused.modules())
+
+
+def test_fold_conv_bn_exact_on_one_unit() -> None:
+    torch.manual_seed(0)
+    unit = ConvBnAct(4, 6, (3, 3, 3), padding=(1, 1, 1), act=False)
+    randomize_bn(unit)
+    unit.eval()
+    x = torch.randn(2, 4, 5, 7, 7, dtype=torch.float64)
+    unit.double()
+    with torch.no_grad():
+        expected = unit(x)
+        fold_conv_bn(unit.conv, unit.bn)
+        unit.bn = nn.Identity()
+        torch.testing.assert_close(unit(x), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError):
+        fold_conv_bn(unit.conv, nn.Identity())
+
+
+def test_copy_keeps_the_pretrained_cfg() -> None:
+    model = slowfast_zoo.create("slowfast_r50_8x8", device="meta").eval()  # full config, no compute
+    fast = optimize_for_inference(model)
+    assert fast.pretrained_cfg is model.pretrained_cfg
+    assert fast.stem[0].conv.bias is not None and model.stem[0].conv.bias is None

@@ -1,0 +1,170 @@
+"""predict / predict_windows end to end on encoded files, view counting and aggregation per protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("av")
+
+from video_factory import write_video
+
+from slowfast_zoo import create
+from slowfast_zoo.tasks.predict import (
+    TensorVideo,
+    format_table,
+    predict,
+    predict_windows,
+    sample_video,
+    to_json_lines,
+)
+from slowfast_zoo.video.io import VideoError
+
+
+def tiny(name="slowfast_r50_8x8", **cfg_changes):
+    """Width-8, 10 classes, fixed head for 64 crops tested at 96 (a 2x2 grid of head positions, as at 256/224)."""
+    frames = 16 if name.startswith("slowfast") else 4
+    m = create(name, width=8, num_classes=10, num_frames=frames, crop_size=64, head_pool="fixed").eval()
+    m.pretrained_cfg = m.pretrained_cfg.replace(test_short_side=96, test_crop_size=96, **cfg_changes)
+    return m
+
+
+class Recorder:
+    """Wrap position_logits to record every batch (inputs and logits) the protocol runs."""
+
+    def __init__(self, model):
+        self.batches, self.logits = [], []
+        inner = model.position_logits
+
+        def wrapped(x):
+            out = inner(x)
+            self.batches.append(x)
+            self.logits.append(out.detach().clone())
+            return out
+
+        model.position_logits = wrapped
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("v") / "clip.mp4", num_frames=90, fps=30, width=80, height=60)
+
+
+def test_kinetics_reference_is_30_views_mean_of_softmax_per_position(clip):
+    model = tiny()
+    rec = Recorder(model)
+    result = predict(clip, model, views="reference", top_k=3, batch_size=7)
+    views = sum(b[0].shape[0] for b in rec.batches)
+    assert views == 30 == result.num_views
+    assert max(b[0].shape[0] for b in rec.batches) == 7  # views are batched
+    logits = torch.cat(rec.logits)  # (30, t, h, w, classes)
+    assert logits.shape[1:4] == (1, 2, 2)
+    expected = logits.float().softmax(-1).mean(dim=(1, 2, 3)).mean(0)
+    torch.testing.assert_close(result.scores, expected)
+    assert result.scores.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert len(result) == 3 and [s for _, s in result] == sorted([s for _, s in result], reverse=True)
+    assert result.top[0].index == int(expected.argmax())
+    assert result.top[0].label == f"class_{result.top[0].index}"  # new classifier: no dataset labels
+
+
+def test_charades_reference_is_max_of_sigmoid(clip):
+    model = tiny(dataset="charades", activation="sigmoid", ensemble="max")
+    rec = Recorder(model)
+    result = predict(clip, model, views="reference")
+    logits = torch.cat(rec.logits)
+    assert logits.shape[0] == 30
+    expected = logits.float().sigmoid().mean(dim=(1, 2, 3)).max(0).values
+    torch.testing.assert_close(result.scores, expected)
+
+
+def test_ssv2_reference_is_one_segment_clip_three_crops(clip):
+    model = tiny("slow_r50_8x8", dataset="ssv2", frame_sampling="segment", test_clips=1)
+    rec = Recorder(model)
+    result = predict(clip, model, views="reference")
+    assert result.num_views == 3 and sum(b.shape[0] for b in rec.batches) == 3
+    x = rec.batches[0]
+    # left, centre, right crops of the same frames differ; all have the model's 4 frames
+    assert x.shape == (3, 3, 4, 96, 96) and not torch.equal(x[0], x[2])
+
+
+def test_fast_is_one_centred_view(clip):
+    model = tiny()
+    rec = Recorder(model)
+    result = predict(clip, model, views="fast", top_k=20)
+    assert result.num_views == 1 and len(result) == 10  # top_k capped at the number of classes
+    slow, fast = rec.batches[0]
+    assert fast.shape == (1, 3, 16, 96, 96) and slow.shape == (1, 3, 4, 96, 96)
+
+
+def test_inference_mode_and_training_flag_restored(clip):
+    model = tiny().train()
+    seen = []
+    inner = model.position_logits
+
+    def spy(x):
+        seen.append((torch.is_inference_mode_enabled(), model.training))
+        return inner(x)
+
+    model.position_logits = spy
+    predict(clip, model, views="fast")
+    assert seen == [(True, False)] and model.training
+
+
+@pytest.mark.parametrize(
+    ("codec", "ext", "fps", "rotation"),
+    [("libvpx-vp9", "webm", 25, None), ("mpeg4", "avi", 15, None), ("libx264", "mov", 30, 90)],
+)
+def test_predict_on_encoded_files(tmp_path, codec, ext, fps, rotation):
+    path = write_video(
+        tmp_path / f"v.{ext}", num_frames=2 * fps, fps=fps, codec=codec, width=80, height=60, rotation=rotation
+    )
+    result = predict(path, tiny("slow_r50_8x8"), views="reference", top_k=5)
+    assert result.num_views == 30 and len(result) == 5
+    assert result.video == str(path) and result.scores.shape == (10,)
+
+
+def test_tensor_video_equals_file(clip):
+    from slowfast_zoo.video.io import VideoReader
+
+    model = tiny("slow_r50_8x8")
+    with VideoReader(clip) as r:
+        frames = r.frames_at_positions(list(range(r.info.num_frames)))
+    a = predict(TensorVideo(frames, fps=30), model, views="fast")
+    b = predict(clip, model, views="fast")
+    torch.testing.assert_close(a.scores, b.scores)
+
+
+def test_windows_are_timestamped_and_streamed(tmp_path):
+    path = write_video(tmp_path / "long.mp4", num_frames=150, fps=30, width=80, height=60)  # 5 s
+    model = tiny("slow_r50_8x8")
+    gen = predict_windows(path, model, window_s=2.0, stride_s=1.5, top_k=2)
+    assert iter(gen) is gen  # a generator: nothing decoded until asked
+    results = list(gen)
+    assert [(r.start, r.end) for r in results] == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0)]
+    assert all(r.num_views == 1 and len(r) == 2 for r in results)
+    lines = [json.loads(s) for s in to_json_lines(results)]
+    assert lines[1]["start"] == 1.5 and lines[1]["predictions"][0]["label"].startswith("class_")
+    table = format_table(results)
+    assert "1.50-3.50s" in table and table.splitlines()[0].split() == ["video", "window", "#", "label", "score"]
+
+
+def test_window_longer_than_video(clip):
+    results = list(predict_windows(clip, tiny("slow_r50_8x8"), window_s=10, stride_s=5, views="reference"))
+    assert len(results) == 1 and results[0].start == 0.0 and results[0].end == pytest.approx(3.0)
+    assert results[0].num_views == 30
+
+
+def test_corrupt_file_raises_naming_it(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 500)
+    with pytest.raises(VideoError, match=r"broken\.mp4"):
+        predict(bad, tiny("slow_r50_8x8"))
+
+
+def test_sample_clip_is_small_and_predicts():
+    path = sample_video()
+    assert path.is_file() and path.stat().st_size < 300_000
+    result = predict(path, tiny("slow_r50_8x8"), views="fast", top_k=1)
+    assert len(result) == 1

@@ -1,0 +1,165 @@
+"""save_pretrained / push_to_hub / publish through the real HfApi upload path, and ``create("hf-hub:...")`` back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hub_server import (  # noqa: F401  (fixtures)
+    caches_fixture,
+    example_input,
+    hub_fixture,
+    random_model,
+    tiny_cfg,
+    write_upstream,
+)
+
+import slowfast_zoo
+from slowfast_zoo.registry.pretrained import HubFile, Origin, PretrainedCfg
+from slowfast_zoo.weights.publish import convert, publish, push_to_hub, save_pretrained
+from slowfast_zoo.weights.sources import (
+    HashMismatchError,
+    WeightsNotFoundError,
+    WeightsUnavailableError,
+    download,
+    pretrained_file,
+    sha256_file,
+)
+
+SF = "slowfast_r50_8x8.k400_pysf"
+
+
+def _same_outputs(a, b, cfg) -> bool:
+    x = example_input(cfg)
+    with torch.no_grad():
+        return torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_save_pretrained_folder(tmp_path):
+    cfg = tiny_cfg(SF)
+    model = random_model(cfg)
+    folder = save_pretrained(model, tmp_path / "out", repo_id="org/tiny")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    back = PretrainedCfg.from_dict(config["pretrained_cfg"])
+    assert back.model == cfg.model and back.hub.sha256 == sha256_file(folder / "model.safetensors")
+    assert back.hub.revision is None and back.hub.repo_id == "org/tiny"
+    assert config["label_names"] == list(cfg.label_names) and config["num_classes"] == 400
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")
+    assert back.hub.sha256 in card and "hf-hub:org/tiny" in card and cfg.citation in card
+    assert str(cfg.metrics["top1"]) in card
+    loaded = slowfast_zoo.create(SF, width=8, checkpoint=folder / "model.safetensors")
+    assert _same_outputs(loaded, model, cfg)
+
+
+def test_push_to_hub_and_create_back(hub, caches):
+    cfg = tiny_cfg(SF)
+    model = random_model(cfg, seed=5)
+    result = push_to_hub(model, "org/tiny-sf", endpoint=hub.url)
+    assert len(result.revision) == 40
+    stored = hub.repos["org/tiny-sf"].commits[result.revision]
+    assert set(stored) == {"README.md", "config.json", "model.safetensors"}
+
+    for spec in ("hf-hub:org/tiny-sf", f"hf-hub:org/tiny-sf@{result.revision}"):
+        loaded = slowfast_zoo.create(spec, pretrained=True)
+        assert _same_outputs(loaded, model, cfg)
+        assert loaded.pretrained_cfg.hub == HubFile(
+            "org/tiny-sf", result.revision, "model.safetensors", result.sha256, result.size
+        )
+        assert loaded.load_report.file_format == "safetensors"
+
+    # architecture only: config.json, no weights
+    hub.requests.clear()
+    bare = slowfast_zoo.create("hf-hub:org/tiny-sf", pretrained=False)
+    assert bare.cfg == cfg.model and not hub.requests_for("model.safetensors")
+
+
+def test_fine_tuned_with_other_labels(hub, caches):
+    base = tiny_cfg(SF)
+    model = slowfast_zoo.create(SF, width=8, num_classes=3)
+    names = ["cat", "dog", "bird"]
+    result = push_to_hub(model, "me/pets", label_names=names, endpoint=hub.url)
+    config = json.loads(hub.repos["me/pets"].commits[result.revision]["config.json"])
+    assert config["label_names"] == names and config["num_classes"] == 3
+    loaded = slowfast_zoo.create(f"hf-hub:me/pets@{result.revision}", pretrained=True)
+    assert loaded.cfg.num_classes == 3 and loaded.pretrained_cfg.label_names == ("cat", "dog", "bird")
+    assert _same_outputs(loaded, model.eval(), base.replace(model=model.cfg))
+
+
+def test_hf_hub_offline(hub, caches, monkeypatch):
+    cfg = tiny_cfg(SF)
+    result = push_to_hub(random_model(cfg), "org/offline", endpoint=hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="slowfast-zoo download hf-hub:org/offline"):
+        slowfast_zoo.create("hf-hub:org/offline", pretrained=True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert [w.source for w in download(["hf-hub:org/offline"])] == ["hub"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.requests.clear()
+    for spec in ("hf-hub:org/offline", f"hf-hub:org/offline@{result.revision}"):
+        assert slowfast_zoo.create(spec, pretrained=True).pretrained_cfg.hub.revision == result.revision
+    assert hub.requests == []
+
+
+def test_hf_hub_errors(hub, caches):
+    with pytest.raises(WeightsNotFoundError, match="nobody/nothing"):
+        slowfast_zoo.create("hf-hub:nobody/nothing", pretrained=True)
+    cfg = tiny_cfg(SF)
+    push_to_hub(random_model(cfg), "org/tampered", endpoint=hub.url)
+    hub.fault("model.safetensors", "corrupt")
+    with pytest.raises(HashMismatchError, match="org/tampered"):
+        slowfast_zoo.create("hf-hub:org/tampered", pretrained=True)
+    with pytest.raises(ValueError, match="repo id"):
+        slowfast_zoo.create("hf-hub:not a repo", pretrained=True)
+
+
+def test_publish_from_origin_url(hub, caches, tmp_path):
+    cfg = tiny_cfg("slow_r50_8x8.k400_ptv")
+    model = random_model(cfg, seed=7)
+    upstream = write_upstream(model.state_dict(), "ptv_pyth", tmp_path / "SLOW_8x8_R50.pyth")
+    url = hub.serve_file("pytorchvideo/SLOW_8x8_R50.pyth", upstream.read_bytes())
+    cfg = cfg.replace(origin=Origin(url, "ptv_pyth", "ptv", sha256_file(upstream), upstream.stat().st_size))
+    result = publish(cfg, "slowfast-zoo/slow_r50_8x8.k400_ptv", endpoint=hub.url)
+    entry = result.manifest_entry()
+    assert entry["hub"]["revision"] == result.revision and entry["origin"]["sha256"] == sha256_file(upstream)
+    assert entry["hub"]["sha256"] == convert(upstream, cfg, tmp_path / "again.safetensors").sha256  # deterministic
+    pinned = cfg.replace(hub=HubFile(result.repo_id, result.revision, "model.safetensors", result.sha256, result.size))
+    loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=pretrained_file(pinned))
+    assert _same_outputs(loaded, model, cfg)
+
+
+def test_publish_refuses_a_source_the_manifest_does_not_pin(hub, caches, tmp_path):
+    cfg = tiny_cfg(SF)
+    upstream = write_upstream(random_model(cfg).state_dict(), "caffe2_pkl", tmp_path / "x.pkl")
+    cfg = cfg.replace(origin=Origin("https://example.invalid/x.pkl", "caffe2_pkl", "caffe2", "ef" * 32, 10))
+    with pytest.raises(HashMismatchError, match="ef" * 32):
+        publish(cfg, "org/x", source=upstream, endpoint=hub.url)
+    assert not [r for r in hub.requests if r.method == "POST"]
+
+
+@pytest.mark.parametrize("fmt", ["caffe2_pkl", "pysf_pyth", "ptv_pyth", "ptv_wrapper"])
+def test_convert_every_layout(tmp_path, fmt):
+    cfg = tiny_cfg(SF)
+    model = random_model(cfg, seed=11)
+    upstream = write_upstream(model.state_dict(), fmt, tmp_path / "upstream")
+    result = convert(upstream, cfg, tmp_path / "out.safetensors")
+    assert result.sha256 == sha256_file(result.path) and result.source_sha256 == sha256_file(upstream)
+    assert result.source_matches_manifest is None
+    loaded = slowfast_zoo.create(SF, width=8, checkpoint=result.path)
+    assert _same_outputs(loaded, model, cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, name", [("caffe2_pkl", "slow_r50_8x8.k400_pysf"), ("ptv_pyth", "slow_r50_8x8.k400_ptv")])
+def test_full_size_publish_round_trip(hub, caches, tmp_path, fmt, name):
+    cfg = slowfast_zoo.get_pretrained_cfg(name).replace(origin=None)
+    model = random_model(cfg, seed=13)
+    upstream = write_upstream(model.state_dict(), fmt, tmp_path / "upstream")
+    result = publish(cfg, f"slowfast-zoo/{name}", source=upstream, endpoint=hub.url)
+    pinned = cfg.replace(hub=HubFile(result.repo_id, result.revision, "model.safetensors", result.sha256, result.size))
+    loaded = slowfast_zoo.create(name, checkpoint=pretrained_file(pinned))
+    assert _same_outputs(loaded, model, cfg)
+    via_hub = slowfast_zoo.create(f"hf-hub:slowfast-zoo/{name}@{result.revision}", pretrained=True)
+    assert _same_outputs(via_hub, model, cfg)
