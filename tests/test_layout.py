@@ -1,0 +1,157 @@
+"""The package's import graph is its architecture: these tests fail when a module crosses a line of the house plan.
+
+The plan (README "Code map", ../shared/reference/architecture.md): cli -> tasks -> video; cli/tasks -> factory;
+factory -> registry -> models; factory -> weights. ``models/`` needs only torch, torchvision.ops and einops;
+``weights/`` and ``video/`` never import ``models/``; ``video/`` knows no registry, weights or tasks; nothing imports
+``cli``; no cycles; no module imports another module's private names.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "slowfast_zoo"
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _all_module_names() -> set[str]:
+    return {_module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported module, imported names) for every import statement in one file, relative ones resolved."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {  # ``if TYPE_CHECKING:`` imports name types for annotations; they never run
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [alias.name for alias in node.names]
+            found.append((target, names))  # ``from pkg import module`` also imports the module itself:
+            found += [(f"{target}.{n}", []) for n in names if f"{target}.{n}" in _all_module_names()]
+    return found
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+GRAPH = {mod: _imports(path) for mod, path in MODULES.items()}
+
+
+def _internal(target: str) -> str | None:
+    """The package module an import names (the longest known prefix), or None for third-party / stdlib."""
+    while target:
+        if target in MODULES:
+            return target
+        target = target.rpartition(".")[0]
+    return None
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _edges() -> set[tuple[str, str]]:
+    return {(m, t) for m, imps in GRAPH.items() for target, _ in imps if (t := _internal(target)) and t != m}
+
+
+def test_print_import_graph():
+    """The subpackage-level graph, printed (pytest -s) so a reader can compare it with the plan."""
+    areas = sorted({(_area(a), _area(b)) for a, b in _edges() if _area(a) != _area(b)})
+    print("\n".join(f"{a} -> {b}" for a, b in areas))
+    assert areas, "the walk found no imports at all: the test itself is broken"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _area(m) == "models"])
+def test_models_need_only_torch_torchvision_ops_einops(module):
+    for target, _ in GRAPH[module]:
+        top = target.split(".")[0]
+        if _internal(target):
+            assert _area(_internal(target)) == "models", f"{module} imports {target}"
+        elif top == "torchvision":
+            assert target.startswith("torchvision.ops"), f"{module} imports {target}"
+        else:
+            assert top in STDLIB | {"torch", "einops"}, f"{module} imports {target}"
+
+
+@pytest.mark.parametrize(
+    ("area", "forbidden"),
+    [
+        ("weights", {"models", "video", "tasks", "factory", "cli"}),
+        ("video", {"models", "registry", "weights", "tasks", "factory", "cli"}),
+        ("registry", {"weights", "video", "tasks", "factory", "cli"}),
+        ("tasks", {"cli"}),
+        ("factory", {"tasks", "video", "cli"}),
+    ],
+)
+def test_one_way_imports(area, forbidden):
+    crossings = [(a, b) for a, b in _edges() if _area(a) == area and _area(b) in forbidden]
+    assert not crossings, f"{area}/ must not import {sorted(forbidden)}: {crossings}"
+
+
+def test_nothing_imports_cli():
+    assert not [a for a, b in _edges() if b == "slowfast_zoo.cli"]
+
+
+def test_cli_uses_only_the_public_api():
+    internal = {t for t, _ in GRAPH["slowfast_zoo.cli"] if _internal(t)}
+    assert internal <= {"slowfast_zoo"}, f"cli imports {sorted(internal - {'slowfast_zoo'})}"
+
+
+def test_no_import_cycles():
+    edges = _edges()
+    succ: dict[str, set[str]] = {m: set() for m in MODULES}
+    for a, b in edges:
+        # a package's __init__ re-exporting its children is not a cycle of logic
+        if not b.startswith(a + ".") and not a.startswith(b + ".") and b != "slowfast_zoo":
+            succ[a].add(b)
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in succ[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*stack[stack.index(nxt) :], nxt]))
+            if nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for module in MODULES:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_private_names_across_modules():
+    leaks = [
+        f"{m} imports {target}.{n}"
+        for m, imps in GRAPH.items()
+        for target, names in imps
+        if _internal(target) and _internal(target) != m
+        for n in names
+        if n.startswith("_") and not n.startswith("__")
+    ]
+    assert not leaks, leaks
