@@ -7,8 +7,8 @@ import pytest
 
 from slowfast_zoo import metrics
 from slowfast_zoo.tasks.metrics import (
-    average_precision,
     ava_frame_map,
+    average_precision,
     mean_average_precision,
     read_ava_label_map,
     topk_accuracy,
@@ -190,7 +190,7 @@ def test_ava_label_map_and_bad_rows(tmp_path, ava_files):
     assert read_ava_label_map(labels) == {1: "bend/bow (at the waist)", 2: "sit", 3: "never annotated"}
     bad = tmp_path / "bad.csv"
     bad.write_text("vid1,0902,0.1,0.1\n")
-    with pytest.raises(ValueError, match="bad.csv:1: expected video,timestamp"):
+    with pytest.raises(ValueError, match=r"bad\.csv:1: expected video,timestamp"):
         ava_frame_map(bad, det, labels)
     (tmp_path / "empty.pbtxt").write_text("")
     with pytest.raises(ValueError, match="no 'item"):
