@@ -260,3 +260,41 @@ def test_ava_threshold_comes_from_the_checkpoint(tmp_path):
     model = create("slow_r50_4x16_det", width=8)  # no tag: no published threshold
     with pytest.raises(ValueError, match="box_threshold"):
         evaluate(model, "ava", tmp_path, tmp_path / "gt.csv", proposals=tmp_path / "p.csv", label_map=tmp_path / "l")
+
+
+# ---- Charades over frame folders ----------------------------------------------------------------------------------
+def test_charades_frame_folders_map_equals_sklearn_on_a_predict_loop(tmp_path):
+    from PIL import Image
+
+    from slowfast_zoo.tasks.eval_datasets import FrameFolderVideo
+
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    torch.manual_seed(2)
+    root = tmp_path / "Charades_v1_rgb"
+    targets = {"AAAAA": [0, 2], "BBBBB": [1], "CCCCC": [2], "DDDDD": [0]}
+    rng = np.random.default_rng(0)
+    for n, vid in enumerate(targets):
+        (root / vid).mkdir(parents=True)
+        for i in range(30):  # 1.25 s at 24 fps
+            img = np.clip(np.array(list(COLORS.values())[n % 3]) + rng.integers(-30, 30, (40, 48, 3)), 0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(root / vid / f"{vid}-{i + 1:06d}.jpg")
+    ann = tmp_path / "Charades_v1_test.csv"
+    lines = ["id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length"]
+    for vid, cls in targets.items():
+        actions = ";".join(f"c{c:03d} 0.00 1.00" for c in cls)
+        lines.append(f"{vid},S,Room,5,5,Yes,s,o,d,{actions},1.25")
+    ann.write_text("\n".join(lines) + "\n")
+
+    model = create("slow_r50_8x8", width=8, num_classes=3, num_frames=4, crop_size=32, head_pool="fixed").eval()
+    model.pretrained_cfg = model.pretrained_cfg.replace(
+        dataset="charades", activation="sigmoid", ensemble="max", test_short_side=32, test_crop_size=32, test_clips=2
+    )
+    result = evaluate(model, "charades", root, ann, progress=False)
+
+    scores = np.stack([predict(FrameFolderVideo(root / v, 24), model).scores.numpy() for v in targets])
+    onehot = np.zeros((4, 3), dtype=int)
+    for row, cls in zip(onehot, targets.values()):
+        row[cls] = 1
+    expected = 100 * sklearn_metrics.average_precision_score(onehot, scores, average=None).mean()
+    assert result.metrics[0].name == "mAP" and result.metrics[0].measured == pytest.approx(expected, abs=1e-4)
+    assert result.used == 4
