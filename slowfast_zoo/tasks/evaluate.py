@@ -86,6 +86,7 @@ class MetricRow:
 
     @property
     def difference(self) -> float | None:
+        """Measured minus published, in points (None without a published number)."""
         return None if self.published is None else self.measured - self.published
 
 
@@ -106,6 +107,7 @@ class EvalResult:
 
     @property
     def used(self) -> int:
+        """Videos that went into the metric."""
         return self.videos - len(self.skipped)
 
     def table(self) -> str:
@@ -133,6 +135,7 @@ class EvalResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable (what ``out`` holds)."""
         d = asdict(self)
         for m, row in zip(self.metrics, d["metrics"]):
             row["difference"] = m.difference
@@ -447,6 +450,8 @@ def evaluate(
     if dataset == "ava":
         jobs, notes, threshold = _ava_jobs(cfg, root, proposals, box_threshold)
         classes = M.read_ava_label_map(label_map)  # type: ignore[arg-type]
+        if max(classes) > cfg.num_classes or min(classes) < 1:
+            raise ValueError(f"{label_map}: action ids must lie in 1..{cfg.num_classes} (id i is model output i - 1)")
         header["ava"] = {
             "groundtruth": str(Path(annotations).resolve()),
             "excluded": str(Path(excluded_timestamps).resolve()) if excluded_timestamps else None,
