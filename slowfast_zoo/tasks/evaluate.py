@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ from .eval_datasets import (
     read_kinetics,
     read_ssv2,
 )
+from .eval_records import append_record, float32_list, parse_shard, parts_dir, read_records, write_json_atomic
 
 __all__ = ["DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
 
@@ -142,82 +143,6 @@ class EvalResult:
         return d
 
 
-# ---- shards and records -------------------------------------------------------------------------------------------
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"I/N"`` (0-based), else ``RANK``/``WORLD_SIZE`` from the environment (torchrun), else ``(0, 1)``."""
-    if text:
-        try:
-            i, n = (int(v) for v in text.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
-    else:
-        i, n = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {i}/{n}: need 0 <= I < N")
-    return i, n
-
-
-def _parts_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".parts")
-
-
-def _read_records(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Records of a shard file; a half-written last line (a killed run) is cut off; another run's file is refused."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning("%s: dropping a half-written last record (interrupted run)", path)
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    out: dict[int, dict[str, Any]] = {}
-    for lineno, line in enumerate(data[:end].splitlines(), 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not a JSON record ({e}); delete the file to start over") from None
-        if lineno == 1:
-            if rec.get("header") != header:
-                raise ValueError(
-                    f"{path} was written by another evaluation ({rec.get('header')}); use another --out or delete it"
-                )
-            continue
-        out[int(rec["i"])] = rec
-    return out
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    """One whole line in one write, flushed to disk: a crash loses at most this record."""
-    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _f32(values: Iterable[float]) -> list[float]:
-    """Scores as the shortest decimals that give back the same float32 (so files do not depend on rounding)."""
-    return [float(f"{v:.9g}") for v in np.asarray(list(values), dtype=np.float32).tolist()]
-
-
 # ---- models -------------------------------------------------------------------------------------------------------
 def _load(model: Any, device: str | torch.device | None) -> Any:
     """A model from a name (published weights; ``hf-hub:``/``local-dir:`` too) with the head pool it was tested with."""
@@ -262,7 +187,7 @@ def _classify(job: _Job, model: Any, batch_size: int | None) -> dict[str, Any]:
         scores = predict(video, model, views="reference", batch_size=batch_size).scores
     except (VideoError, OSError) as e:
         return {**rec, "status": "unreadable", "reason": str(e)}
-    return {**rec, "status": "ok", "scores": _f32(scores.tolist())}
+    return {**rec, "status": "ok", "scores": float32_list(scores.tolist())}
 
 
 def _detect(job: _Job, model: Any, offset: float) -> dict[str, Any]:
@@ -278,7 +203,7 @@ def _detect(job: _Job, model: Any, offset: float) -> dict[str, Any]:
     except (VideoError, OSError) as e:
         return {**rec, "status": "unreadable", "reason": str(e)}
     given = [(ts, box) for ts in sorted(keyframes) for box in keyframes[ts]]  # detect's order: keyframes sorted
-    rows = [[ts, *box, _f32(p.scores.tolist())] for (ts, box), p in zip(given, preds)]
+    rows = [[ts, *box, float32_list(p.scores.tolist())] for (ts, box), p in zip(given, preds)]
     return {**rec, "status": "ok", "rows": rows}
 
 
@@ -327,14 +252,14 @@ def _score_ava(header: dict[str, Any], records: list[dict[str, Any]], skipped: i
 def merge(out: str | os.PathLike[str]) -> EvalResult | None:
     """Score the shards of ``out`` and write ``out`` if together they hold every video; else None (still running)."""
     out = Path(out)
-    parts = sorted(_parts_dir(out).glob("shard-*.jsonl"))
+    parts = sorted(parts_dir(out).glob("shard-*.jsonl"))
     if not parts:
-        raise FileNotFoundError(f"{_parts_dir(out)}: no shard files (run evaluate with this --out first)")
+        raise FileNotFoundError(f"{parts_dir(out)}: no shard files (run evaluate with this --out first)")
     with open(parts[0], encoding="utf-8") as f:
         header = json.loads(f.readline())["header"]
     records: dict[int, dict[str, Any]] = {}
     for p in parts:
-        records.update(_read_records(p, header))
+        records.update(read_records(p, header))
     if len(records) < header["videos"]:
         log.info("%s: %d of %d videos done; merge when every shard has finished", out, len(records), header["videos"])
         return None
@@ -353,7 +278,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         official_split=OFFICIAL_SPLIT.get(header["dataset"], ""),
         notes=header["notes"],
     )
-    _write_json_atomic(out, result.to_dict())
+    write_json_atomic(out, result.to_dict())
     return result
 
 
@@ -476,7 +401,7 @@ def evaluate(
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-eval-"))) / "results.json"
         out = Path(out)
-        _parts_dir(out).mkdir(parents=True, exist_ok=True)
+        parts_dir(out).mkdir(parents=True, exist_ok=True)
         _run_shard(jobs, run, header, out, rank, world, workers, progress)
         result = merge(out)
     return result
@@ -492,10 +417,10 @@ def _run_shard(
     workers: int,
     progress: bool,
 ) -> None:
-    path = _parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
-    done = _read_records(path, header)
+    path = parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
+    done = read_records(path, header)
     if not path.exists() or path.stat().st_size == 0:
-        _append(path, {"header": header})
+        append_record(path, {"header": header})
     mine = [j for j in jobs if j.index % world == rank]
     todo = [j for j in mine if j.index not in done]
     bar = None
@@ -507,7 +432,7 @@ def _run_shard(
     try:
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
             for rec in pool.map(run, todo) if workers > 1 else map(run, todo):
-                _append(path, rec)
+                append_record(path, rec)
                 failed += rec["status"] != "ok"
                 if bar is not None:
                     bar.update(1)
