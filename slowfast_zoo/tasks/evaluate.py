@@ -388,7 +388,7 @@ def evaluate(
     else:
         jobs, notes = _classification_jobs(cfg, dataset, root, annotations, label_map)
         run = lambda job: _classify(job, model, batch_size)  # noqa: E731
-        if cfg.dataset != dataset.replace("kinetics600", "kinetics400") and cfg.dataset in DATASETS:
+        if cfg.dataset != dataset and cfg.dataset in DATASETS:
             notes.append(f"note: {cfg.name} was trained on {cfg.dataset}, evaluated here on {dataset}")
     if limit is not None:
         jobs = jobs[: max(limit, 0)]
@@ -429,15 +429,17 @@ def _run_shard(
 
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="video", file=sys.stderr, desc="evaluate")
     start, failed = time.perf_counter(), 0
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-            for rec in pool.map(run, todo) if workers > 1 else map(run, todo):
-                append_record(path, rec)
-                failed += rec["status"] != "ok"
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(skipped=failed, refresh=False)
+        for rec in pool.map(run, todo) if pool is not None else map(run, todo):
+            append_record(path, rec)
+            failed += rec["status"] != "ok"
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(skipped=failed, refresh=False)
     finally:
+        if pool is not None:  # on Ctrl-C: finish the videos in flight, drop the queued ones
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     log.info("shard %d/%d: %d video(s) in %.1f s", rank, world, len(todo), time.perf_counter() - start)
