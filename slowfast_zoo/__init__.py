@@ -7,9 +7,10 @@ from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .registry import variants as _variants  # noqa: F401  (registers every model)
 from .registry.pretrained import PretrainedCfg
 from .registry.registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
-from .tasks import data, features
+from .tasks import data, features, metrics
 from .tasks.data import VideoClipDataset, read_rows
 from .tasks.detect import BoxPrediction, detect
+from .tasks.evaluate import EvalResult, evaluate
 from .tasks.features import load_features
 from .tasks.predict import Prediction, VideoPrediction, predict, predict_windows, sample_video
 from .video.transforms import create_transforms
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BoxPrediction",
     "CheckpointError",
+    "EvalResult",
     "FrozenBatchNorm3d",
     "LoadReport",
     "Prediction",
@@ -36,6 +38,7 @@ __all__ = [
     "create_transforms",
     "data",
     "detect",
+    "evaluate",
     "features",
     "freeze",
     "fuse_bn",
@@ -45,6 +48,7 @@ __all__ = [
     "list_pretrained",
     "load_checkpoint",
     "load_features",
+    "metrics",
     "optimize_for_inference",
     "param_groups",
     "predict",

@@ -192,6 +192,39 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.evaluate import merge
+
+    if args.merge:
+        result = merge(args.out)
+    else:
+        missing = [f"--{n}" for n in ("root", "annotations") if getattr(args, n) is None]
+        if args.model is None or args.dataset is None or missing:
+            raise ValueError("evaluate needs MODEL, --dataset, --root and --annotations (or --merge --out FILE)")
+        result = slowfast_zoo.evaluate(
+            args.model,
+            args.dataset,
+            args.root,
+            args.annotations,
+            label_map=args.label_map,
+            proposals=args.proposals,
+            excluded_timestamps=args.excluded_timestamps,
+            box_threshold=args.box_threshold,
+            ava_time_offset=args.ava_time_offset,
+            limit=args.limit,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            out=args.out,
+            shard=args.shard,
+        )
+    if result is None:
+        print(f"this shard is done; when every shard is, run: slowfast-zoo evaluate --merge --out {args.out}")
+        return 0
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
@@ -258,6 +291,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("evaluate", help="measure a checkpoint on your copy of its benchmark (published vs measured)")
+    p.add_argument("model", nargs="?", help="model name, hf-hub:org/name or local-dir:PATH")
+    p.add_argument("--dataset", choices=["kinetics400", "kinetics600", "ssv2", "charades", "ava"])
+    p.add_argument("--root", help="folder of the videos (or frame folders)")
+    p.add_argument(
+        "--annotations", help="Kinetics list or official CSV, SSv2 validation JSON, Charades CSV, AVA ground-truth CSV"
+    )
+    p.add_argument("--label-map", help="SSv2 labels JSON; AVA action list .pbtxt")
+    p.add_argument("--proposals", help="AVA person boxes with scores (CSV)")
+    p.add_argument("--excluded-timestamps", help="AVA excluded keyframes (CSV)")
+    p.add_argument("--box-threshold", type=float, help="AVA proposals kept (default: the checkpoint's)")
+    p.add_argument("--ava-time-offset", type=float, default=900.0, help="movie second where AVA files start")
+    p.add_argument("--limit", type=int, help="only the first N videos")
+    p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--batch-size", type=int, help="views per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="videos decoded and run at once (default: %(default)s)")
+    p.add_argument("--out", default="results.json", help="results file; per-video records in OUT.parts/ (resume)")
+    p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
+    p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
