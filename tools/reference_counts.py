@@ -49,7 +49,8 @@ COUNTED_OPS = {"aten.convolution", "aten.mm", "aten.addmm", "aten.bmm"}
 #: classes per dataset tag prefix (SF:configs/*/... MODEL.NUM_CLASSES: Kinetics 400, SSv2 174, Charades 157, AVA 80)
 NUM_CLASSES = {"k400": 400, "ssv2": 174, "charades": 157, "ava21": 80, "ava22": 80}
 
-#: released checkpoint -> the authors' config it was trained/tested with (PySlowFast MODEL_ZOO.md rows, configs/)
+#: released checkpoint -> the authors' config it was trained/tested with (PySlowFast MODEL_ZOO.md rows, configs/;
+#: PySlowFast's projects/pytorchvideo/README.md for the PyTorchVideo ones)
 PYSF_CONFIGS = {
     "c2d_nopool_r50_8x8.k400_pysf": "Kinetics/c2/C2D_NOPOOL_8x8_R50.yaml",
     "i3d_nln_r50_8x8.k400_pysf": "Kinetics/c2/I3D_NLN_8x8_R50.yaml",
@@ -69,6 +70,19 @@ PYSF_CONFIGS = {
     "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": "AVA/c2/SLOWFAST_32x2_R101_50_50.yaml",
     "slowfast_nln_r101_50_50_8x8_det.ava21_pysf": "AVA/c2/SLOWFAST_32x2_R101_50_50_v2.1.yaml",
     "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": "AVA/c2/SLOWFAST_64x2_R101_50_50.yaml",
+    # PyTorchVideo's checkpoints were trained with PySlowFast's PTV wrappers (PTVResNet / PTVSlowFast) on these
+    "c2d_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/C2D_8x8_R50.yaml",
+    "i3d_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/I3D_8x8_R50.yaml",
+    "slow_r50_4x16.k400_ptv": "Kinetics/pytorchvideo/SLOW_4x16_R50.yaml",
+    "slow_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/SLOW_8x8_R50.yaml",
+    "slowfast_r50_4x16.k400_ptv": "Kinetics/pytorchvideo/SLOWFAST_4x16_R50.yaml",
+    "slowfast_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/SLOWFAST_8x8_R50.yaml",
+    "slowfast_r101_8x8.k400_ptv": "Kinetics/pytorchvideo/SLOWFAST_8x8_R101.yaml",
+    "slowfast_r101_50_50_16x8.k400_ptv": "Kinetics/pytorchvideo/SLOWFAST_16x8_R101_50_50.yaml",
+    "slow_r50_8x8.ssv2_ptv": "SSv2/pytorchvideo/SLOW_8x8_R50.yaml",
+    "slowfast_r50_8x8.ssv2_ptv": "SSv2/pytorchvideo/SLOWFAST_8x8_R50.yaml",
+    "slow_r50_8x8.charades_ptv": "Charades/pytorchvideo/SLOW_8x8_R50.yaml",
+    "slowfast_r50_8x8.charades_ptv": "Charades/pytorchvideo/SLOWFAST_8x8_R50.yaml",
 }
 
 
@@ -162,6 +176,7 @@ class PySlowFast:
         pkg.__path__ = [str(path / "slowfast" / "models")]
         sys.modules["slowfast.models"] = pkg
         importlib.import_module("slowfast.models.video_model_builder")  # registers ResNet and SlowFast
+        importlib.import_module("slowfast.models.ptv_model_builder")  # registers PTVResNet and PTVSlowFast
         self.registry = importlib.import_module("slowfast.models.build").MODEL_REGISTRY
         self.get_cfg = importlib.import_module("slowfast.config.defaults").get_cfg
 
@@ -289,13 +304,14 @@ def evaluate(rows_: list[Row], pysf: PySlowFast | None, only: str = "*") -> list
 
 
 def table(results: list[Result]) -> str:
-    """The report: name, reference build, counted params and GFLOPs, the written figures, match."""
-    head = f"{'name':44} {'reference build':48} {'params':>10} {'GFLOPs':>8} {'written':>19} {'where':11} match"
+    """The report: name, reference build, counted params and GFLOPs, the written figures and where, match."""
+    head = f"{'name':44} {'reference build':58} {'params':>9} {'GFLOPs':>7} {'written':>16} {'in':11} match"
     lines = [head, "-" * len(head)]
     for r in results:
         written = f"{r.row.params}/{r.row.gflops}"
-        counted = (f"{'':>10} {'':>8}", r.skipped) if r.skipped else (f"{r.params:>10} {r.gflops:>8.2f}", r.match)
-        lines.append(f"{r.row.name:44} {r.builder:48} {counted[0]} {written:>19} {r.row.where:11} {counted[1]}")
+        counted = f"{'':>9} {'':>7}" if r.skipped else f"{r.params:>9} {r.gflops:>7.2f}"
+        verdict = r.skipped or ("yes" if r.match else "NO")
+        lines.append(f"{r.row.name:44} {r.builder:58} {counted} {written:>16} {r.row.where:11} {verdict}")
     done = [r for r in results if not r.skipped]
     lines.append(f"{sum(r.match for r in done)}/{len(done)} counted figures match; {len(results) - len(done)} skipped")
     return "\n".join(lines)
