@@ -188,7 +188,8 @@ class PySlowFast:
         # sync BN is a training choice: same parameters as BatchNorm3d, and PTV 0.1.5's one lacks num_sync_devices
         cfg.BN.NORM_TYPE = "batchnorm"
         if cfg.MODEL.MODEL_NAME == "ResNet_nopool":
-            # PySlowFast's first commit's ResNet_nopool is gone; ARCH slow_c2d is c2d without the pool after res2
+            # today's yaml names an unregistered ResNet_nopool; at SF@31d2ea7 (first commit) the same config said
+            # ARCH c2d_nopool: all-1 temporal kernels, _POOL1 [[1, 1, 1]], which is today's ARCH slow_c2d
             cfg.MODEL.MODEL_NAME, cfg.MODEL.ARCH = "ResNet", "slow_c2d"
         with torch.device("meta"):
             model = self.registry.get(cfg.MODEL.MODEL_NAME)(cfg)
