@@ -45,6 +45,15 @@ MANIFEST = ROOT / "weights_manifest.json"
 VARIANTS = ROOT / "slowfast_zoo" / "registry" / "variants.py"
 SIZE = 256  # one 256x256 view (the test crop of the Kinetics protocol)
 COUNTED_OPS = {"aten.convolution", "aten.mm", "aten.addmm", "aten.bmm"}
+#: what slowfast/utils/distributed.py imports from pytorchvideo.layers.distributed (some came after PTV 0.1.5)
+PTV_DIST_NAMES = (
+    "cat_all_gather",
+    "get_local_process_group",
+    "get_local_rank",
+    "get_local_size",
+    "get_world_size",
+    "init_distributed_training",
+)
 
 #: classes per dataset tag prefix (SF:configs/*/... MODEL.NUM_CLASSES: Kinetics 400, SSv2 174, Charades 157, AVA 80)
 NUM_CLASSES = {"k400": 400, "ssv2": 174, "charades": 157, "ava21": 80, "ava22": 80}
@@ -216,11 +225,9 @@ def install_stubs() -> None:
         sys.modules["simplejson"] = json
     import pytorchvideo.layers.distributed as ptv_dist
 
-    for name in ("cat_all_gather", "get_local_process_group", "get_local_rank", "get_local_size"):
-        if not hasattr(ptv_dist, name):
+    for name in PTV_DIST_NAMES:
+        if not hasattr(ptv_dist, name):  # added to PyTorchVideo after 0.1.5
             setattr(ptv_dist, name, unneeded)
-    if not hasattr(ptv_dist, "init_distributed_training"):
-        ptv_dist.init_distributed_training = unneeded
 
 
 @dataclass
