@@ -12,7 +12,7 @@ from .tasks.data import VideoClipDataset, read_rows
 from .tasks.detect import BoxPrediction, detect
 from .tasks.features import load_features
 from .tasks.predict import Prediction, VideoPrediction, predict, predict_windows, sample_video
-from .video.transforms import create_transforms
+from .tasks.preprocess import create_transforms
 from .weights import publish
 from .weights.checkpoint import CheckpointError, LoadReport, load_checkpoint
 

@@ -117,14 +117,11 @@ class _Embedder:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.batch_size = batch_size
+        self.transform = T.create_transforms(self.cfg, "eval")
 
     def crops(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
         """Model-layout crops ``(3, T, S, S)`` of uint8 frames ``(T, H, W, 3)``, as :func:`predict` makes them."""
-        cfg = self.cfg
-        clip = frames.to(self.device).permute(0, 3, 1, 2)
-        clip = T.normalize(T.to_float(clip), cfg.mean, cfg.std)
-        clip = T.short_side_resize(clip, cfg.test_short_side, cfg.interpolation)
-        return [T.to_model_layout(T.crop(clip, cfg.test_crop_size, p)) for p in positions]
+        return self.transform.crops(frames.to(self.device), positions)
 
     def embed(self, views: list[torch.Tensor]) -> torch.Tensor:
         """``(len(views), num_features)`` float32 on the CPU."""
@@ -149,7 +146,7 @@ def _video_rows(
         plan = plan_views(emb.cfg, info, views, window=None if per == "video" else (start, end))
         crops: list[torch.Tensor] = []
         for view in plan:
-            crops += emb.crops(reader.frames_at_positions(view.positions), view.crops)
+            crops += emb.crops(view.read(reader), view.crops)
         e = emb.embed(crops)
         rows.append(e.mean(dim=0))
         starts.append(float(start))
