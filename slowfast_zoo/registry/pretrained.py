@@ -65,8 +65,11 @@ class PretrainedCfg:
     frame_sampling: Literal["uniform", "segment"] = "uniform"
     #: how the test protocol places clips and picks their frames (:mod:`slowfast_zoo.video.views`):
     #: ``pysf_uniform`` (PySlowFast ``decoder.py``), ``ptv_constant`` (pytorchvideo 0.1.5 constant-clips sampler),
-    #: ``pysf_charades`` (PySlowFast ``charades.py``), ``segments`` (SSv2), ``keyframe`` (AVA)
-    test_clip_sampler: Literal["pysf_uniform", "ptv_constant", "pysf_charades", "segments", "keyframe"] = "pysf_uniform"
+    #: ``pysf_charades`` (PySlowFast ``charades.py``), ``ptv_charades`` (its pytorchvideo Charades wrapper),
+    #: ``segments`` (SSv2), ``keyframe`` (AVA)
+    test_clip_sampler: Literal[
+        "pysf_uniform", "ptv_constant", "pysf_charades", "ptv_charades", "segments", "keyframe"
+    ] = "pysf_uniform"
     # spatial
     train_short_side: tuple[int, int] = (256, 320)
     train_crop_size: int = 224

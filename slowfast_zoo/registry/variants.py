@@ -52,6 +52,9 @@ CHARADES: dict[str, Any] = dict(
     test_clip_sampler="pysf_charades",
     model=dict(num_classes=157),
 )
+#: PyTorchVideo Charades tags: SF:configs/Charades/pytorchvideo/*.yaml TEST.DATASET ptvcharades
+#: (SF:slowfast/datasets/ptv_datasets.py Ptvcharades: pytorchvideo Charades + "constant_clips_per_video")
+CHARADES_PTV: dict[str, Any] = dict(CHARADES, test_clip_sampler="ptv_charades")
 #: multigrid training uses an adaptive head (short cycles change the input size); tested at 224 crops on K400
 MULTIGRID: dict[str, Any] = dict(test_head_pool="adaptive")
 
@@ -121,7 +124,7 @@ register_arch(
         "k400_pysf": K400,
         "k400_ptv": K400_PTV,
         "ssv2_ptv": SSV2_PTV,
-        "charades_ptv": dict(CHARADES, train_short_side=(256, 340)),
+        "charades_ptv": dict(CHARADES_PTV, train_short_side=(256, 340)),
     },
     sampling_rate=8,
 )
@@ -199,7 +202,7 @@ register_arch(
         "k400_stepwise": K400,
         "k400_multigrid": dict(K400, **MULTIGRID, test_crop_size=224),
         "ssv2_ptv": SSV2_PTV,
-        "charades_ptv": CHARADES,
+        "charades_ptv": CHARADES_PTV,
     },
     sampling_rate=2,
 )

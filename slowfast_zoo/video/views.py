@@ -15,6 +15,10 @@ The rule is the pretrained config's ``test_clip_sampler`` (published_models.md �
 * ``pysf_charades`` (PySlowFast ``charades.py``, §D, §G.2): frames stored at ``target_fps`` (24 for Charades); clip
   ``i`` starts at ``round(i * max(N - L, 0) / (n - 1))`` stored frames, ``L = (T - 1) * tau + 1``, one frame every
   ``tau``. A video at another rate is sampled as if it were stored at ``target_fps``.
+* ``ptv_charades`` (PySlowFast's ``Ptvcharades``: pytorchvideo 0.1.5 ``Charades`` on stored frames, §G.2): the
+  constant-clips sampler over a ``FrameVideo`` of 30 "fps", whose 30 cancels against ``TARGET_FPS`` 30: clip ``i``
+  starts at frame ``ceil(30 * s)``, ``s = max(N / 30 - L / 30, 0) * i / n``, and takes ``linspace(0, len - 1, T)``
+  of the stored frames in ``[start, ceil(30 * (s + L / 30)))``. Stored frames are at ``target_fps`` (24).
 * ``segments`` (Something-Something v2): the middle frame of each of ``T`` equal segments of the whole video.
 * ``keyframe`` (AVA): ``T`` frames every ``tau`` frames of a ``target_fps`` video, centred on a keyframe.
 
@@ -39,6 +43,7 @@ __all__ = [
     "clip_positions",
     "keyframe_times",
     "plan_views",
+    "ptv_charades_clip_positions",
     "ptv_constant_clip_indices",
     "pysf_uniform_clip_indices",
     "segment_indices",
@@ -103,6 +108,27 @@ def charades_clip_positions(
     start = round(gap * clip_idx)
     idx = [max(min(start + i * sampling_rate, video_frames - 1), 0) for i in range(num_frames)]
     return torch.tensor(idx, dtype=torch.float32)
+
+
+def ptv_charades_clip_positions(
+    video_frames: int, num_frames: int, sampling_rate: int, clip_idx: int, num_clips: int
+) -> torch.Tensor:
+    """Stored-frame indices of PySlowFast's PyTorchVideo Charades test clip (see the module doc).
+
+    Keeps pytorchvideo's types: durations are floats (``FrameVideo``: ``len / 30``), the clip start a fraction.
+    """
+    if not 0 <= clip_idx < num_clips:
+        raise ValueError(f"clip_idx must be in [0, {num_clips}), got {clip_idx}")
+    rate = 30.0  # FrameVideo's default fps and the configs' default DATA.TARGET_FPS: they cancel
+    duration = video_frames / rate
+    clip_duration = ((num_frames - 1) * sampling_rate + 1) / rate
+    start_sec = Fraction(Fraction(max(duration - clip_duration, 0)), num_clips) * clip_idx
+    end_sec = min(start_sec + clip_duration, duration)
+    first = math.ceil(rate * start_sec)
+    stop = min(math.ceil(rate * end_sec), video_frames)
+    count = max(stop - first, 1)  # at least the first frame (pytorchvideo would fail on an empty clip)
+    idx = torch.linspace(0, count - 1, num_frames).clamp(0, count - 1).long()
+    return (first + idx).clamp(max=video_frames - 1).float()
 
 
 def segment_indices(video_frames: int, num_frames: int) -> torch.Tensor:
@@ -185,6 +211,12 @@ _INDEX_SAMPLERS: dict[str, Callable[..., list[int]]] = {
 }
 
 
+_STORED_FRAME_SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "pysf_charades": charades_clip_positions,
+    "ptv_charades": ptv_charades_clip_positions,
+}
+
+
 # ---- view plans -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipView:
@@ -235,13 +267,11 @@ def plan_views(
     crops, clips = tuple(cfg.test_crops), cfg.test_clips
     if sampler == "segments":
         return [ClipView(offset + segment_indices(math.ceil(length), frames).float(), crops)] * clips
-    if sampler == "pysf_charades":
+    if sampler in _STORED_FRAME_SAMPLERS:
+        rule = _STORED_FRAME_SAMPLERS[sampler]
         scale = fps / target  # stored frames at target_fps, looked up in a video at fps
         stored = max(round(length / scale), 1)
-        return [
-            ClipView(offset + charades_clip_positions(stored, frames, rate, i, clips) * scale, crops)
-            for i in range(clips)
-        ]
+        return [ClipView(offset + rule(stored, frames, rate, i, clips) * scale, crops) for i in range(clips)]
     if sampler in _INDEX_SAMPLERS and window is None:
         rule = partial(_INDEX_SAMPLERS[sampler], **_rule_args(cfg), num_clips=clips)
         return [ClipView(None, crops, partial(rule, clip_idx=i)) for i in range(clips)]

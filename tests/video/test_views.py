@@ -132,26 +132,65 @@ CHARADES_TAGS = [
     "slowfast_r50_16x8.charades_pysf",
     "slowfast_r50_16x8.charades_multigrid",
 ]
+#: 10 s at 30 fps: 240 frames at 24 fps
+THIRTY_FPS_10S = type("Info", (), {"fps": 30.0, "num_frames": 300})()
+
+
+def as_30fps_frames(stored):
+    """Stored frame j (24 fps) is on screen at j / 24 s: frame floor(j * 30 / 24) of a 30 fps video."""
+    return [math.floor(j * 30 / 24) for j in stored]
 
 
 @pytest.mark.parametrize("name", CHARADES_TAGS)
-def test_charades_samples_a_30fps_video_as_24fps_frames(name):
-    # SF:slowfast/datasets/DATASET.md: Charades_v1_rgb.tar, frames stored at 24 fps (published_models.md §G.2);
+def test_charades_frames_are_24fps(name):
+    # SF:slowfast/datasets/DATASET.md: Charades_v1_rgb.tar, frames stored at 24 fps (published_models.md §G.2)
+    cfg = get_pretrained_cfg(name)
+    assert cfg.target_fps == 24
+    first = plan_views(cfg, THIRTY_FPS_10S, "reference")[0].positions
+    t, rate = cfg.num_frames, cfg.sampling_rate
+    assert float(first[-1] - first[0]) == pytest.approx((t - 1) * rate * 30 / 24)  # (T-1)*s+1 frames at 24 fps
+
+
+@pytest.mark.parametrize("name", CHARADES_TAGS[2:])
+def test_pysf_charades_clips(name):
     # SF:slowfast/datasets/charades.py get_seq_frames: clip_length = (T - 1) * rate + 1 stored frames,
     # start = round(i * max(len - clip_length, 0) / (views - 1)), frames start + k * rate
     cfg = get_pretrained_cfg(name)
-    assert cfg.target_fps == 24
-    info = type("Info", (), {"fps": 30.0, "num_frames": 300})()  # 10 s at 30 fps: 240 frames at 24 fps
-    plan = plan_views(cfg, info, "reference")
+    assert cfg.test_clip_sampler == "pysf_charades"
     t, rate = cfg.num_frames, cfg.sampling_rate
     length = (t - 1) * rate + 1
-    for i, view in enumerate(plan):
+    for i, view in enumerate(plan_views(cfg, THIRTY_FPS_10S, "reference")):
         start = round(i * max(240 - length, 0) / 9)
         stored = [min(start + k * rate, 239) for k in range(t)]
-        # stored frame j is shown at j / 24 s: frame floor(j * 30 / 24) of the 30 fps video
-        assert torch.floor(view.positions).long().tolist() == [math.floor(j * 30 / 24) for j in stored]
-    first = plan[0].positions
-    assert float(first[-1] - first[0]) == pytest.approx(((t - 1) * rate) * 30 / 24)  # spans (T-1)*s+1 frames at 24
+        assert torch.floor(view.positions).long().tolist() == as_30fps_frames(stored)
+
+
+@pytest.mark.parametrize("name", CHARADES_TAGS[:2])
+def test_ptv_charades_clips_follow_pytorchvideo(name):
+    # SF:slowfast/datasets/ptv_datasets.py Ptvcharades (test): pytorchvideo Charades, i.e. a FrameVideo of 30 "fps"
+    # over the stored frames (duration len / 30), ConstantClipsPerVideoSampler(((T - 1) * rate + 1) / TARGET_FPS 30,
+    # 10) and Charades._sample_clip_frames. pytorchvideo 0.1.5's sampler, frame-index rule and subsampling run here;
+    # FrameVideo itself needs OpenCV to load images, so its get_clip index lines (frame_video.py 0.1.5, L194-200:
+    # end clamped to the duration, range(ceil(30 * start), min(ceil(30 * end), len))) are written out
+    from pytorchvideo.data.charades import Charades
+    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
+    from pytorchvideo.data.frame_video import FrameVideo
+
+    cfg = get_pretrained_cfg(name)
+    assert cfg.test_clip_sampler == "ptv_charades"
+    t, rate, stored = cfg.num_frames, cfg.sampling_rate, 240
+    frame_video = object.__new__(FrameVideo)  # only for its _get_frame_index_for_time (no images are read)
+    frame_video._fps = 30.0
+    duration = stored / 30.0
+    sampler = ConstantClipsPerVideoSampler(((t - 1) * rate + 1) / 30, 10)
+    last_end = 0.0
+    for view in plan_views(cfg, THIRTY_FPS_10S, "reference"):
+        start, end, _, _, _ = sampler(last_end, duration, {})
+        first = frame_video._get_frame_index_for_time(start)
+        stop = min(frame_video._get_frame_index_for_time(min(end, duration)), stored)
+        picked = Charades._sample_clip_frames(list(range(first, stop)), t)
+        assert torch.floor(view.positions).long().tolist() == as_30fps_frames(picked)
+        last_end = end
 
 
 # ---- SSv2 ---------------------------------------------------------------------------------------------------------
