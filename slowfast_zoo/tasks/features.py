@@ -38,7 +38,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
-from .predict import _windows, load_model, plan_views
+from .predict import load_model, plan_views, window_bounds
 
 __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
 
@@ -140,7 +140,7 @@ def _video_rows(
 ) -> tuple[list[torch.Tensor], list[float], list[float], int]:
     """(embeddings, starts, ends, clips run) of one video."""
     info = reader.info
-    bounds = [(0.0, info.duration)] if per == "video" else _windows(info.duration, window_s, stride_s)
+    bounds = [(0.0, info.duration)] if per == "video" else window_bounds(info.duration, window_s, stride_s)
     rows, starts, ends, clips = [], [], [], 0
     for start, end in bounds:
         plan = plan_views(emb.cfg, info, views, window=None if per == "video" else (start, end))

@@ -45,6 +45,7 @@ __all__ = [
     "predict_windows",
     "sample_video",
     "to_json_lines",
+    "window_bounds",
 ]
 
 Views = Literal["reference", "fast"]
@@ -321,7 +322,7 @@ def predict_windows(
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
     with _opened(video) as reader:
-        bounds = _windows(reader.info.duration, window_s, stride_s)
+        bounds = window_bounds(reader.info.duration, window_s, stride_s)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -350,7 +351,8 @@ def predict_windows(
                 bar.close()
 
 
-def _windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc)."""
     eps = 1e-6
     if duration <= window + eps:
         return [(0.0, duration)]

@@ -12,6 +12,7 @@ stream's timestamps (:meth:`VideoReader.frame_table`): the published test protoc
 (:mod:`slowfast_zoo.video.views`).
 """
 
+# One module over ~400 lines on purpose: the reader and the timestamp table share PyAV's error handling (VideoError).
 from __future__ import annotations
 
 import logging
