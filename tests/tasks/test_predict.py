@@ -175,6 +175,22 @@ def test_tensor_video_equals_file(clip):
     torch.testing.assert_close(a.scores, b.scores)
 
 
+@pytest.mark.parametrize("tag", ["k400_pysf", "k400_ptv"])
+def test_tensor_video_takes_the_files_reference_frames(tmp_path, tag):
+    """Frames in memory are timed as a constant-rate stream: the reference views pick what they pick in the file."""
+    from slowfast_zoo import get_pretrained_cfg
+    from slowfast_zoo.video.io import VideoReader
+    from slowfast_zoo.video.views import plan_views
+
+    cfg = get_pretrained_cfg(f"slowfast_r50_8x8.{tag}")
+    path = write_video(tmp_path / "v.mp4", num_frames=300, fps=30000 / 1001)
+    with VideoReader(path) as reader:
+        tensor = TensorVideo(reader.frames_at_positions(list(range(300))), fps=reader.info.fps)
+        in_file = [v.frame_indices(reader) for v in plan_views(cfg, reader.info)]
+    in_memory = [v.frame_indices(tensor) for v in plan_views(cfg, tensor.info)]
+    assert in_memory == in_file and in_file[0][0] == 0 and in_file[-1][-1] <= 299
+
+
 def test_windows_are_timestamped_and_streamed(tmp_path):
     path = write_video(tmp_path / "long.mp4", num_frames=150, fps=30, width=80, height=60)  # 5 s
     model = tiny("slow_r50_8x8")
