@@ -14,7 +14,9 @@ The rule is the pretrained config's ``test_clip_sampler`` (published_models.md �
   subsampled by ``linspace(0, len - 1, T)``.
 * ``pysf_charades`` (PySlowFast ``charades.py``, §D, §G.2): frames stored at ``target_fps`` (24 for Charades); clip
   ``i`` starts at ``round(i * max(N - L, 0) / (n - 1))`` stored frames, ``L = (T - 1) * tau + 1``, one frame every
-  ``tau``. A video at another rate is sampled as if it were stored at ``target_fps``.
+  ``tau``. A video at another rate is sampled as if it were stored at ``target_fps``: stored frame ``j`` is the
+  frame on screen at ``j / 24`` s, and a video has ``round(frames * 24 / fps)`` of them. (Which instant the
+  provider's extraction took for each stored frame is not documented; this is the plain reading.)
 * ``ptv_charades`` (PySlowFast's ``Ptvcharades``: pytorchvideo 0.1.5 ``Charades`` on stored frames, §G.2): the
   constant-clips sampler over a ``FrameVideo`` of 30 "fps", whose 30 cancels against ``TARGET_FPS`` 30: clip ``i``
   starts at frame ``ceil(30 * s)``, ``s = max(N / 30 - L / 30, 0) * i / n``, and takes ``linspace(0, len - 1, T)``
