@@ -125,6 +125,7 @@ class TensorVideo:
         return FrameTable(tuple(range(0, 1000 * n, 1000)), 1 / (rate * 1000), 0, 1000 * n, n, self.info.fps)
 
     def frames_at_indices(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames by index, uint8 ``(T, H, W, 3)``."""
         return self.frames.index_select(0, torch.as_tensor(list(indices), dtype=torch.long, device=self.frames.device))
 
     def __enter__(self) -> TensorVideo:
