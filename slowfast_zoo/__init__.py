@@ -13,7 +13,7 @@ from .tasks.detect import BoxPrediction, detect
 from .tasks.evaluate import EvalResult, evaluate
 from .tasks.features import load_features
 from .tasks.predict import Prediction, VideoPrediction, predict, predict_windows, sample_video
-from .video.transforms import create_transforms
+from .tasks.preprocess import create_transforms
 from .weights import publish
 from .weights.checkpoint import CheckpointError, LoadReport, load_checkpoint
 

@@ -60,12 +60,21 @@ def write_video(
     rotation: int | None = None,
     gop: int | None = None,
     audio: bool = False,
+    audio_seconds: float | None = None,
+    bframes: int = 0,
 ) -> Path:
-    """Write frames ``index_frame(0..num_frames-1)``; ``times`` (seconds) makes it variable frame rate."""
+    """Write frames ``index_frame(0..num_frames-1)``; ``times`` (seconds) makes it variable frame rate.
+
+    ``audio`` adds a silent track as long as the video (``audio_seconds``: of that length); ``bframes`` lets x264
+    use up to that many B-frames (presentation order then differs from decoding order).
+    """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
+    options = dict(CODEC_OPTIONS.get(codec, {}))
+    if bframes:
+        options["x264-params"] = f"bframes={bframes}"
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate, options=dict(CODEC_OPTIONS.get(codec, {})))
+        stream = container.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         if codec in ("mpeg4", "mjpeg"):
@@ -76,7 +85,9 @@ def write_video(
             stream.codec_context.time_base = Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
-        astream = container.add_stream("aac", rate=16000) if audio else None
+        audio = audio or audio_seconds is not None
+        webm = path.suffix == ".webm"  # WebM takes Opus or Vorbis, not AAC
+        astream = container.add_stream("libopus" if webm else "aac", rate=48000 if webm else 16000) if audio else None
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(index_frame(i, width, height), format="rgb24")
             if times is not None:
@@ -87,14 +98,15 @@ def write_video(
         for packet in stream.encode():
             container.mux(packet)
         if astream is not None:
-            _write_silence(container, astream, num_frames / fps)
+            _write_silence(container, astream, audio_seconds if audio_seconds is not None else num_frames / fps)
     return path
 
 
 def _write_silence(container: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
-    samples = int(seconds * 16000)
+    rate = stream.rate or 16000
+    samples = int(seconds * rate)
     frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp", layout="mono")
-    frame.sample_rate = 16000
+    frame.sample_rate = rate
     for packet in stream.encode(frame):
         container.mux(packet)
     for packet in stream.encode():

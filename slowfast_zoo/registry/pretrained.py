@@ -63,19 +63,30 @@ class PretrainedCfg:
     target_fps: float = 30.0
     #: ``uniform``: frames at a fixed stride in a clip; ``segment``: middle frame of equal segments (SSv2)
     frame_sampling: Literal["uniform", "segment"] = "uniform"
+    #: how the test protocol places clips and picks their frames (:mod:`slowfast_zoo.video.views`):
+    #: ``pysf_uniform`` (PySlowFast ``decoder.py``), ``ptv_constant`` (pytorchvideo 0.1.5 constant-clips sampler),
+    #: ``pysf_charades`` (PySlowFast ``charades.py``), ``ptv_charades`` (its pytorchvideo Charades wrapper),
+    #: ``segments`` (SSv2), ``keyframe`` (AVA)
+    test_clip_sampler: Literal[
+        "pysf_uniform", "ptv_constant", "pysf_charades", "ptv_charades", "segments", "keyframe"
+    ] = "pysf_uniform"
     # spatial
     train_short_side: tuple[int, int] = (256, 320)
     train_crop_size: int = 224
     test_short_side: int = 256
     test_crop_size: int = 256
     interpolation: str = "bilinear"
+    #: random horizontal flip in training (off where labels depend on direction, e.g. Something-Something)
+    train_flip: bool = True
+    #: normalize before resizing (PySlowFast Kinetics) or after (PySlowFast AVA)
+    normalize_before_resize: bool = True
     # pixel values: RGB in [0, 1], then (x - mean) / std
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     channel_order: str = "RGB"
     # evaluation protocol
     test_clips: int = 10
-    #: spatial crops per clip along the long side (``left`` = left or top)
+    #: spatial crops per clip along the long side (``left`` = left or top); ``("full",)``: the whole frame (AVA)
     test_crops: tuple[str, ...] = ("left", "center", "right")
     activation: Literal["softmax", "sigmoid"] = "softmax"
     #: how view scores are combined: ``mean`` or ``max``

@@ -20,16 +20,41 @@ FAST_BASES = ((3,), (3,), (3,), (3,))
 I3D_BASES = ((3,), (3, 1), (3, 1), (1, 3))
 C2D_BASES = ((1,), (1,), (1,), (1,))
 
-K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400")
-#: PyTorchVideo's Something-Something v2 protocol: segment sampling over the whole video, 1 clip x 3 crops
+#: PySlowFast Kinetics test clips: uniform starts in frame indices, frames by timestamp (decoder.py; §G.9)
+K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400", test_clip_sampler="pysf_uniform")
+#: PyTorchVideo Kinetics tags were tested through pytorchvideo's own data path inside PySlowFast
+#: (SF:configs/Kinetics/pytorchvideo/*.yaml TEST.DATASET ptvkinetics -> SF:slowfast/datasets/ptv_datasets.py
+#: Ptvkinetics: EncodedVideo with the then-default DATA.DECODING_BACKEND "pyav", "constant_clips_per_video",
+#: UniformTemporalSubsample; published_models.md §G.3)
+K400_PTV: dict[str, Any] = dict(K400, test_clip_sampler="ptv_constant")
+#: PyTorchVideo's Something-Something v2 protocol: segment sampling over the whole video, 1 clip x 3 crops, no flip
 SSV2_PTV: dict[str, Any] = dict(
-    dataset="ssv2", labels="ssv2", frame_sampling="segment", test_clips=1, model=dict(num_classes=174)
+    dataset="ssv2",
+    labels="ssv2",
+    frame_sampling="segment",
+    test_clip_sampler="segments",
+    test_clips=1,
+    train_flip=False,
+    model=dict(num_classes=174),
 )
-#: PySlowFast's multigrid SSv2 protocol: 64 segment-sampled frames, one left/top 256 crop, adaptive head
-SSV2_PYSF: dict[str, Any] = dict(SSV2_PTV, test_crops=("left",), test_head_pool="adaptive", train_short_side=(256, 320))
+#: PySlowFast's SSv2 protocol: segment-sampled frames, one left/top 256 crop. SF:configs/SSv2/SLOWFAST_16x8_R50.yaml
+#: has no MULTIGRID.SHORT_CYCLE, so its head is a fixed AvgPool3d of the training crop: softmax per head position at
+#: the 256 test crop, then the mean (SF:slowfast/models/video_model_builder.py head; published_models.md §G.4)
+SSV2_PYSF: dict[str, Any] = dict(SSV2_PTV, test_crops=("left",), test_head_pool="fixed", train_short_side=(256, 320))
+#: Charades: frames stored at 24 fps (SF:slowfast/datasets/DATASET.md uses the provider's Charades_v1_rgb.tar;
+#: charades.py strides over stored frames and never reads TARGET_FPS; published_models.md §G.2)
 CHARADES: dict[str, Any] = dict(
-    dataset="charades", labels="charades", activation="sigmoid", ensemble="max", model=dict(num_classes=157)
+    dataset="charades",
+    labels="charades",
+    activation="sigmoid",
+    ensemble="max",
+    target_fps=24.0,
+    test_clip_sampler="pysf_charades",
+    model=dict(num_classes=157),
 )
+#: PyTorchVideo Charades tags: SF:configs/Charades/pytorchvideo/*.yaml TEST.DATASET ptvcharades
+#: (SF:slowfast/datasets/ptv_datasets.py Ptvcharades: pytorchvideo Charades + "constant_clips_per_video")
+CHARADES_PTV: dict[str, Any] = dict(CHARADES, test_clip_sampler="ptv_charades")
 #: multigrid training uses an adaptive head (short cycles change the input size); tested at 224 crops on K400
 MULTIGRID: dict[str, Any] = dict(test_head_pool="adaptive")
 
@@ -89,7 +114,7 @@ def _config_only(config: str, params: int, gflops: float) -> dict[str, Any]:
 register_arch(
     "slow_r50_4x16",
     single_pathway(SLOW_BASES, 1, frames=4),
-    {"k400_pysf": K400, "k400_ptv": K400},
+    {"k400_pysf": K400, "k400_ptv": K400_PTV},
     sampling_rate=16,
 )
 register_arch(
@@ -97,9 +122,9 @@ register_arch(
     single_pathway(SLOW_BASES, 1, frames=8),
     {
         "k400_pysf": K400,
-        "k400_ptv": K400,
+        "k400_ptv": K400_PTV,
         "ssv2_ptv": SSV2_PTV,
-        "charades_ptv": dict(CHARADES, train_short_side=(256, 340)),
+        "charades_ptv": dict(CHARADES_PTV, train_short_side=(256, 340)),
     },
     sampling_rate=8,
 )
@@ -120,7 +145,7 @@ register_arch(
 register_arch(
     "i3d_r50_8x8",
     single_pathway(I3D_BASES, 5, frames=8, temporal_pool=2),
-    {"k400_pysf": K400, "k400_ptv": K400},
+    {"k400_pysf": K400, "k400_ptv": K400_PTV},
     sampling_rate=8,
 )
 register_arch(
@@ -144,7 +169,7 @@ register_arch(
 register_arch(
     "c2d_r50_8x8",
     single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2),
-    {"k400_ptv": K400},
+    {"k400_ptv": K400_PTV},
     sampling_rate=8,
 )
 #: PySlowFast's released C2D was configured without the temporal pool (first commit: ARCH c2d_nopool)
@@ -165,7 +190,7 @@ register_arch(
 register_arch(
     "slowfast_r50_4x16",
     slowfast(50, frames=32, alpha=8, fusion_kernel_t=5),
-    {"k400_pysf": K400, "k400_ptv": K400},
+    {"k400_pysf": K400, "k400_ptv": K400_PTV},
     sampling_rate=2,
 )
 register_arch(
@@ -173,11 +198,11 @@ register_arch(
     slowfast(50, frames=32, alpha=4, fusion_kernel_t=7),
     {
         "k400_pysf": K400,
-        "k400_ptv": K400,
+        "k400_ptv": K400_PTV,
         "k400_stepwise": K400,
         "k400_multigrid": dict(K400, **MULTIGRID, test_crop_size=224),
         "ssv2_ptv": SSV2_PTV,
-        "charades_ptv": CHARADES,
+        "charades_ptv": CHARADES_PTV,
     },
     sampling_rate=2,
 )
@@ -209,13 +234,13 @@ register_arch(
 register_arch(
     "slowfast_r101_8x8",
     slowfast(101, frames=32, alpha=4, fusion_kernel_t=5),
-    {"k400_ptv": K400},
+    {"k400_ptv": K400_PTV},
     sampling_rate=2,
 )
 register_arch(
     "slowfast_r101_50_50_16x8",
     slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6)),
-    {"k400_ptv": dict(K400, train_short_side=(256, 360))},
+    {"k400_ptv": dict(K400_PTV, train_short_side=(256, 360))},
     sampling_rate=2,
 )
 register_arch(
@@ -253,7 +278,10 @@ AVA: dict[str, Any] = dict(
     # the 60 actions AVA's mAP scores: the official v2.1 list (that v2.2 scores the same 60 is not verified)
     evaluated_classes=evaluated_classes("ava_v2.1_eval60"),
     activation="sigmoid",
+    test_clip_sampler="keyframe",
     test_clips=1,
+    # full frame, short side 256, resized before normalizing (SF:slowfast/datasets/ava_dataset.py, §D)
+    normalize_before_resize=False,
     test_crops=("full",),
     test_crop_size=256,
     test_head_pool="adaptive",

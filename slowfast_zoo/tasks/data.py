@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..video.io import VideoError, VideoReader
-from ..video.transforms import create_transforms
+from .preprocess import create_transforms, pretrained_cfg_of
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -340,7 +340,7 @@ class VideoClipDataset(Dataset):
 
     def _decode(self, path: str, rng: random.Random) -> torch.Tensor:
         """uint8 ``(T, H, W, 3)``: the clip the reference samples from this video in this mode."""
-        from ..video.transforms import segment_indices
+        from ..video.views import segment_indices
 
         with VideoReader(path) as reader:
             info = reader.info
@@ -359,9 +359,7 @@ class VideoClipDataset(Dataset):
 
 
 def _cfg(model: Any) -> Any:
-    from ..video.transforms import _cfg_of
-
-    return _cfg_of(model)
+    return pretrained_cfg_of(model)
 
 
 def collate_clips(

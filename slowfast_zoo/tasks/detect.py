@@ -11,6 +11,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoReader
+from ..video.views import keyframe_times
 
 __all__ = ["BoxPrediction", "detect", "keyframe_times", "parse_boxes"]
 
@@ -33,17 +34,6 @@ class BoxPrediction:
             "box": [round(v, 2) for v in self.box],
             "actions": [{"label": label, "score": round(score, 6)} for label, score in self.actions],
         }
-
-
-def keyframe_times(keyframe: float, num_frames: int, sampling_rate: int, target_fps: float) -> torch.Tensor:
-    """Frame times (seconds) of the clip centred on ``keyframe``, as the reference's AVA loader samples them.
-
-    ``num_frames`` frames every ``sampling_rate`` frames of a ``target_fps`` video, starting half the clip length
-    before the keyframe; times before the start of the video are clamped to it (the reader clamps the end).
-    """
-    half = num_frames * sampling_rate // 2
-    offsets = torch.arange(num_frames) * sampling_rate - half
-    return (keyframe + offsets / target_fps).clamp(min=0.0)
 
 
 def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float, list[list[float]]]:
@@ -103,6 +93,7 @@ def detect(
     per_keyframe = parse_boxes(boxes, keyframe)
     labels = cfg.label_names or tuple(str(i) for i in range(model.num_classes))
     dev = next(model.parameters()).device
+    transform = T.create_transforms(cfg, "eval")
     was_training = model.training
     model.eval()
     results: list[BoxPrediction] = []
@@ -113,9 +104,7 @@ def detect(
             for t, rows in sorted(per_keyframe.items()):
                 times = keyframe_times(t, cfg.num_frames, cfg.sampling_rate, cfg.target_fps)
                 frames = reader.frames_at(times)  # (T, H, W, 3) uint8
-                x = T.to_float(frames.permute(0, 3, 1, 2).to(dev))  # AVA: resize, then normalize (the reference)
-                x = T.normalize(T.short_side_resize(x, cfg.test_short_side), cfg.mean, cfg.std)
-                clip = T.to_model_layout(x).unsqueeze(0)
+                clip = transform.crops(frames.to(dev), ["full"])[0].unsqueeze(0)  # boxes need the whole frame
                 given = torch.tensor(rows, dtype=torch.float32)
                 scale = torch.tensor([width, height, width, height]) if normalized else torch.ones(4)
                 pixels = given * scale

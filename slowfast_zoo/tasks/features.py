@@ -38,7 +38,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
-from .predict import _windows, load_model, plan_views
+from .predict import load_model, plan_views, window_bounds
 
 __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
 
@@ -117,14 +117,11 @@ class _Embedder:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.batch_size = batch_size
+        self.transform = T.create_transforms(self.cfg, "eval")
 
     def crops(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
         """Model-layout crops ``(3, T, S, S)`` of uint8 frames ``(T, H, W, 3)``, as :func:`predict` makes them."""
-        cfg = self.cfg
-        clip = frames.to(self.device).permute(0, 3, 1, 2)
-        clip = T.normalize(T.to_float(clip), cfg.mean, cfg.std)
-        clip = T.short_side_resize(clip, cfg.test_short_side, cfg.interpolation)
-        return [T.to_model_layout(T.crop(clip, cfg.test_crop_size, p)) for p in positions]
+        return self.transform.crops(frames.to(self.device), positions)
 
     def embed(self, views: list[torch.Tensor]) -> torch.Tensor:
         """``(len(views), num_features)`` float32 on the CPU."""
@@ -143,13 +140,13 @@ def _video_rows(
 ) -> tuple[list[torch.Tensor], list[float], list[float], int]:
     """(embeddings, starts, ends, clips run) of one video."""
     info = reader.info
-    bounds = [(0.0, info.duration)] if per == "video" else _windows(info.duration, window_s, stride_s)
+    bounds = [(0.0, info.duration)] if per == "video" else window_bounds(info.duration, window_s, stride_s)
     rows, starts, ends, clips = [], [], [], 0
     for start, end in bounds:
         plan = plan_views(emb.cfg, info, views, window=None if per == "video" else (start, end))
         crops: list[torch.Tensor] = []
         for view in plan:
-            crops += emb.crops(reader.frames_at_positions(view.positions), view.crops)
+            crops += emb.crops(view.read(reader), view.crops)
         e = emb.embed(crops)
         rows.append(e.mean(dim=0))
         starts.append(float(start))

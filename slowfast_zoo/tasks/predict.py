@@ -1,11 +1,13 @@
 """Video in, predictions out: each checkpoint's published test protocol, or one quick view.
 
-``predict(video, model)`` decodes only the clips the protocol needs (:mod:`slowfast_zoo.video.io`), preprocesses them as
-the checkpoint was evaluated (:mod:`slowfast_zoo.video.transforms`), runs the views in batches under
-``torch.inference_mode`` and combines them as the authors did (published_models.md §D):
+``predict(video, model)`` decodes only the clips the protocol needs (:mod:`slowfast_zoo.video.io`), picks their
+frames by the checkpoint's own rule (:mod:`slowfast_zoo.video.views`, chosen by ``test_clip_sampler``), preprocesses
+them as the checkpoint was evaluated (:mod:`slowfast_zoo.video.transforms`), runs the views in batches under
+``torch.inference_mode`` and combines them as the authors did (published_models.md §D, §G):
 
-* Kinetics: 10 uniformly spaced clips x 3 crops (left/centre/right of the long side), mean of softmax;
-* Charades: 10 clips x 3 crops, max over views of the sigmoid;
+* Kinetics: 10 clips x 3 crops (left/centre/right of the long side), mean of softmax; clips placed as PySlowFast's
+  decoder places them, or as pytorchvideo 0.1.5's sampler does for the ``k400_ptv`` tags;
+* Charades: 10 clips x 3 crops of frames at 24 fps, max over views of the sigmoid;
 * Something-Something v2: one segment-sampled clip over the whole video, the checkpoint's crops, mean of softmax.
 
 The activation is applied at every position of the head (a fixed-kernel head gives a 2x2 grid at 256 crops) and
@@ -15,12 +17,12 @@ then averaged, as the reference's fully-convolutional test does. ``views="fast"`
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoInfo, VideoReader
+from ..video.views import ClipView, FrameTable, plan_views
 
 __all__ = [
     "ClipView",
@@ -42,6 +45,7 @@ __all__ = [
     "predict_windows",
     "sample_video",
     "to_json_lines",
+    "window_bounds",
 ]
 
 Views = Literal["reference", "fast"]
@@ -96,14 +100,6 @@ class VideoPrediction:
         return d
 
 
-@dataclass(frozen=True)
-class ClipView:
-    """One temporal clip of a protocol: frame positions in the video (frames of its average rate) and its crops."""
-
-    positions: torch.Tensor
-    crops: tuple[str, ...]
-
-
 class TensorVideo:
     """Frames already in memory, uint8 ``(T, H, W, 3)``, read like a file by :func:`predict`."""
 
@@ -121,6 +117,16 @@ class TensorVideo:
         n = self.frames.shape[0]
         idx = torch.as_tensor(positions, dtype=torch.float64).floor().clamp(0, n - 1).long()
         return self.frames.index_select(0, idx.to(self.frames.device))
+
+    def frame_table(self) -> FrameTable:
+        """Timestamps of a constant-rate stream: frame ``i`` at ``i / fps`` (1000 ticks per frame)."""
+        n = self.frames.shape[0]
+        rate = Fraction(self.info.fps).limit_denominator(1_000_000)
+        return FrameTable(tuple(range(0, 1000 * n, 1000)), 1 / (rate * 1000), 0, 1000 * n, n, self.info.fps)
+
+    def frames_at_indices(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames by index, uint8 ``(T, H, W, 3)``."""
+        return self.frames.index_select(0, torch.as_tensor(list(indices), dtype=torch.long, device=self.frames.device))
 
     def __enter__(self) -> TensorVideo:
         return self
@@ -160,48 +166,6 @@ def load_model(
     return model
 
 
-# ---- view plans ---------------------------------------------------------------------------------------------------
-def plan_views(
-    cfg: Any, info: VideoInfo, views: Views = "reference", window: tuple[float, float] | None = None
-) -> list[ClipView]:
-    """The clips (frame positions) and crops a protocol takes from a video, or from ``window`` (seconds) of it."""
-    if views not in ("reference", "fast"):
-        raise ValueError(f"views must be 'reference' or 'fast', got {views!r}")
-    fps = info.fps
-    offset, length = 0.0, float(info.num_frames)
-    if window is not None:
-        offset = window[0] * fps
-        length = max((window[1] - window[0]) * fps, 1.0)
-    last = offset + length - 1
-    frames, rate, target = cfg.num_frames, cfg.sampling_rate, cfg.target_fps
-    if views == "fast":
-        crops: tuple[str, ...] = ("center",)
-        if cfg.frame_sampling == "segment":
-            return [ClipView(offset + T.segment_indices(math.ceil(length), frames).float(), crops)]
-        clip_size = rate * frames / target * fps
-        start = offset + max(length - clip_size, 0.0) / 2
-        pos = T.clip_positions(start, frames, rate, target, fps)
-        return [ClipView(pos.clamp(offset, last), crops)]
-    crops = tuple(cfg.test_crops)
-    clips = cfg.test_clips
-    if cfg.frame_sampling == "segment":
-        return [ClipView(offset + T.segment_indices(math.ceil(length), frames).float(), crops)] * clips
-    if cfg.dataset == "charades":
-        scale = fps / target  # PySlowFast's Charades positions are in frames of the training rate
-        n_t = max(round(length / scale), 1)
-        return [
-            ClipView(offset + T.charades_clip_positions(n_t, frames, rate, i, clips) * scale, crops)
-            for i in range(clips)
-        ]
-    clip_size = rate * frames / target * fps
-    out = []
-    for i in range(clips):
-        start = offset + T.uniform_clip_start(length, clip_size, i, clips)
-        pos = T.clip_positions(start, frames, rate, target, fps)
-        out.append(ClipView(pos.clamp(offset, last), crops))
-    return out
-
-
 # ---- running views ----------------------------------------------------------------------------------------------
 class _ViewRunner:
     """Preprocess clips into crops, run them in batches, keep the per-view scores."""
@@ -210,16 +174,13 @@ class _ViewRunner:
         self.model, self.cfg, self.batch_size, self.progress = model, cfg, batch_size, progress
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.transform = T.create_transforms(cfg, "eval")
         self.pending: list[torch.Tensor] = []
         self.scores: list[torch.Tensor] = []
 
     def add_clip(self, frames: torch.Tensor, crops: Sequence[str]) -> None:
-        cfg = self.cfg
-        clip = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (T, C, H, W) uint8
-        clip = T.normalize(T.to_float(clip), cfg.mean, cfg.std)
-        clip = T.short_side_resize(clip, cfg.test_short_side, cfg.interpolation)
-        for position in crops:
-            self.pending.append(T.to_model_layout(T.crop(clip, cfg.test_crop_size, position)))
+        for view in self.transform.crops(frames.to(self.device, non_blocking=True), crops):
+            self.pending.append(view)
             if len(self.pending) >= self.batch_size:
                 self.flush()
 
@@ -278,7 +239,7 @@ def _run(
 ) -> tuple[torch.Tensor, int]:
     runner = _ViewRunner(model, cfg, batch_size, bar)
     for view in plan:
-        runner.add_clip(reader.frames_at_positions(view.positions), view.crops)
+        runner.add_clip(view.read(reader), view.crops)
     return runner.result()
 
 
@@ -362,7 +323,7 @@ def predict_windows(
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
     with _opened(video) as reader:
-        bounds = _windows(reader.info.duration, window_s, stride_s)
+        bounds = window_bounds(reader.info.duration, window_s, stride_s)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -373,9 +334,13 @@ def predict_windows(
             for start, end in bounds:
                 plan = plan_views(cfg, reader.info, views, window=(start, end))
                 dev = next(model.parameters()).device
-                with torch.inference_mode():
-                    model.eval()
-                    scores, n = _run(reader, model, cfg, plan, batch_size or _default_batch(plan, dev), None)
+                was_training = model.training
+                try:  # restored before each window is handed out: the caller may train between windows
+                    with torch.inference_mode():
+                        model.eval()
+                        scores, n = _run(reader, model, cfg, plan, batch_size or _default_batch(plan, dev), None)
+                finally:
+                    model.train(was_training)
                 labels = labels or _labels(cfg, scores.numel())
                 if bar is not None:
                     bar.update(1)
@@ -387,7 +352,8 @@ def predict_windows(
                 bar.close()
 
 
-def _windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc)."""
     eps = 1e-6
     if duration <= window + eps:
         return [(0.0, duration)]

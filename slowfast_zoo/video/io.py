@@ -4,12 +4,15 @@ Needs the ``video`` extra (``pip install "slowfast-zoo[video]"``); PyAV is impor
 
 Time and frame positions. A video's frames are addressed by *position* ``p``, in frames of the stream's average
 frame rate counted from the first frame: position ``p`` is the frame on screen at time ``p / fps`` (the last frame
-whose timestamp is at or before it). For a constant-frame-rate video, position ``p`` is frame ``floor(p)``, which is
-what the reference's ``linspace(start, end, T).long()`` picks; a variable-frame-rate video is sampled at the right
-times instead of by frame count. Positions before the first frame give the first frame, positions past the last
-frame repeat the last one (the reference pads short videos the same way).
+whose timestamp is at or before it). For a constant-frame-rate video, position ``p`` is frame ``floor(p)``; a
+variable-frame-rate video is sampled at the right times instead of by frame count. Positions before the first frame
+give the first frame, positions past the last frame repeat the last one (the reference pads short videos the same
+way). Frames can also be taken by index in presentation order (:meth:`VideoReader.frames_at_indices`) from the
+stream's timestamps (:meth:`VideoReader.frame_table`): the published test protocols select frames that way
+(:mod:`slowfast_zoo.video.views`).
 """
 
+# One module over ~400 lines on purpose: the reader and the timestamp table share PyAV's error handling (VideoError).
 from __future__ import annotations
 
 import logging
@@ -24,13 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .transforms import clip_positions
+from .views import FrameTable
 
 __all__ = [
     "VideoError",
     "VideoInfo",
     "VideoNotFoundError",
     "VideoReader",
+    "frame_table",
     "probe",
     "read_clip",
     "require_av",
@@ -115,8 +119,11 @@ def _ffmpeg_reason(e: Exception) -> str:
 def _info(path: str | os.PathLike[str], container: Any, stream: Any, rotation: int) -> VideoInfo:
     fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate)
     duration = None
+    tagged = _tagged_duration(stream)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    elif tagged is not None:
+        duration = tagged  # Matroska/WebM: the video stream's own length, not the container's (audio may outlast it)
     elif container.duration is not None:
         duration = container.duration / 1_000_000
         if container.start_time is not None and stream.start_time is not None and stream.time_base is not None:
@@ -141,6 +148,44 @@ def _info(path: str | os.PathLike[str], container: Any, stream: Any, rotation: i
         codec=str(stream.codec_context.name),
         container=str(container.format.name),
     )
+
+
+def _tagged_duration(stream: Any) -> float | None:
+    """Seconds in the stream's ``DURATION`` tag (``HH:MM:SS.fffffffff``, written per stream by Matroska muxers)."""
+    text = (getattr(stream, "metadata", None) or {}).get("DURATION")
+    if not text:
+        return None
+    try:
+        h, m, sec = str(text).strip().split(":")
+        value = int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def frame_table(path: str | os.PathLike[str]) -> FrameTable:
+    """Timestamps of every frame of a video's first video stream, read from its packets (nothing is decoded)."""
+    av = require_av()
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = container.streams.video[0]
+            pts = [p.pts for p in container.demux(stream) if p.size]
+            if any(p is None for p in pts):  # packets without timestamps (e.g. AVI): decode to learn them
+                container.seek(0)
+                pts = [f.pts if f.pts is not None else f.dts for f in container.decode(stream)]
+            table = FrameTable(
+                pts=tuple(sorted({int(p) for p in pts if p is not None})),
+                time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
+                start_pts=int(stream.start_time or 0),
+                duration=int(stream.duration) if stream.duration is not None else None,
+                frames=int(stream.frames or 0),
+                fps=float(stream.average_rate or stream.guessed_rate or stream.base_rate),
+            )
+    except (av.error.FFmpegError, IndexError) as e:
+        raise VideoError(path, f"reading the frame timestamps failed ({_ffmpeg_reason(e)})") from e
+    if not table.pts:
+        raise VideoError(path, "video stream has zero frames")
+    return table
 
 
 def _normalize_rotation(deg: float) -> int:
@@ -177,6 +222,7 @@ class VideoReader:
         self._next: Any = None  # lookahead: first frame after it
         self._eof = False
         self._at_start = True  # the decoder is at the first frame, nothing consumed yet
+        self._table: FrameTable | None = None
         try:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             if not rate or rate <= 0:
@@ -226,15 +272,35 @@ class VideoReader:
         ts = [Fraction(float(p)) / self._fps for p in _as_list(positions)]
         return self._frames(ts)
 
+    def frame_table(self) -> FrameTable:
+        """Timestamps of every frame (read once from the packets, then kept) and the stream's declared length."""
+        if self._table is None:
+            self._table = frame_table(self.path)
+        return self._table
+
+    def frames_at_indices(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames by index in presentation order (see :meth:`frame_table`), uint8 RGB ``(T, H, W, 3)``."""
+        table = self.frame_table()
+        n = len(table.pts)
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise IndexError(f"{self.path}: frame indices {bad[:3]} outside the video's {n} frames")
+        if self._start_pts is None:
+            self._start_pts = table.pts[0]
+        return self._frames([(table.pts[int(i)] - self._start_pts) * self._tb for i in indices])
+
     def read_clip(self, start: float, num_frames: int, sampling_rate: int, target_fps: float = 30.0) -> torch.Tensor:
         """A clip of ``num_frames`` frames taken every ``sampling_rate`` frames of a ``target_fps`` video.
 
         The clip window starts at ``start`` seconds and lasts ``num_frames * sampling_rate / target_fps`` seconds;
-        its frames are spread over the window by ``linspace`` as the reference does (``decoder.py``). Returns uint8
-        RGB ``(num_frames, H, W, 3)``; a window that runs past the end repeats the last frame.
+        its frames are at positions ``linspace(start, start + clip_size - 1, T)`` (in frames of the video). Returns
+        uint8 RGB ``(num_frames, H, W, 3)``; a window that runs past the end repeats the last frame. (The published
+        test protocols pick frames by timestamp instead: :mod:`slowfast_zoo.video.views`.)
         """
-        positions = clip_positions(start * float(self._fps), num_frames, sampling_rate, target_fps, float(self._fps))
-        return self.frames_at_positions(positions)
+        fps = float(self._fps)
+        first = start * fps
+        clip_size = sampling_rate * num_frames / target_fps * fps
+        return self.frames_at_positions(torch.linspace(first, first + clip_size - 1, num_frames))
 
     # ---- decoding ----------------------------------------------------------------------------------------------
     def _time(self, frame: Any) -> Fraction:

@@ -4,21 +4,22 @@ Layout. Spatial functions take ``(..., C, H, W)`` tensors, so a clip is ``(T, C,
 ``(N, T, C, H, W)`` (torchvision's video layout); they run on any device. The model wants ``(N, C, T, H, W)`` per
 pathway: :func:`to_model_layout` rearranges, :func:`pack_pathways` splits ``[slow, fast]``.
 Decoded videos (:mod:`slowfast_zoo.video.io`) are uint8 ``(T, H, W, 3)``; :func:`create_transforms` takes them
-as they are.
+as they are. Which frames a protocol takes is :mod:`slowfast_zoo.video.views`' business (its sampling functions are
+re-exported here).
 
 Reference formulas reproduced (published_models.md §B3, §D): pixel values ``x / 255`` then ``(x - mean) / std``
 *before* resizing (the reference's order); short side resized to ``S`` with the long side ``floor(long / short * S)``
 by bilinear ``interpolate(align_corners=False)`` (no antialias); crops at ``ceil((L - size) / 2)`` (centre) or the
-ends of the long side; slow frames ``linspace(0, T - 1, T // alpha).long()``.
+ends of the long side, or the full frame (``"full"``, AVA); slow frames ``linspace(0, T - 1, T // alpha).long()``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from einops import rearrange
@@ -26,10 +27,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..models.layers import linspace_indices
-
-if TYPE_CHECKING:
-    from ..registry.pretrained import PretrainedCfg
+from .views import charades_clip_positions, clip_positions, segment_indices, uniform_clip_start
 
 __all__ = [
     "CROP_POSITIONS",
@@ -54,57 +52,14 @@ __all__ = [
     "uniform_temporal_subsample",
 ]
 
-#: crop positions along the long side of a frame; ``left``/``top`` and ``right``/``bottom`` are the same position
-CROP_POSITIONS = {"left": 0, "top": 0, "center": 1, "centre": 1, "right": 2, "bottom": 2}
+#: crop positions along the long side of a frame; ``left``/``top`` and ``right``/``bottom`` are the same position;
+#: ``full`` keeps the whole (resized) frame
+CROP_POSITIONS = {"left": 0, "top": 0, "center": 1, "centre": 1, "right": 2, "bottom": 2, "full": -1}
 
 Layout = Literal["THWC", "TCHW", "CTHW"]
 
 
 # ---- temporal sampling ------------------------------------------------------------------------------------------
-def uniform_clip_start(video_frames: float, clip_size: float, clip_idx: int, num_clips: int) -> float:
-    """Start position of test clip ``clip_idx`` of ``num_clips``: ``max(len - clip_size, 0) * idx / num_clips``."""
-    if not 0 <= clip_idx < num_clips:
-        raise ValueError(f"clip_idx must be in [0, {num_clips}), got {clip_idx}")
-    return max(video_frames - clip_size, 0.0) * clip_idx / num_clips
-
-
-def clip_positions(start: float, num_frames: int, sampling_rate: int, target_fps: float, fps: float) -> torch.Tensor:
-    """Frame positions of a clip starting at ``start`` (in frames of the video): ``linspace(start, end, T)``.
-
-    The clip covers ``clip_size = num_frames * sampling_rate / target_fps * fps`` frames of a ``fps`` video, so
-    ``end = start + clip_size - 1`` (PySlowFast ``decoder.py``); float32 as ``torch.linspace`` gives them.
-    """
-    clip_size = sampling_rate * num_frames / target_fps * fps
-    return torch.linspace(start, start + clip_size - 1, num_frames)
-
-
-def charades_clip_positions(
-    video_frames: int, num_frames: int, sampling_rate: int, clip_idx: int, num_clips: int
-) -> torch.Tensor:
-    """PySlowFast's Charades test clip (``charades.py``): ``start = round(idx * gap)``, frames every ``sampling_rate``.
-
-    ``gap = max(len - clip_length, 0) / (num_clips - 1)`` with ``clip_length = (T - 1) * rate + 1``; indices are
-    clamped to the video. Positions are in frames at the rate the model was trained on.
-    """
-    clip_length = (num_frames - 1) * sampling_rate + 1
-    gap = max(video_frames - clip_length, 0) / max(num_clips - 1, 1)
-    start = round(gap * clip_idx)
-    idx = [max(min(start + i * sampling_rate, video_frames - 1), 0) for i in range(num_frames)]
-    return torch.tensor(idx, dtype=torch.float32)
-
-
-def segment_indices(video_frames: int, num_frames: int) -> torch.Tensor:
-    """Segment-based test sampling (Something-Something v2): the middle frame of each of ``num_frames`` segments.
-
-    PyTorchVideo ``ssv2.py``: ``seg = (len - 1) / T``; frame ``i`` is ``(round(seg * i) + round(seg * (i + 1))) // 2``
-    (rounding half to even, as numpy does).
-    """
-    if video_frames < 1:
-        raise ValueError("segment sampling needs at least one frame")
-    seg = (video_frames - 1) / num_frames
-    return torch.tensor([(round(seg * i) + round(seg * (i + 1))) // 2 for i in range(num_frames)], dtype=torch.long)
-
-
 def uniform_temporal_subsample(x: torch.Tensor, num_samples: int, dim: int = -4) -> torch.Tensor:
     """``num_samples`` frames spread evenly over ``dim`` by ``linspace(0, T - 1, n).long()`` (identity if equal)."""
     t = x.shape[dim]
@@ -183,7 +138,12 @@ def crop_offsets(height: int, width: int, size: int, position: str | int = "cent
 
 
 def crop(x: torch.Tensor, size: int, position: str | int = "center") -> torch.Tensor:
-    """A ``size`` x ``size`` crop of ``(..., C, H, W)`` at ``left``/``center``/``right`` along the long side."""
+    """A ``size`` x ``size`` crop of ``(..., C, H, W)`` at ``left``/``center``/``right`` along the long side.
+
+    ``full`` returns the frame uncropped (AVA's protocol: the whole frame, short side resized).
+    """
+    if position == "full":
+        return x
     top, left = crop_offsets(x.shape[-2], x.shape[-1], size, position)
     return TF.crop(x, top, left, size, size)
 
@@ -221,7 +181,7 @@ def pack_pathways(clip: torch.Tensor, alpha: int | None, time_dim: int = -3) -> 
     t = clip.shape[time_dim]
     if t % alpha:
         raise ValueError(f"SlowFast needs the number of frames ({t}) to be a multiple of alpha={alpha}")
-    slow = clip.index_select(time_dim, linspace_indices(t, t // alpha, clip.device))
+    slow = clip.index_select(time_dim, torch.linspace(0, t - 1, t // alpha, device=clip.device).long())
     return [slow, clip]
 
 
@@ -265,30 +225,45 @@ class VideoTransform:
     std: tuple[float, float, float]
     short_side: tuple[int, int]
     crop_size: int
+    #: ``left``/``center``/``right`` along the long side, or ``full`` (no crop)
     crop_position: str = "center"
     flip: bool = False
     interpolation: str = "bilinear"
     input_layout: Layout = "THWC"
     generator: random.Random | None = None
+    #: normalize before resizing (PySlowFast's Kinetics order) or after (its AVA order)
+    normalize_before_resize: bool = True
 
     def frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Subsampled, scaled and normalized frames ``(..., T, C, H, W)`` at full resolution."""
+        """Subsampled frames ``(..., T, C, H, W)`` in [0, 1], normalized if that comes before resizing."""
         x = rearrange(video, _TO_TCHW[self.input_layout])
-        x = uniform_temporal_subsample(x, self.num_frames, dim=-4)
-        return normalize(to_float(x), self.mean, self.std)
+        x = to_float(uniform_temporal_subsample(x, self.num_frames, dim=-4))
+        return normalize(x, self.mean, self.std) if self.normalize_before_resize else x
+
+    def _resized(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        x = short_side_resize(x, size, self.interpolation)
+        return x if self.normalize_before_resize else normalize(x, self.mean, self.std)
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
         """Resize and crop ``(T, C, H, W)`` frames (eval: fixed; train: jittered, random crop, random flip)."""
         if self.mode == "eval":
-            return crop(
-                short_side_resize(x, self.short_side[0], self.interpolation), self.crop_size, self.crop_position
-            )
+            return crop(self._resized(x, self.short_side[0]), self.crop_size, self.crop_position)
         rng = self.generator or random
-        x = random_short_side_resize(x, *self.short_side, self.interpolation, generator=rng)
+        x = self._resized(x, round(rng.uniform(*self.short_side)))
         x = random_crop(x, self.crop_size, generator=rng)
         if self.flip and rng.random() < 0.5:
             x = horizontal_flip(x)
         return x
+
+    def crops(self, video: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
+        """Test views of one clip: one model-layout ``(3, T, S, S)`` tensor per crop position (eval; not packed).
+
+        The clip is scaled, normalized and resized once; each position is then cropped from it.
+        """
+        if self.mode != "eval":
+            raise ValueError("crops() is the test-time pipeline: build the transform with mode='eval'")
+        x = self._resized(self.frames(video), self.short_side[0])
+        return [to_model_layout(crop(x, self.crop_size, p)) for p in positions]
 
     def __call__(self, video: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
         x = self.frames(video)
@@ -302,37 +277,28 @@ class VideoTransform:
         return packed if self.alpha is not None else packed[0]
 
 
-def _cfg_of(model_or_name: Any) -> PretrainedCfg:
-    if isinstance(model_or_name, str):
-        from ..registry.registry import get_pretrained_cfg
-
-        return get_pretrained_cfg(model_or_name)
-    cfg = getattr(model_or_name, "pretrained_cfg", None)
-    if cfg is None:
-        from ..registry.pretrained import PretrainedCfg
-
-        if isinstance(model_or_name, PretrainedCfg):
-            return model_or_name
-        raise TypeError("expected a model name, a model from slowfast_zoo.create or a PretrainedCfg")
-    return cfg
-
-
 def create_transforms(
-    model_or_name: Any,
+    cfg: Any,
     mode: Literal["eval", "train"] = "eval",
     *,
-    crop_position: str = "center",
+    crop_position: str | None = None,
     input_layout: Layout = "THWC",
     generator: random.Random | None = None,
-) -> Callable[[torch.Tensor], list[torch.Tensor] | torch.Tensor]:
+) -> VideoTransform:
     """The preprocessing a checkpoint was evaluated (``eval``) or trained (``train``) with, from its config.
 
-    Everything (frames, alpha, mean/std, resize and crop sizes, interpolation) comes from ``pretrained_cfg``.
-    ``eval``: short side ``test_short_side``, ``test_crop_size`` crop at ``crop_position`` (``left``/``center``/
-    ``right``). ``train``: short side jittered in ``train_short_side``, random ``train_crop_size`` crop, random
-    horizontal flip (not for Something-Something, whose labels depend on direction).
+    ``cfg`` is a ``PretrainedCfg`` (or anything carrying one as ``pretrained_cfg``, e.g. a model from
+    ``slowfast_zoo.create``); model names are resolved by ``slowfast_zoo.create_transforms``. Everything (frames,
+    alpha, mean/std, resize and crop sizes, interpolation, crop or full frame, flip) comes from the config.
+    ``eval``: short side ``test_short_side``, a ``test_crop_size`` crop at ``crop_position`` (default: ``full`` when
+    the protocol keeps the full frame, as AVA's does, else ``center``). ``train``: short side jittered in
+    ``train_short_side``, a random ``train_crop_size`` crop, a random horizontal flip if ``train_flip``.
     """
-    cfg = _cfg_of(model_or_name)
+    if isinstance(cfg, str):
+        raise TypeError(f"expected a PretrainedCfg, got the name {cfg!r}: use slowfast_zoo.create_transforms(name)")
+    cfg = getattr(cfg, "pretrained_cfg", None) or cfg
+    if not hasattr(cfg, "test_short_side"):
+        raise TypeError(f"expected a PretrainedCfg or a model from slowfast_zoo.create, got {type(cfg).__name__}")
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
     if input_layout not in _TO_TCHW:
@@ -340,9 +306,13 @@ def create_transforms(
     if mode == "eval":
         short = (cfg.test_short_side, cfg.test_short_side)
         size = cfg.test_crop_size
+        position = crop_position or ("full" if "full" in cfg.test_crops else "center")
     else:
         short = tuple(cfg.train_short_side)
         size = cfg.train_crop_size
+        position = crop_position or "center"
+    if position not in CROP_POSITIONS:
+        raise ValueError(f"crop_position must be one of {sorted(CROP_POSITIONS)}, got {position!r}")
     return VideoTransform(
         mode=mode,
         num_frames=cfg.num_frames,
@@ -351,9 +321,10 @@ def create_transforms(
         std=tuple(cfg.std),
         short_side=short,
         crop_size=size,
-        crop_position=crop_position,
-        flip=mode == "train" and cfg.dataset != "ssv2",
+        crop_position=position,
+        flip=mode == "train" and cfg.train_flip,
         interpolation=cfg.interpolation,
         input_layout=input_layout,
         generator=generator,
+        normalize_before_resize=cfg.normalize_before_resize,
     )

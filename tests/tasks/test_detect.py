@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+import av
+import numpy as np
 import pytest
 import torch
-from video_factory import write_video
+from video_factory import read_index, write_video
 
 import slowfast_zoo
 from slowfast_zoo.cli import main
 from slowfast_zoo.tasks.detect import detect, keyframe_times, parse_boxes
-from slowfast_zoo.video.io import VideoReader
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,16 @@ def test_detect_equals_the_model_on_the_same_clip(video, detector) -> None:
     results = detect(video, detector, {2.0: boxes}, top_k=3)
     assert [r.box for r in results] == boxes and all(r.keyframe == 2.0 for r in results)
     assert all(len(r.actions) == 3 and r.actions[0][1] >= r.actions[1][1] for r in results)
-    # the same computation written out: frames at the keyframe clip, short side 256 (x4 here), boxes x4
+    # the same computation written out, on frames decoded here with plain PyAV (not the reader under test):
+    # PySlowFast AVA clip: frames center - T*rate//2 + k*rate of the 30 fps video (8 frames, rate 2 at 2.0 s),
+    # short side 256 (x4 here), normalized after the resize, boxes x4
     cfg = detector.pretrained_cfg
-    with VideoReader(video) as reader:
-        frames = reader.frames_at(keyframe_times(2.0, cfg.num_frames, cfg.sampling_rate, 30.0))
+    assert (cfg.num_frames, cfg.sampling_rate, cfg.target_fps) == (8, 2, 30)  # SF:configs/AVA/SLOWFAST_32x2_R50*
+    wanted = [60 - 8 + 2 * k for k in range(8)]
+    with av.open(str(video)) as container:
+        every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = torch.from_numpy(np.stack([every[i] for i in wanted]))
+    assert [read_index(f) for f in frames.numpy()] == wanted  # the synthetic frames show their own index
     x = frames.permute(0, 3, 1, 2).float() / 255
     x = torch.nn.functional.interpolate(x, size=(256, 384), mode="bilinear", align_corners=False)
     x = ((x - 0.45) / 0.225).permute(1, 0, 2, 3).unsqueeze(0)

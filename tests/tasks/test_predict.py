@@ -112,6 +112,45 @@ def test_inference_mode_and_training_flag_restored(clip):
     assert seen == [(True, False)] and model.training
 
 
+def test_predict_windows_restores_training_mode(clip):
+    model = tiny("slow_r50_8x8").train()
+    seen = []
+    inner = model.position_logits
+
+    def spy(x):
+        seen.append((torch.is_inference_mode_enabled(), model.training))
+        return inner(x)
+
+    model.position_logits = spy
+    modes = [model.training for _ in predict_windows(clip, model, window_s=1.0, stride_s=1.0)]
+    assert modes == [True, True, True] and model.training  # handed back in training mode after every window
+    assert seen == [(True, False)] * 3  # each window ran in eval and inference mode
+
+
+def test_reference_views_reach_the_model_as_the_protocol_picks_them(tmp_path):
+    """predict feeds the model the frames video/views.py picks (tests/video/test_views.py checks those against the
+    authors' rules); here, with identity normalization and no resize, the fast pathway shows which frames came."""
+    from video_factory import read_index
+
+    from slowfast_zoo.video.io import VideoReader
+    from slowfast_zoo.video.views import plan_views
+
+    path = write_video(tmp_path / "b.mp4", num_frames=150, fps=30000 / 1001, width=128, height=96, bframes=3)
+    for tag in ("k400_pysf", "k400_ptv"):
+        kw = dict(width=8, num_classes=10, num_frames=16, crop_size=64, head_pool="fixed")
+        model = create(f"slowfast_r50_8x8.{tag}", **kw)
+        model.pretrained_cfg = model.pretrained_cfg.replace(
+            test_short_side=96, test_crop_size=96, mean=(0.0,) * 3, std=(1.0,) * 3
+        )
+        rec = Recorder(model.eval())
+        predict(path, model, views="reference", batch_size=3)
+        fast = torch.cat([b[1] for b in rec.batches])[::3]  # the left crop of each clip: (10, 3, 16, 96, 96)
+        got = [[read_index(f) for f in (c.permute(1, 2, 3, 0) * 255).round().byte().numpy()] for c in fast]
+        with VideoReader(path) as reader:
+            expected = [v.frame_indices(reader) for v in plan_views(model.pretrained_cfg, reader.info)]
+        assert got == expected and len({tuple(e) for e in expected}) == 10
+
+
 @pytest.mark.parametrize(
     ("codec", "ext", "fps", "rotation"),
     [("libvpx-vp9", "webm", 25, None), ("mpeg4", "avi", 15, None), ("libx264", "mov", 30, 90)],
@@ -134,6 +173,22 @@ def test_tensor_video_equals_file(clip):
     a = predict(TensorVideo(frames, fps=30), model, views="fast")
     b = predict(clip, model, views="fast")
     torch.testing.assert_close(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("tag", ["k400_pysf", "k400_ptv"])
+def test_tensor_video_takes_the_files_reference_frames(tmp_path, tag):
+    """Frames in memory are timed as a constant-rate stream: the reference views pick what they pick in the file."""
+    from slowfast_zoo import get_pretrained_cfg
+    from slowfast_zoo.video.io import VideoReader
+    from slowfast_zoo.video.views import plan_views
+
+    cfg = get_pretrained_cfg(f"slowfast_r50_8x8.{tag}")
+    path = write_video(tmp_path / "v.mp4", num_frames=300, fps=30000 / 1001)
+    with VideoReader(path) as reader:
+        tensor = TensorVideo(reader.frames_at_positions(list(range(300))), fps=reader.info.fps)
+        in_file = [v.frame_indices(reader) for v in plan_views(cfg, reader.info)]
+    in_memory = [v.frame_indices(tensor) for v in plan_views(cfg, tensor.info)]
+    assert in_memory == in_file and in_file[0][0] == 0 and in_file[-1][-1] <= 299
 
 
 def test_windows_are_timestamped_and_streamed(tmp_path):

@@ -31,10 +31,11 @@ def test_every_frame_by_position(tmp_path, codec, ext):
 
 
 @pytest.mark.parametrize("fps", [30, 25, 30000 / 1001])
-def test_read_clip_follows_reference_linspace(tmp_path, fps):
+def test_read_clip_spreads_frames_by_linspace(tmp_path, fps):
     path = write_video(tmp_path / "v.mp4", num_frames=90, fps=fps)
     start_s, t, tau, target = 0.5, 8, 4, 30.0
-    # reference (PySlowFast decoder.py): clip of T*tau/target*fps source frames, frames at linspace(start, end, T)
+    # read_clip's contract: a clip of T*tau/target*fps source frames, frames at positions linspace(start, end, T)
+    # (PySlowFast's decode-everything branch; its test protocol picks by timestamp: tests/video/test_views.py)
     start = start_s * fps
     clip = t * tau / target * fps
     expected = np.floor(np.linspace(start, start + clip - 1, t, dtype=np.float32)).astype(int).tolist()
@@ -68,6 +69,17 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
     assert frames.shape[1:3] == upright_hw == (info.height, info.width)
     # the display matrix rotates counter-clockwise: undo it with a clockwise np.rot90 to read the index
     assert [read_index(np.rot90(f, -rotation // 90)) for f in frames.numpy()] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("codec", "ext"), [("libx264", "mkv"), ("libvpx-vp9", "webm")])
+def test_matroska_audio_longer_than_video_is_not_truncated(tmp_path, codec, ext):
+    path = write_video(tmp_path / f"v.{ext}", num_frames=30, fps=30, codec=codec, audio_seconds=3.0)
+    with av.open(str(path)) as c:  # the file really is so: the container lasts as long as the audio
+        assert c.duration / 1e6 > 2.9 and c.streams.audio
+    info = probe(path)
+    assert info.duration == pytest.approx(1.0, abs=0.05) and info.num_frames == 30
+    frames = read_clip(path, 0.5, 8, 8, 30.0)  # a window to 2.6 s: the video's last frame repeats, no error
+    assert indices(frames) == np.clip(np.floor(np.linspace(15, 78, 8)), 0, 29).astype(int).tolist()
 
 
 def test_unordered_and_repeated_requests(tmp_path):

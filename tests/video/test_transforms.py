@@ -13,6 +13,7 @@ import torchvision
 
 sys.modules.setdefault("torchvision.transforms.functional_tensor", torchvision.transforms._functional_tensor)
 
+import slowfast_zoo  # noqa: E402
 from slowfast_zoo import create, get_pretrained_cfg  # noqa: E402
 from slowfast_zoo.video import transforms as T  # noqa: E402
 
@@ -97,7 +98,9 @@ def test_segment_indices_match_pytorchvideo_ssv2():
 
 
 def test_uniform_clip_starts_and_positions():
-    # published_models.md §D: start = delta * i / 10, delta = max(len - clip, 0); linspace(start, start + clip - 1, T)
+    # SF:slowfast/datasets/decoder.py get_start_end_idx: start = delta * i / 10, delta = max(len - clip, 0). Frames
+    # by position linspace(start, start + clip - 1, T) is the decode-everything branch only (tests/video/test_views.py
+    # has the protocol's timestamp rule)
     assert [T.uniform_clip_start(300, 64, i, 10) for i in (0, 5, 9)] == [0.0, 118.0, 212.4]
     assert T.uniform_clip_start(20, 64, 3, 10) == 0.0
     assert torch.equal(T.clip_positions(10.0, 8, 8, 30, 30), torch.linspace(10, 73, 8))
@@ -127,25 +130,72 @@ def test_eval_pipeline_on_a_batch_and_layouts(frames):
     video = torch.randint(0, 256, (2, 8, 60, 80, 3), dtype=torch.uint8)
     out = tf(video)
     assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 8, 256, 256)
-    cthw = T.create_transforms("slow_r50_8x8", input_layout="CTHW")(video[0].permute(3, 0, 1, 2))
+    cthw = slowfast_zoo.create_transforms("slow_r50_8x8", input_layout="CTHW")(video[0].permute(3, 0, 1, 2))
     assert torch.equal(cthw, out[0])
 
 
+def test_video_transforms_take_a_config_not_a_name():
+    with pytest.raises(TypeError, match=r"slowfast_zoo\.create_transforms"):
+        T.create_transforms("slow_r50_8x8")
+    cfg = get_pretrained_cfg("slow_r50_8x8")
+    assert T.create_transforms(cfg) == slowfast_zoo.create_transforms("slow_r50_8x8")
+
+
+def test_ava_eval_is_the_full_frame_resized_then_normalized():
+    # published_models.md §D; SF:slowfast/datasets/ava_dataset.py test split: short side scaled to 256, no crop,
+    # colour normalization after the resize
+    video = torch.randint(0, 256, (4, 60, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    x = slowfast_zoo.create_transforms("slow_r50_4x16_det.ava22_pysf")(video)
+    assert x.shape == (3, 4, 256, 341)
+    ref = ref_resize(video.permute(0, 3, 1, 2).float() / 255.0, 256)
+    ref = (ref - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    torch.testing.assert_close(x, ref.permute(1, 0, 2, 3), rtol=0, atol=1e-6)
+
+
+def replay_train_view(clip, rng, size, flip, seen):
+    """The training view written out (PySlowFast transform.py: random_short_side_scale_jitter, random_crop,
+    horizontal_flip), drawing from ``rng`` in the order short side, top, left, flip; ``seen`` collects the draws."""
+    x = clip[torch.linspace(0, clip.shape[0] - 1, 8).long()].permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    short = round(rng.uniform(256, 320))
+    x = ref_resize(x, short)
+    top, left = rng.randint(0, x.shape[-2] - size), rng.randint(0, x.shape[-1] - size)
+    x = x[..., top : top + size, left : left + size]
+    flipped = flip and rng.random() < 0.5
+    if flipped:
+        x = x.flip(-1)
+    seen.add((short, left, flipped))
+    return x.permute(1, 0, 2, 3)
+
+
 def test_train_pipeline_jitters_and_skips_flip_for_ssv2():
-    video = torch.randint(0, 256, (2, 16, 60, 80, 3), dtype=torch.uint8)
-    tf = T.create_transforms("slow_r50_8x8", mode="train", generator=random.Random(0))
-    out = tf(video)
-    assert out.shape == (2, 3, 8, 224, 224)
-    again = T.create_transforms("slow_r50_8x8", mode="train", generator=random.Random(0))(video)
-    assert torch.equal(out, again)
-    assert T.create_transforms("slow_r50_8x8.k400_ptv", mode="train").flip
-    assert not T.create_transforms("slow_r50_8x8.ssv2_ptv", mode="train").flip
+    video = torch.randint(0, 256, (2, 16, 60, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    seen: set = set()
+    outs = []
+    for seed in range(6):
+        out = slowfast_zoo.create_transforms("slow_r50_8x8", mode="train", generator=random.Random(seed))(video)
+        assert out.shape == (2, 3, 8, 224, 224)
+        rng = random.Random(seed)
+        for c in range(2):  # every clip of the batch gets its own draw: scale, crop offset and flip
+            torch.testing.assert_close(out[c], replay_train_view(video[c], rng, 224, True, seen), rtol=0, atol=1e-5)
+        outs.append(out)
+    # the seeds above do exercise several scales, offsets and both flips
+    assert len({s for s, _, _ in seen}) > 3 and len({x for _, x, _ in seen}) > 3
+    assert {f for _, _, f in seen} == {True, False}
+    assert not torch.equal(outs[0], outs[1])
+    # SSv2 labels depend on direction: no flip (SF:configs/SSv2/SLOWFAST_16x8_R50.yaml, pytorchvideo/*.yaml
+    # RANDOM_FLIP: False)
+    assert get_pretrained_cfg("slow_r50_8x8.ssv2_ptv").train_flip is False
+    assert slowfast_zoo.create_transforms("slow_r50_8x8.k400_ptv", mode="train").flip
+    ssv2 = slowfast_zoo.create_transforms("slow_r50_8x8.ssv2_ptv", mode="train", generator=random.Random(0))(video)
+    rng = random.Random(0)
+    torch.testing.assert_close(ssv2[0], replay_train_view(video[0], rng, 224, False, set()), rtol=0, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_matches_cpu():
     video = torch.randint(0, 256, (32, 75, 101, 3), dtype=torch.uint8)
-    tf = T.create_transforms("slowfast_r50_8x8")
+    tf = slowfast_zoo.create_transforms("slowfast_r50_8x8")
     cpu = tf(video)
     gpu = tf(video.cuda())
     assert all(g.is_cuda for g in gpu)
