@@ -155,3 +155,9 @@ def test_no_private_names_across_modules():
         if n.startswith("_") and not n.startswith("__")
     ]
     assert not leaks, leaks
+
+
+def test_decoding_knows_no_preprocessing():
+    """io.py decodes; what happens to the frames afterwards (transforms, views) is not its business."""
+    internal = {_internal(t) for t, _ in GRAPH["slowfast_zoo.video.io"]} - {None, "slowfast_zoo.video"}
+    assert not internal, f"video/io.py imports {sorted(internal)}"
