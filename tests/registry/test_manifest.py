@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import slowfast_zoo
+from slowfast_zoo import check_manifest
 from slowfast_zoo.registry.pretrained import load_manifest
-from slowfast_zoo.weights.sources import validate_manifest, verify_manifest
+from slowfast_zoo.weights.manifest import validate_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def test_one_entry_per_pretrained_tag(manifest):
 
 
 def test_verify_manifest_reports_nulls_not_errors():
-    issues = verify_manifest()
+    issues = check_manifest()
     assert [str(i) for i in issues if i.level == "error"] == []
     nulls = {(i.name, i.field) for i in issues if i.level == "null"}
     for name, rec in load_manifest().items():

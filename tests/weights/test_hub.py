@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hub_server import (  # noqa: F401  (fixtures)
     assert_only_verified,
+    assert_same_model,
     caches_fixture,
     example_input,
     hub_fixture,
@@ -29,6 +29,7 @@ from hub_server import (  # noqa: F401  (fixtures)
 
 import slowfast_zoo
 from slowfast_zoo.registry.pretrained import HubFile, Origin
+from slowfast_zoo.weights.cache import sha256_file
 from slowfast_zoo.weights.publish import publish
 from slowfast_zoo.weights.sources import (
     CacheWriteError,
@@ -37,7 +38,6 @@ from slowfast_zoo.weights.sources import (
     WeightsUnavailableError,
     pretrained_file,
     resolve_weights,
-    sha256_file,
     verify,
 )
 
@@ -70,9 +70,7 @@ def test_round_trip_bit_exact_and_cached_without_requests(published, hub, caches
     assert sha256_file(path) == result.sha256 == hashlib.sha256(data).hexdigest()
     assert len(_blob_gets(hub)) == 1
     loaded = slowfast_zoo.create(NAME, width=8, checkpoint=path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+    assert_same_model(loaded, model, cfg)
 
     hub.requests.clear()
     w = resolve_weights(cfg)
@@ -84,7 +82,7 @@ def test_round_trip_bit_exact_and_cached_without_requests(published, hub, caches
 
 def test_each_source_is_logged(published, caches, caplog):
     cfg = published[0]
-    with caplog.at_level("INFO", logger="slowfast_zoo.weights.sources"):
+    with caplog.at_level("INFO", logger="slowfast_zoo.weights"):
         pretrained_file(cfg)
         pretrained_file(cfg)
     text = caplog.text
@@ -96,7 +94,9 @@ def test_corrupt_cached_file_is_replaced(published, hub, caches):
     path = Path(pretrained_file(cfg))
     blob = path.resolve()
     blob.write_bytes(b"\0" * blob.stat().st_size)  # bit rot in the cache
-    assert [r.status for r in verify([NAME], cache_dir=caches.hf)] == ["missing"]  # manifest's NAME is unpublished
+    assert [r.status for r in verify([cfg], cache_dir=caches.hf)] == ["corrupt"]  # found and deleted
+    assert not blob.exists()
+    assert [r.status for r in verify([cfg], cache_dir=caches.hf)] == ["missing"]
     w = resolve_weights(cfg)
     assert w.source == "hub" and w.sha256 == result.sha256
     assert len(_blob_gets(hub)) == 2
@@ -205,9 +205,7 @@ def test_unreachable_hub_falls_back_to_origin(published, hub, caches):
     assert w.source == "origin"
     assert w.sha256 == result.sha256  # conversion is deterministic: the same bytes as the published file
     loaded = slowfast_zoo.create(NAME, width=8, checkpoint=w.path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+    assert_same_model(loaded, model, cfg)
     hub.requests.clear()
     again = resolve_weights(cfg.replace(origin=origin))
     assert again.source == "zoo-cache" and hub.requests == []
@@ -343,10 +341,8 @@ def test_unpublished_hub_uses_origin(hub, caches, tmp_path):
     meta = json.loads((caches.zoo / "converted" / cfg.name / "model.safetensors.json").read_text())
     assert meta["origin_sha256"] == sha256_file(upstream) and meta["origin_verified"] is False
     loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=w.path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
-    assert [r.status for r in verify([cfg.name], zoo_cache=caches.zoo)] == ["ok"]
+    assert_same_model(loaded, model, cfg)
+    assert [r.status for r in verify([cfg], zoo_cache=caches.zoo)] == ["ok"]
 
 
 def test_origin_hash_mismatch(hub, caches, tmp_path):
