@@ -138,8 +138,9 @@ def download_hub_file(
         for stale in hub_partials(hub, cache_dir, remove=True):
             log.warning("%s: removed %s, left by an interrupted download", name, stale)
         blob = folder / "blobs" / hub.sha256
+        kw = {"timeout": timeout, "deadline": deadline, "headers": headers, "progress": hub.filename}
         try:
-            fetch(info.location, blob, check, timeout=timeout, deadline=deadline, headers=headers, progress=hub.filename)
+            fetch(info.location, blob, check, **kw)
         except SourceFailed as e:
             raise SourceFailed(f"download of {where} failed: {e}") from None
         path = link_into_hf_cache(folder, hub.sha256, hub.revision, hub.filename)
