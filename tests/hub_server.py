@@ -46,7 +46,7 @@ class Fault:
     #: ``corrupt`` (same length, other bytes), ``truncate`` (a complete but shorter body), ``drop`` (close the
     #: connection half-way through the promised body), ``status`` (answer ``status``), ``delay`` (sleep first),
     #: ``headers`` (answer with ``headers`` replacing the real ones: a hostile mirror), ``trickle`` (send 4 kB every
-    #: ``delay`` seconds)
+    #: ``delay`` seconds), ``drop_chunked`` (a chunked body whose first chunk is cut short)
     kind: str
     methods: tuple[str, ...] = ("GET",)
     status: int = 500
@@ -229,6 +229,16 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:  # the client gave up
                     return
                 time.sleep(fault.delay)
+            return
+        if fault and fault.kind == "drop_chunked" and self.command == "GET":  # a chunk cut short
+            self.send_response(200)
+            for k, v in {**headers, "Transfer-Encoding": "chunked"}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(data) + data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         if fault and fault.kind == "drop" and self.command == "GET":
             self.send_response(200)

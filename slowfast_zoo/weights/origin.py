@@ -41,7 +41,7 @@ def origin_partials(name: str, zoo_cache: Path, *, remove: bool = False) -> list
     folder = zoo_cache / "converted" / name
     if remove:
         return c.remove_incomplete(folder, zoo_cache)
-    return sorted(folder.glob("*.incomplete")) + sorted(folder.glob(".*.incomplete")) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".incomplete")) if folder.is_dir() else []
 
 
 def check_zoo_cache(cfg: Any, zoo_cache: Path, *, repair: bool) -> c.CacheCheck:
