@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 from hub_server import (  # noqa: F401  (fixtures)
@@ -162,3 +164,41 @@ def test_full_size_publish_round_trip(hub, caches, tmp_path, fmt, name):
     assert _same_outputs(loaded, model, cfg)
     via_hub = slowfast_zoo.create(f"hf-hub:slowfast-zoo/{name}@{result.revision}", pretrained=True)
     assert _same_outputs(via_hub, model, cfg)
+
+
+# --- issue 11 (CLI): no network means one line, quickly ------------------------------------------------------------
+@pytest.fixture
+def dead_endpoint(monkeypatch):
+    """A port with nothing listening (connection refused) and one that accepts but never answers."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    yield refused, f"http://127.0.0.1:{silent.getsockname()[1]}"
+    silent.close()
+
+
+def test_download_hf_hub_offline_fails_fast_in_one_line(caches, dead_endpoint, monkeypatch, capsys):
+    from slowfast_zoo.cli import main
+
+    monkeypatch.setenv("SLOWFAST_ZOO_TIMEOUT", "1")
+    for endpoint in dead_endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        t = time.monotonic()
+        assert main(["download", "hf-hub:org/tiny"]) == 2
+        assert time.monotonic() - t < 5, endpoint  # the zoo's timeout, no 30 s of retries
+        err = capsys.readouterr().err
+        assert err.startswith("slowfast-zoo: error: hf-hub:org/tiny@main:") and err.count("\n") == 1, err
+
+
+def test_publish_offline_is_one_clear_error(caches, dead_endpoint, tmp_path):
+    cfg = tiny_cfg(SF)
+    upstream = write_upstream(random_model(cfg).state_dict(), "caffe2_pkl", tmp_path / "SLOWFAST_8x8_R50.pkl")
+    refused, _ = dead_endpoint
+    with pytest.raises(WeightsUnavailableError, match=f"cannot upload org/x to {refused}"):  # the CLI prints one line
+        publish(cfg, "org/x", source=upstream, endpoint=refused)
+    dead_origin = cfg.replace(origin=Origin(refused + "/SLOWFAST_8x8_R50.pkl", "caffe2_pkl", "caffe2"))
+    with pytest.raises(WeightsUnavailableError, match="cannot download the authors' file"):
+        publish(dead_origin, "org/x", endpoint=refused)
