@@ -115,14 +115,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(r.status in ("corrupt", "partial") for r in results) else 0
 
 
-def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | None]]:
-    """(config, repo id) of each model to publish; with --all, every manifest entry with an origin not on the Hub."""
+def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | None, str | None]]:
+    """(config, repo id, local file) per model; with --all, every manifest entry with an origin and no Hub commit."""
     from slowfast_zoo.weights.manifest import HubFile, Origin, read_manifest
 
     if not args.all:
         if not args.name:
             raise ValueError("name a model to publish, or pass --all")
-        return [(get_pretrained_cfg(args.name), args.repo_id)]
+        return [(get_pretrained_cfg(args.name), args.repo_id, args.source)]
     if args.name or args.source or args.repo_id:
         raise ValueError("--all publishes the manifest's own entries: give no NAME, --source or --repo-id")
     todo = []
@@ -130,7 +130,8 @@ def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | N
         hub = record.get("hub") or {}
         if record.get("origin") and not hub.get("revision"):  # the manifest being updated says where the files are
             cfg = get_pretrained_cfg(name).replace(origin=Origin(**record["origin"]), hub=HubFile(**hub))
-            todo.append((cfg, hub.get("repo_id")))
+            local = Path(args.source_dir, cfg.origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
+            todo.append((cfg, hub.get("repo_id"), str(local) if local and local.is_file() else None))
     return todo
 
 
@@ -139,8 +140,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from slowfast_zoo.weights.manifest import merge_entries
 
     entries = {}
-    for cfg, repo_id in _publish_todo(args):
-        result = publish.publish(cfg, repo_id, source=args.source, private=args.private)
+    for cfg, repo_id, source in _publish_todo(args):
+        result = publish.publish(cfg, repo_id, source=source, private=args.private)
         print(f"{cfg.name}: {result}", flush=True)
         entries[cfg.name] = result.manifest_entry()
         if args.update_manifest:  # one entry at a time: a failure later keeps what was published
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", help="ORG/REPO on the Hub (default: the manifest's)")
     p.add_argument("--source", help="local upstream file instead of downloading the authors' one")
     p.add_argument("--update-manifest", metavar="JSON", help="write each published entry into this manifest file")
+    p.add_argument("--source-dir", help="with --all: local copies of the authors' files, named as in their URLs")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_publish)
 
