@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -26,8 +26,8 @@ from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
 from .manifest import HubFile
 
-if TYPE_CHECKING:
-    from ..registry.pretrained import PretrainedCfg
+#: a :class:`slowfast_zoo.PretrainedCfg`; weights/ reads its fields and never imports registry/
+PretrainedCfg = Any
 
 __all__ = [
     "ConvertResult",
