@@ -141,10 +141,12 @@ def test_truncated_body(published, hub, caches):
     assert_only_verified(caches.hf, set())
 
 
-def test_dropped_connection_once_is_recovered(published, hub, caches):
+def test_dropped_connection_once_is_recovered(published, hub, caches, caplog):
     cfg, _, result, _, _ = published
     hub.fault("model.safetensors", "drop", times=1)
-    assert sha256_file(pretrained_file(cfg)) == result.sha256
+    with caplog.at_level("WARNING", logger="slowfast_zoo.weights"):
+        assert sha256_file(pretrained_file(cfg)) == result.sha256
+    assert caplog.text.count("retry 1 of 2") == 1 and "retry 2" not in caplog.text  # each retry said once
     assert len(_blob_gets(hub)) == 2
     assert_only_verified(caches.hf, {result.sha256})
 
