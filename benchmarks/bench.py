@@ -234,7 +234,7 @@ def bench_create(name: str, repeat: int, tmp: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     try:
-        from slowfast_zoo.weights.sources import sha256_file
+        from slowfast_zoo.weights.cache import sha256_file
     except ImportError:  # pragma: no cover
 
         def sha256_file(path: Any) -> str:

@@ -1,6 +1,6 @@
 """slowfast_zoo: SlowFast and Slow-only video networks with verified weights."""
 
-from .factory import create
+from .factory import check_manifest, create, download_weights, verify_weights
 from .models.freeze import FrozenBatchNorm3d, freeze, param_groups
 from .models.optimize import fuse_bn, optimize_for_inference
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
@@ -34,10 +34,12 @@ __all__ = [
     "VideoClipDataset",
     "VideoPrediction",
     "__version__",
+    "check_manifest",
     "create",
     "create_transforms",
     "data",
     "detect",
+    "download_weights",
     "evaluate",
     "features",
     "freeze",
@@ -56,4 +58,5 @@ __all__ = [
     "publish",
     "read_rows",
     "sample_video",
+    "verify_weights",
 ]

@@ -84,11 +84,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from slowfast_zoo.weights import sources as hub
-
     if not args.names and not args.all:
         raise ValueError("name at least one model, or pass --all")
-    for weights in hub.download(args.names, all=args.all):
+    for weights in slowfast_zoo.download_weights(args.names, all=args.all):
         print(f"{weights.name}: {weights.source} {weights.path} sha256 {weights.sha256}")
     return 0
 
@@ -96,7 +94,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from slowfast_zoo import publish
 
-    result = publish.convert(args.upstream_file, args.model, args.output)
+    result = publish.convert(args.upstream_file, get_pretrained_cfg(args.model), args.output)
     print(result)
     if result.source_matches_manifest is False:
         print(f"warning: {args.upstream_file} is not the file the manifest pins for {args.model}", file=sys.stderr)
@@ -104,28 +102,55 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from slowfast_zoo.weights import sources as hub
-
     if args.manifest:
-        issues = hub.verify_manifest()
+        issues = slowfast_zoo.check_manifest()
         for issue in issues:
             print(f"{issue.level:5s} {issue}")
         errors = sum(i.level == "error" for i in issues)
         print(f"{len(issues)} field(s) reported: {errors} error(s), {len(issues) - errors} unknown until published")
         return 1 if errors else 0
-    results = hub.verify(args.names or None)
+    results = slowfast_zoo.verify_weights(args.names or None)
     for result in results:
         print(result)
-    return 1 if any(r.status == "corrupt" for r in results) else 0
+    return 1 if any(r.status in ("corrupt", "partial") for r in results) else 0
+
+
+def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | None, str | None]]:
+    """(config, repo id, local file) per model; with --all, every manifest entry with an origin and no Hub commit."""
+    from slowfast_zoo.weights.manifest import HubFile, Origin, read_manifest
+
+    if not args.all:
+        if not args.name:
+            raise ValueError("name a model to publish, or pass --all")
+        return [(get_pretrained_cfg(args.name), args.repo_id, args.source)]
+    if args.name or args.source or args.repo_id:
+        raise ValueError("--all publishes the manifest's own entries: give no NAME, --source or --repo-id")
+    todo = []
+    for name, record in read_manifest(args.update_manifest).get("models", {}).items():
+        hub = record.get("hub") or {}
+        if record.get("origin") and not hub.get("revision"):  # the manifest being updated says where the files are
+            cfg = get_pretrained_cfg(name).replace(origin=Origin(**record["origin"]), hub=HubFile(**hub))
+            local = Path(args.source_dir, cfg.origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
+            todo.append((cfg, hub.get("repo_id"), str(local) if local and local.is_file() else None))
+    return todo
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from slowfast_zoo import publish
+    from slowfast_zoo.weights.manifest import merge_entries
 
-    result = publish.publish(args.name, args.repo_id, source=args.source, private=args.private)
-    print(result)
-    print("paste into weights_manifest.json:")
-    print(json.dumps({get_pretrained_cfg(args.name).name: result.manifest_entry()}, indent=2))
+    entries = {}
+    for cfg, repo_id, source in _publish_todo(args):
+        result = publish.publish(cfg, repo_id, source=source, private=args.private)
+        print(f"{cfg.name}: {result}", flush=True)
+        entries[cfg.name] = result.manifest_entry()
+        if args.update_manifest:  # one entry at a time: a failure later keeps what was published
+            merge_entries(args.update_manifest, {cfg.name: entries[cfg.name]})
+    if args.update_manifest:
+        print(f"updated {args.update_manifest}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    else:
+        print("paste into weights_manifest.json:")
+        print(json.dumps(entries, indent=2))
     return 0
 
 
@@ -259,9 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("publish", help="convert a model's weights and upload them to the Hugging Face Hub")
-    p.add_argument("name", help="arch.tag")
-    p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub")
+    p.add_argument("name", nargs="?", help="arch.tag")
+    p.add_argument("--all", action="store_true", help="every manifest entry that has an origin and no Hub commit")
+    p.add_argument("--repo-id", help="ORG/REPO on the Hub (default: the manifest's)")
     p.add_argument("--source", help="local upstream file instead of downloading the authors' one")
+    p.add_argument("--update-manifest", metavar="JSON", help="write each published entry into this manifest file")
+    p.add_argument("--source-dir", help="with --all: local copies of the authors' files, named as in their URLs")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_publish)
 

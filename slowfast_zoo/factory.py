@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -12,8 +13,9 @@ from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .registry.pretrained import PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
+from .weights.convert import set_structure_provider
 
-__all__ = ["create"]
+__all__ = ["create", "download_weights", "expected_state_dict", "load_hf_hub_cfg", "verify_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,9 @@ def create(
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
     if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
-        from .weights.sources import load_hf_hub_cfg
-
         cfg = load_hf_hub_cfg(name)
     elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
-        from .weights.publish import load_local_dir
-
-        cfg, weights = load_local_dir(name[len("local-dir:") :])
+        cfg, weights = _load_local_dir(name[len("local-dir:") :])
         checkpoint = checkpoint if checkpoint is not None else weights
     else:
         cfg = get_pretrained_cfg(name)
@@ -67,13 +65,17 @@ def create(
     model = model.to_empty(device=device)
 
     report: LoadReport | None = None
-    source = checkpoint
+    source: Any = checkpoint
+    verified_path = None
     if source is None and pretrained:
-        from .weights.sources import pretrained_file  # network and cache code is loaded only when weights are asked for
+        from .weights.sources import pretrained_state_dict  # network and cache code is loaded only when asked for
 
-        source = pretrained_file(cfg)
+        resolved, source = pretrained_state_dict(cfg)  # tensors deserialized from the very bytes that were hashed
+        verified_path = str(resolved.path)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None)
+        if verified_path is not None:  # the zoo's files are safetensors, read from one hashed buffer
+            report.source, report.file_format = verified_path, "safetensors"
         if report.head_reset:
             model.reset_classifier(model_cfg.num_classes)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
@@ -106,3 +108,92 @@ def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
     if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
         changes.update(tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
     return cfg.replace(**changes)
+
+
+# --- weights by name: the registry and the structure check meet the weights subsystem here ----------------------
+def expected_state_dict(cfg: PretrainedCfg) -> dict[str, torch.Tensor]:
+    """The ``{key: tensor}`` (on the meta device: shapes and dtypes, no memory) a checkpoint of ``cfg`` must fit."""
+    with torch.device("meta"):
+        return ResNet3d(cfg.model).state_dict()
+
+
+set_structure_provider(expected_state_dict)  # weights/ checks converted files without importing models/
+
+
+def load_hf_hub_cfg(spec: str, **kwargs: Any) -> PretrainedCfg:
+    """The pretrained config of a ``hf-hub:org/name[@revision]`` repo, its weights pinned to the resolved commit
+    and to the sha256 recorded in its verified ``config.json``."""
+    from .registry.pretrained import label_names
+    from .weights.hub import read_hf_hub_config
+    from .weights.manifest import HubFile
+    from .weights.sources import WeightsError
+
+    config, repo_id, commit = read_hf_hub_config(spec, **kwargs)
+    try:
+        cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise WeightsError(f"{repo_id}@{commit}: config.json has an invalid pretrained_cfg ({e})") from e
+    recorded = cfg.hub
+    if recorded is None or not recorded.sha256:
+        raise WeightsError(f"{repo_id}@{commit}: config.json records no sha256 for the weights; cannot verify them")
+    hub = HubFile(repo_id, commit, recorded.filename, recorded.sha256, recorded.size)
+    labels = cfg.labels
+    if isinstance(labels, str):
+        try:
+            label_names(labels)
+        except ValueError:  # a label set this installation does not ship: config.json lists the names
+            labels = tuple(config["label_names"]) if config.get("label_names") else None
+    return cfg.replace(hub=hub, labels=labels)
+
+
+def _load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Any]:
+    from .weights.publish import read_local_dir
+
+    config, weights = read_local_dir(folder)
+    try:
+        return PretrainedCfg.from_dict(config["pretrained_cfg"]), weights
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder}: not a slowfast_zoo config ({e})") from e
+
+
+def _cfg_for_weights(name: str, **kwargs: Any) -> PretrainedCfg:
+    from .weights.sources import WeightsUnavailableError
+
+    if name.startswith("hf-hub:"):
+        return load_hf_hub_cfg(name, **kwargs)
+    cfg = get_pretrained_cfg(name)
+    if not cfg.has_weights:
+        raise WeightsUnavailableError(f"{cfg.name} has no pretrained weights (see slowfast-zoo list --pretrained)")
+    return cfg
+
+
+def download_weights(names: Iterable[str] | None = None, *, all: bool = False, **kwargs: Any) -> list[Any]:
+    """Fetch and verify the weights of ``names`` (``arch.tag``, aliases or ``hf-hub:org/name[@rev]``), or of every
+    pretrained model with ``all=True``; one :class:`~slowfast_zoo.weights.sources.Weights` (path, sha256, source)
+    per name. ``kwargs`` go to :func:`~slowfast_zoo.weights.sources.resolve_weights`."""
+    from .registry.registry import list_pretrained
+    from .weights.sources import download
+
+    todo = list(list_pretrained()) if all else list(names or [])
+    if not todo:
+        raise ValueError("name at least one model, or pass all=True")
+    keys = ("endpoint", "cache_dir", "local_files_only", "timeout", "token")
+    cfg_kwargs = {k: v for k, v in kwargs.items() if k in keys}
+    return download([_cfg_for_weights(n, **cfg_kwargs) for n in todo], **kwargs)
+
+
+def verify_weights(names: Iterable[str] | None = None, **kwargs: Any) -> list[Any]:
+    """Re-hash what the caches hold for ``names`` (default: every pretrained model), without network; see
+    :func:`~slowfast_zoo.weights.sources.verify`."""
+    from .registry.registry import list_pretrained
+    from .weights.sources import verify
+
+    return verify([get_pretrained_cfg(n) for n in (names or list_pretrained())], **kwargs)
+
+
+def check_manifest(path: str | os.PathLike[str] | None = None) -> list[Any]:
+    """Check ``weights_manifest.json`` against its schema and the registered tags (``verify --manifest``)."""
+    from .registry.registry import list_pretrained
+    from .weights.manifest import verify_manifest
+
+    return verify_manifest(path, {n: get_pretrained_cfg(n) for n in list_pretrained()})

@@ -44,11 +44,14 @@ class Fault:
 
     target: str
     #: ``corrupt`` (same length, other bytes), ``truncate`` (a complete but shorter body), ``drop`` (close the
-    #: connection half-way through the promised body), ``status`` (answer ``status``), ``delay`` (sleep first)
+    #: connection half-way through the promised body), ``status`` (answer ``status``), ``delay`` (sleep first),
+    #: ``headers`` (answer with ``headers`` replacing the real ones: a hostile mirror), ``trickle`` (send 4 kB every
+    #: ``delay`` seconds), ``drop_chunked`` (a chunked body whose first chunk is cut short)
     kind: str
     methods: tuple[str, ...] = ("GET",)
     status: int = 500
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
     #: how many requests it applies to (None: all)
     times: int | None = None
     hits: int = 0
@@ -185,6 +188,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         headers = dict(headers or {})
+        fault = getattr(self, "_fault", None)
+        if fault and fault.kind == "headers":
+            headers.update(fault.headers)
         headers.setdefault("Content-Length", str(len(body)))
         for k, v in headers.items():
             self.send_header(k, v)
@@ -211,6 +217,29 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
         if fault and fault.kind == "truncate" and self.command == "GET":
             data = data[: len(data) // 2]
+        if fault and fault.kind == "trickle" and self.command == "GET":
+            self.send_response(200)
+            for k, v in {**headers, "Content-Length": str(len(data))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            for i in range(0, len(data), 4096):
+                try:
+                    self.wfile.write(data[i : i + 4096])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(fault.delay)
+            return
+        if fault and fault.kind == "drop_chunked" and self.command == "GET":  # a chunk cut short
+            self.send_response(200)
+            for k, v in {**headers, "Transfer-Encoding": "chunked"}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(data) + data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if fault and fault.kind == "drop" and self.command == "GET":
             self.send_response(200)
             for k, v in {**headers, "Content-Length": str(len(data))}.items():
@@ -233,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _get(self) -> None:
         self._record()
         fault = self.hub._fault_for(self.command, self.path)
+        self._fault = fault
         if fault and fault.kind == "delay":
             time.sleep(fault.delay)
         elif fault and fault.kind == "status":
@@ -465,3 +495,21 @@ def assert_only_verified(root: Any, allowed_sha256: set[str]) -> None:
         if "blobs" in p.parts or p.suffix == ".safetensors":
             digest = hashlib.sha256(p.read_bytes()).hexdigest()
             assert digest in allowed_sha256, f"unverified file left in the cache: {p} ({digest})"
+
+
+def assert_same_model(a: Any, b: Any, cfg: Any) -> None:
+    """Bit-identical weights, and outputs equal within float tolerance.
+
+    Outputs of two separately built models are not compared bit for bit: oneDNN picks convolution kernels by memory
+    layout and alignment, so on some CPUs (an AMD EPYC with AVX-512 BF16 here) equal weights give outputs that
+    differ in the last bit (8.6278e-03 vs 8.6277e-03).
+    """
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), f"{key} differs"
+    x = example_input(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=1e-5, atol=1e-6)

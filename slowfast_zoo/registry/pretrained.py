@@ -12,38 +12,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..models.resnet3d import ResNet3dConfig
+from ..weights.manifest import HubFile, Origin, load_manifest
 
 __all__ = ["HubFile", "Origin", "PretrainedCfg", "label_names", "load_manifest"]
-
-MANIFEST = "weights_manifest.json"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """The authors' original file and how to read it."""
-
-    url: str
-    #: ``caffe2_pkl``, ``pysf_pyth`` (PySlowFast torch.save) or ``ptv_pyth`` (PyTorchVideo)
-    format: str
-    #: key scheme of its state dict, see :mod:`slowfast_zoo.weights.keys`
-    key_scheme: str
-    sha256: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """The converted safetensors file on the Hugging Face Hub, pinned to a commit."""
-
-    repo_id: str
-    revision: str | None = None
-    filename: str = "model.safetensors"
-    sha256: str | None = None
-    size: int | None = None
-
-    @property
-    def published(self) -> bool:
-        return bool(self.revision and self.sha256)
 
 
 @dataclass(frozen=True)
@@ -169,13 +140,6 @@ def _tuplify(x: Any) -> Any:
 
 def _dataclass_from_dict(cls: type, d: Mapping[str, Any]) -> Any:
     return cls(**{k: _tuplify(v) for k, v in d.items()})
-
-
-@cache
-def load_manifest() -> Mapping[str, Mapping[str, Any]]:
-    """The weight records of ``weights_manifest.json`` shipped with the package, by ``arch.tag``."""
-    text = resources.files("slowfast_zoo").joinpath(MANIFEST).read_text(encoding="utf-8")
-    return MappingProxyType(json.loads(text)["models"])
 
 
 @cache

@@ -1,13 +1,11 @@
-"""Convert the authors' checkpoints to the zoo's safetensors files and publish them on the Hugging Face Hub.
+"""Save, publish and load back the zoo's safetensors files on the Hugging Face Hub.
 
-- :func:`convert`: any upstream checkpoint (Caffe2 ``.pkl``, PySlowFast / PyTorchVideo ``.pyth``) -> a zoo-keyed
-  ``model.safetensors``, checked structurally against the architecture (every key, every shape, finite values).
-  The output is deterministic: the same input always gives the same bytes, whether converted by ``publish`` or by
-  the origin fallback of ``create(pretrained=True)``.
+- :func:`~slowfast_zoo.weights.convert.convert` (re-exported here): an upstream checkpoint -> a zoo-keyed
+  ``model.safetensors``, checked against the expected structure.
 - :func:`save_pretrained`: ``config.json`` (the pretrained config, with the weights' sha256) + ``model.safetensors``
   + ``README.md`` (model card) in a folder; :func:`push_to_hub` uploads that folder as one commit.
 - :func:`publish`: convert a registered model from its origin (or a local file), upload it, and return the commit
-  and sha256 to paste into ``weights_manifest.json``.
+  and sha256 to paste into ``weights_manifest.json`` (:func:`~slowfast_zoo.weights.manifest.merge_entries`).
 """
 
 from __future__ import annotations
@@ -16,16 +14,31 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..registry.pretrained import HubFile, PretrainedCfg
+from . import cache as c
+from .convert import ConvertResult, convert, write_safetensors
+from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
+from .manifest import HubFile
 
-__all__ = ["ConvertResult", "PublishResult", "convert", "model_card", "publish", "push_to_hub", "save_pretrained"]
+#: a :class:`slowfast_zoo.PretrainedCfg`; weights/ reads its fields and never imports registry/
+PretrainedCfg = Any
+
+__all__ = [
+    "ConvertResult",
+    "PublishResult",
+    "convert",
+    "model_card",
+    "publish",
+    "push_to_hub",
+    "read_local_dir",
+    "save_pretrained",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,129 +46,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-@dataclass(frozen=True)
-class ConvertResult:
-    """What :func:`convert` wrote."""
-
-    path: Path
-    sha256: str
-    size: int
-    #: the upstream file's sha256 and size
-    source_sha256: str
-    source_size: int
-    #: ``safetensors``, ``torch`` or ``caffe2``
-    file_format: str
-    key_scheme: str
-    num_tensors: int
-    #: whether the upstream file is the one the manifest pins (None: the manifest does not know its sha256)
-    source_matches_manifest: bool | None = None
-
-    def __str__(self) -> str:
-        return f"{self.path}  sha256 {self.sha256}  ({self.size} bytes, from {self.file_format}/{self.key_scheme})"
-
-
-def _resolve_cfg(model: str | PretrainedCfg) -> PretrainedCfg:
-    if isinstance(model, PretrainedCfg):
-        return model
-    from ..registry.registry import get_pretrained_cfg
-
-    return get_pretrained_cfg(model)
-
-
-def _zoo_state_dict(path: Path, cfg: PretrainedCfg) -> tuple[dict[str, torch.Tensor], str, str, int]:
-    """Read an upstream file, rename its keys to the zoo's and check them against the architecture."""
-    from ..models.resnet3d import ResNet3d
-    from .checkpoint import CheckpointError, read_state_dict
-    from .keys import KeyMappingError, detect_scheme, to_zoo
-
-    sd, fmt, _ = read_state_dict(path)
-    try:
-        scheme = detect_scheme(sd)
-        zoo = to_zoo(sd, scheme)
-    except KeyMappingError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    with torch.device("meta"):
-        own = ResNet3d(cfg.model).state_dict()
-    for key, value in own.items():  # Caffe2 files have no BatchNorm batch counters
-        if key.endswith("num_batches_tracked") and key not in zoo and key.rsplit(".", 1)[0] + ".weight" in zoo:
-            zoo[key] = torch.zeros((), dtype=value.dtype)
-    missing = sorted(set(own) - set(zoo))
-    unexpected = sorted(set(zoo) - set(own))
-    mismatched = [
-        f"{k}: {tuple(zoo[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(zoo))
-        if zoo[k].shape != own[k].shape
-    ]
-    problems = []
-    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-        if keys:
-            problems.append(f"{len(keys)} {title}: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
-    if problems:
-        raise CheckpointError(f"{path} ({fmt}, {scheme} keys) does not fit {cfg.name}: " + "; ".join(problems))
-    out = {}
-    for key in sorted(own):
-        value = zoo[key].to(own[key].dtype).contiguous().clone()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
-        out[key] = value
-    return out, fmt, scheme, len(sd)
-
-
-def _write_safetensors(sd: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
-    """Write atomically (temporary file + rename); returns (sha256, size). Deterministic for equal tensors."""
-    from safetensors.torch import save_file
-
-    from .sources import sha256_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".incomplete")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in sorted(sd.items())}
-        # one metadata entry only: safetensors writes a map of several in an unspecified order (not reproducible)
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        digest, size = sha256_file(tmp), os.path.getsize(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest, size
-
-
-def convert(
-    upstream_file: str | os.PathLike[str],
-    model: str | PretrainedCfg,
-    out_path: str | os.PathLike[str],
-) -> ConvertResult:
-    """Convert an upstream checkpoint of a registered model to a zoo ``.safetensors`` file.
-
-    The file's format and key scheme are detected from its bytes (Caffe2 pickles are read by a restricted
-    unpickler, PyTorch files with ``torch.load(weights_only=True)``); the result must fit the architecture of
-    ``model`` exactly (every key, every shape) and hold finite values, else :class:`~slowfast_zoo.CheckpointError`.
-    The output is written atomically. Returns its path, sha256 and size, and the upstream file's sha256.
-    """
-    from .sources import sha256_file
-
-    cfg = _resolve_cfg(model)
-    src = Path(upstream_file)
-    source_sha = sha256_file(src)
-    sd, fmt, scheme, n = _zoo_state_dict(src, cfg)
-    digest, size = _write_safetensors(sd, Path(out_path))
-    pinned = cfg.origin.sha256 if cfg.origin is not None else None
-    return ConvertResult(
-        Path(out_path),
-        digest,
-        size,
-        source_sha,
-        src.stat().st_size,
-        fmt,
-        scheme,
-        n,
-        None if pinned is None else pinned == source_sha,
-    )
-
-
-# --- model card -----------------------------------------------------------------------------------------------
 def model_card(
     cfg: PretrainedCfg, *, sha256: str, size: int, repo_id: str | None = None, label_names: Sequence[str] | None = None
 ) -> str:
@@ -267,9 +157,9 @@ def _write_folder(
         "label_names": list(label_names) if label_names is not None else None,
         "pretrained_cfg": cfg.to_dict(),
     }
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    c.atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     card = model_card(cfg, sha256=sha256, size=size, repo_id=repo_id, label_names=label_names)
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    c.atomic_write(folder / "README.md", card)
 
 
 def save_pretrained(
@@ -297,15 +187,14 @@ def save_pretrained(
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_NAME
-    sha, size = _write_safetensors(dict(model.state_dict()), weights)
+    sha, size = write_safetensors(dict(model.state_dict()), weights)
     _write_folder(folder, cfg, weights, sha, size, repo_id, label_names)
     return folder
 
 
-def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]:
-    """(config, weights path) of a folder written by :func:`save_pretrained`; the weights' sha256 is checked."""
+def read_local_dir(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """(parsed config.json, weights path) of a folder written by :func:`save_pretrained`; the sha256 is checked."""
     from .checkpoint import CheckpointError
-    from .sources import sha256_file
 
     folder = Path(folder)
     config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -313,15 +202,15 @@ def load_local_dir(folder: str | os.PathLike[str]) -> tuple[PretrainedCfg, Path]
         raise FileNotFoundError(f"{folder}: expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
-    except (ValueError, KeyError, TypeError) as e:
+        hub = config["pretrained_cfg"].get("hub") or {}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{config_path}: not a slowfast_zoo config ({e})") from e
-    expected = cfg.hub.sha256 if cfg.hub else None
+    expected = hub.get("sha256") if isinstance(hub, Mapping) else None
     if expected:
-        actual = sha256_file(weights)
+        actual = c.sha256_file(weights)
         if actual != expected:  # a user's own folder: report, never delete
             raise CheckpointError(f"{weights}: sha256 {actual}, but {config_path} records {expected}")
-    return cfg, weights
+    return config, weights
 
 
 @dataclass(frozen=True)
@@ -356,23 +245,32 @@ class PublishResult:
         return f"{self.repo_id}@{self.revision} {self.filename} sha256 {self.sha256} ({self.size} bytes)"
 
 
-def _upload(
-    folder: Path,
-    repo_id: str,
-    *,
-    endpoint: str | None,
-    token: str | bool | None,
-    private: bool | None,
-    branch: str | None,
-    commit_message: str,
-) -> Any:
+def _upload(folder: Path, repo_id: str, *, origin: tuple[str, int] | None = None, **kw: Any) -> PublishResult:
+    """Upload a folder written by :func:`save_pretrained` as one commit; the one upload call site."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
-    from .sources import _endpoint
-
-    api = HfApi(endpoint=_endpoint(endpoint), token=token)
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=branch, commit_message=commit_message)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    hub = config["pretrained_cfg"]["hub"]
+    endpoint = c.endpoint_url(kw["endpoint"])
+    api = HfApi(endpoint=endpoint, token=kw["token"])
+    try:
+        api.create_repo(repo_id, exist_ok=True, private=kw["private"])
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=kw["branch"],
+            commit_message=kw["commit_message"] or f"Upload {config['name']}",
+        )
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise WeightsError(f"upload of {repo_id} to {endpoint} refused: HTTP {status}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # the HTTP client's own errors (connection refused, DNS, timeouts) have no common base
+        if type(e).__module__.split(".")[0] not in ("httpx", "httpx2", "huggingface_hub"):
+            raise
+        raise WeightsUnavailableError(f"cannot upload {repo_id} to {endpoint}: {type(e).__name__}: {e}") from e
+    osha, osize = origin or (None, None)
+    return PublishResult(repo_id, info.oid, WEIGHTS_NAME, hub["sha256"], hub["size"], info.commit_url, osha, osize)
 
 
 def push_to_hub(
@@ -393,25 +291,53 @@ def push_to_hub(
     """
     with tempfile.TemporaryDirectory(prefix="slowfast-zoo-push-") as tmp:
         folder = save_pretrained(model, tmp, cfg=cfg, repo_id=repo_id, label_names=label_names)
-        config = json.loads((folder / CONFIG_NAME).read_text())
-        hub = config["pretrained_cfg"]["hub"]
-        info = _upload(
-            folder,
-            repo_id,
-            endpoint=endpoint,
-            token=token,
-            private=private,
-            branch=branch,
-            commit_message=commit_message or f"Upload {config['name']}",
-        )
-    return PublishResult(repo_id, info.oid, WEIGHTS_NAME, hub["sha256"], hub["size"], info.commit_url)
+        kw = {"endpoint": endpoint, "token": token, "private": private, "branch": branch}
+        return _upload(folder, repo_id, commit_message=commit_message, **kw)
+
+
+def _upstream(cfg: PretrainedCfg, source: str | os.PathLike[str] | None, tmp: Path, timeout: float | None) -> Path:
+    """The authors' file: ``source``, checked against the manifest's sha256 when known, or downloaded."""
+    from .transfer import fetch
+
+    origin = cfg.origin
+    if source is None:
+        if origin is None:
+            raise ValueError(f"{cfg.name} has no origin URL; pass source=<file>")
+        raw = tmp / origin.url.rsplit("/", 1)[-1]
+
+        def check(digest: str, size: int) -> None:
+            if origin.sha256 and digest != origin.sha256:
+                raise HashMismatchError(
+                    source=origin.url, revision=None, filename=raw.name, expected=origin.sha256, actual=digest
+                )
+
+        timeout = c.timeout_seconds(timeout)
+        try:
+            fetch(origin.url, raw, check, timeout=timeout, deadline=c.deadline_seconds(), progress=raw.name)
+        except (SourceFailed, WeightsNotFoundError) as e:
+            raise WeightsUnavailableError(f"{cfg.name}: cannot download the authors' file: {e}") from None
+        return raw
+    raw = Path(source)
+    if origin is not None and origin.sha256:
+        actual = c.sha256_file(raw)
+        if actual != origin.sha256:
+            raise HashMismatchError(
+                source=str(raw),
+                revision=None,
+                filename=raw.name,
+                expected=origin.sha256,
+                actual=actual,
+                detail=f"the manifest pins this sha256 for {origin.url}",
+            )
+    return raw
 
 
 def publish(
-    name: str | PretrainedCfg,
+    cfg: PretrainedCfg,
     repo_id: str | None = None,
     *,
     source: str | os.PathLike[str] | None = None,
+    expected: Mapping[str, torch.Tensor] | None = None,
     endpoint: str | None = None,
     token: str | bool | None = None,
     private: bool | None = None,
@@ -421,69 +347,31 @@ def publish(
     """Publish a registered model's weights: convert, write the model card, upload, return revision + sha256.
 
     Args:
-        name: ``arch.tag`` (or alias) with a manifest entry.
+        cfg: the pretrained config of an ``arch.tag`` (``slowfast_zoo.get_pretrained_cfg(name)``).
         repo_id: target repo (default: the manifest's ``hub.repo_id``).
         source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL
             (and must match the origin sha256 when the manifest knows it).
+        expected: the structure the converted file must fit (default: built by the factory from ``cfg``).
         endpoint, token, private: passed to :class:`huggingface_hub.HfApi`.
 
     The converted file is the same, byte for byte, as what ``create(pretrained=True)`` would convert from the
     origin. Paste :meth:`PublishResult.manifest_entry` into ``weights_manifest.json``.
     """
-    from .sources import HashMismatchError, _download_url, _timeout, sha256_file
-
-    cfg = _resolve_cfg(name)
+    if isinstance(cfg, str):
+        raise TypeError(f"pass a pretrained config, e.g. slowfast_zoo.get_pretrained_cfg({cfg!r})")
     if not cfg.tag:
-        raise ValueError(f"{name} is an architecture without weights; publish an arch.tag")
+        raise ValueError(f"{cfg.name} is an architecture without weights; publish an arch.tag")
     repo_id = repo_id or (cfg.hub.repo_id if cfg.hub else None)
     if not repo_id:
         raise ValueError(f"{cfg.name}: no repo_id given and none in the manifest")
     with tempfile.TemporaryDirectory(prefix="slowfast-zoo-publish-") as tmp:
         folder = Path(tmp, "repo")
         folder.mkdir()
-        if source is None:
-            if cfg.origin is None:
-                raise ValueError(f"{cfg.name} has no origin URL; pass source=<file>")
-            raw = _download_url(
-                cfg.origin.url,
-                Path(tmp),
-                timeout=_timeout(timeout),
-                expected_sha256=cfg.origin.sha256,
-                label=Path(cfg.origin.url).name,
-            )
-        else:
-            raw = Path(source)
-            if cfg.origin is not None and cfg.origin.sha256:
-                actual = sha256_file(raw)
-                if actual != cfg.origin.sha256:
-                    raise HashMismatchError(
-                        source=str(raw),
-                        revision=None,
-                        filename=raw.name,
-                        expected=cfg.origin.sha256,
-                        actual=actual,
-                        detail=f"the manifest pins this sha256 for {cfg.origin.url}",
-                    )
-        result = convert(raw, cfg, folder / WEIGHTS_NAME)
+        raw = _upstream(cfg, source, Path(tmp), timeout)
+        result = convert(raw, cfg, folder / WEIGHTS_NAME, expected=expected)
         _write_folder(folder, cfg, result.path, result.sha256, result.size, repo_id, None)
-        info = _upload(
-            folder,
-            repo_id,
-            endpoint=endpoint,
-            token=token,
-            private=private,
-            branch=None,
-            commit_message=commit_message or f"Upload {cfg.name} converted from the authors' weights",
-        )
-    out = PublishResult(
-        repo_id,
-        info.oid,
-        WEIGHTS_NAME,
-        result.sha256,
-        result.size,
-        info.commit_url,
-        result.source_sha256,
-        result.source_size,
-    )
+        message = commit_message or f"Upload {cfg.name} converted from the authors' weights"
+        kw = {"endpoint": endpoint, "token": token, "private": private, "branch": None}
+        out = _upload(folder, repo_id, origin=(result.source_sha256, result.source_size), commit_message=message, **kw)
     log.info("published %s: %s", cfg.name, out)
     return out

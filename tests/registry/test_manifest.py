@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import slowfast_zoo
+from slowfast_zoo import check_manifest
 from slowfast_zoo.registry.pretrained import load_manifest
-from slowfast_zoo.weights.sources import validate_manifest, verify_manifest
+from slowfast_zoo.weights.manifest import merge_entries, validate_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def test_one_entry_per_pretrained_tag(manifest):
 
 
 def test_verify_manifest_reports_nulls_not_errors():
-    issues = verify_manifest()
+    issues = check_manifest()
     assert [str(i) for i in issues if i.level == "error"] == []
     nulls = {(i.name, i.field) for i in issues if i.level == "null"}
     for name, rec in load_manifest().items():
@@ -101,3 +102,71 @@ def test_published_entry_is_accepted(manifest):
     assert _errors(data) == set()
     nulls = {(i.name, i.field) for i in validate_manifest(data) if i.level == "null"}
     assert ("slow_r50_8x8.k400_pysf", "hub.revision/sha256/size") not in nulls
+
+
+# SF:projects/pytorchvideo/README.md (SlowFast HEAD 287ec00): PySlowFast's re-hosted copies of the PyTorchVideo files,
+# keys prefixed with ``model.`` (published_models.md §G.6). Its Charades rows point at the SSv2 files (an upstream
+# copy-paste error), so no Charades tag gets a mirror.
+PYSF_REHOSTED = {
+    "c2d_r50_8x8.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/C2D_8x8_R50.pyth",
+    "i3d_r50_8x8.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/I3D_8x8_R50.pyth",
+    "slow_r50_4x16.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOW_4x16_R50.pyth",
+    "slow_r50_8x8.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOW_8x8_R50.pyth",
+    "slowfast_r50_4x16.k400_ptv": (
+        "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOWFAST_4x16_R50.pyth"
+    ),
+    "slowfast_r50_8x8.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
+    "slowfast_r101_8x8.k400_ptv": (
+        "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOWFAST_8x8_R101.pyth"
+    ),
+    "slowfast_r101_50_50_16x8.k400_ptv": (
+        "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/SLOWFAST_16x8_R101_50_50.pyth"
+    ),
+    "slow_r50_8x8.ssv2_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/ssv2/SLOW_8x8_R50.pyth",
+    "slowfast_r50_8x8.ssv2_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/ssv2/SLOWFAST_8x8_R50.pyth",
+}
+
+
+def test_mirror_origins_are_the_pysf_rehosted_files():
+    mirrors = {
+        name: [(m.url, m.key_scheme) for m in slowfast_zoo.get_pretrained_cfg(name).origin.mirrors]
+        for name in slowfast_zoo.list_pretrained()
+        if slowfast_zoo.get_pretrained_cfg(name).origin is not None
+    }
+    assert {n: m for n, m in mirrors.items() if m} == {n: [(u, "ptv_wrapper")] for n, u in PYSF_REHOSTED.items()}
+
+
+@pytest.mark.parametrize(
+    "mirror, field",
+    [
+        (
+            {"url": "http://x/y.pyth", "key_scheme": "ptv_wrapper", "sha256": None, "size": None},
+            "origin.mirrors[0].url",
+        ),
+        (
+            {"url": "https://x/y.pyth", "key_scheme": "caffe2", "sha256": None, "size": None},
+            "origin.mirrors[0].key_scheme",
+        ),
+        ({"url": "https://x/y.pyth", "key_scheme": "ptv", "sha256": "x", "size": None}, "origin.mirrors[0].sha256"),
+        ({"url": "https://x/y.pyth", "key_scheme": "ptv", "other": 1}, "origin.mirrors[0].other"),
+    ],
+)
+def test_schema_catches_bad_mirrors(manifest, mirror, field):
+    data = copy.deepcopy(manifest)
+    data["models"]["slow_r50_8x8.k400_ptv"]["origin"]["mirrors"] = [mirror]
+    assert ("slow_r50_8x8.k400_ptv", field) in _errors(data)
+
+
+def test_merge_entries_updates_fields_and_refuses_a_broken_result(manifest, tmp_path):
+    path = tmp_path / "weights_manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    name = "slow_r50_8x8.k400_pysf"
+    entry = {"hub": {"revision": "a" * 40, "sha256": "b" * 64, "size": 1234}, "origin": {"sha256": "c" * 64, "size": 9}}
+    merge_entries(path, {name: entry})
+    rec = json.loads(path.read_text())["models"][name]
+    assert rec["hub"]["revision"] == "a" * 40 and rec["origin"]["sha256"] == "c" * 64
+    assert rec["origin"]["url"] == manifest["models"][name]["origin"]["url"] and rec["metrics"]
+    before = path.read_text()
+    with pytest.raises(ValueError, match=r"hub\.revision"):
+        merge_entries(path, {name: {"hub": {"revision": "main"}}})
+    assert path.read_text() == before

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 import torch
 from hub_server import (  # noqa: F401  (fixtures)
     assert_only_verified,
+    assert_same_model,
     caches_fixture,
     example_input,
     hub_fixture,
@@ -26,18 +29,21 @@ from hub_server import (  # noqa: F401  (fixtures)
     tiny_cfg,
     write_upstream,
 )
+from safetensors.torch import load, save
 
 import slowfast_zoo
 from slowfast_zoo.registry.pretrained import HubFile, Origin
+from slowfast_zoo.weights.cache import sha256_file
 from slowfast_zoo.weights.publish import publish
 from slowfast_zoo.weights.sources import (
     CacheWriteError,
+    CorruptCacheError,
     HashMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
     pretrained_file,
+    pretrained_state_dict,
     resolve_weights,
-    sha256_file,
     verify,
 )
 
@@ -70,9 +76,7 @@ def test_round_trip_bit_exact_and_cached_without_requests(published, hub, caches
     assert sha256_file(path) == result.sha256 == hashlib.sha256(data).hexdigest()
     assert len(_blob_gets(hub)) == 1
     loaded = slowfast_zoo.create(NAME, width=8, checkpoint=path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+    assert_same_model(loaded, model, cfg)
 
     hub.requests.clear()
     w = resolve_weights(cfg)
@@ -84,7 +88,7 @@ def test_round_trip_bit_exact_and_cached_without_requests(published, hub, caches
 
 def test_each_source_is_logged(published, caches, caplog):
     cfg = published[0]
-    with caplog.at_level("INFO", logger="slowfast_zoo.weights.sources"):
+    with caplog.at_level("INFO", logger="slowfast_zoo.weights"):
         pretrained_file(cfg)
         pretrained_file(cfg)
     text = caplog.text
@@ -96,7 +100,9 @@ def test_corrupt_cached_file_is_replaced(published, hub, caches):
     path = Path(pretrained_file(cfg))
     blob = path.resolve()
     blob.write_bytes(b"\0" * blob.stat().st_size)  # bit rot in the cache
-    assert [r.status for r in verify([NAME], cache_dir=caches.hf)] == ["missing"]  # manifest's NAME is unpublished
+    assert [r.status for r in verify([cfg], cache_dir=caches.hf)] == ["corrupt"]  # found and deleted
+    assert not blob.exists()
+    assert [r.status for r in verify([cfg], cache_dir=caches.hf)] == ["missing"]
     w = resolve_weights(cfg)
     assert w.source == "hub" and w.sha256 == result.sha256
     assert len(_blob_gets(hub)) == 2
@@ -135,10 +141,12 @@ def test_truncated_body(published, hub, caches):
     assert_only_verified(caches.hf, set())
 
 
-def test_dropped_connection_once_is_recovered(published, hub, caches):
+def test_dropped_connection_once_is_recovered(published, hub, caches, caplog):
     cfg, _, result, _, _ = published
     hub.fault("model.safetensors", "drop", times=1)
-    assert sha256_file(pretrained_file(cfg)) == result.sha256
+    with caplog.at_level("WARNING", logger="slowfast_zoo.weights"):
+        assert sha256_file(pretrained_file(cfg)) == result.sha256
+    assert caplog.text.count("retry 1 of 2") == 1 and "retry 2" not in caplog.text  # each retry said once
     assert len(_blob_gets(hub)) == 2
     assert_only_verified(caches.hf, {result.sha256})
 
@@ -205,9 +213,7 @@ def test_unreachable_hub_falls_back_to_origin(published, hub, caches):
     assert w.source == "origin"
     assert w.sha256 == result.sha256  # conversion is deterministic: the same bytes as the published file
     loaded = slowfast_zoo.create(NAME, width=8, checkpoint=w.path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+    assert_same_model(loaded, model, cfg)
     hub.requests.clear()
     again = resolve_weights(cfg.replace(origin=origin))
     assert again.source == "zoo-cache" and hub.requests == []
@@ -343,10 +349,8 @@ def test_unpublished_hub_uses_origin(hub, caches, tmp_path):
     meta = json.loads((caches.zoo / "converted" / cfg.name / "model.safetensors.json").read_text())
     assert meta["origin_sha256"] == sha256_file(upstream) and meta["origin_verified"] is False
     loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=w.path).eval()
-    x = example_input(cfg)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
-    assert [r.status for r in verify([cfg.name], zoo_cache=caches.zoo)] == ["ok"]
+    assert_same_model(loaded, model, cfg)
+    assert [r.status for r in verify([cfg], zoo_cache=caches.zoo)] == ["ok"]
 
 
 def test_origin_hash_mismatch(hub, caches, tmp_path):
@@ -368,3 +372,165 @@ def test_origin_structurally_wrong_file_is_refused(hub, caches, tmp_path):
     with pytest.raises(slowfast_zoo.CheckpointError, match="does not fit"):
         pretrained_file(cfg)
     assert_only_verified(caches.zoo, set())
+
+
+# --- issue 11 / 12: leftovers, locks, deadlines, first-download records, mirrors, permissions ----------------------
+from filelock import FileLock  # noqa: E402
+
+from slowfast_zoo.weights.manifest import Mirror  # noqa: E402
+from slowfast_zoo.weights.sources import WeightsError  # noqa: E402
+
+PTV = "slow_r50_8x8.k400_ptv"
+
+
+def _origin_cfg(hub, tmp_path, fmt="ptv_pyth", seed=3, path="pytorchvideo/model_zoo/kinetics/SLOW_8x8_R50.pyth"):
+    cfg = tiny_cfg(PTV)
+    model = random_model(cfg, seed=seed)
+    upstream = write_upstream(model.state_dict(), fmt, tmp_path / f"upstream-{seed}.pyth")
+    url = hub.serve_file(path, upstream.read_bytes())
+    return cfg.replace(origin=Origin(url, "ptv_pyth", "ptv")), model, upstream
+
+
+def test_stale_partial_files_are_reported_and_removed_under_the_lock(hub, caches, tmp_path):
+    cfg, _, _ = _origin_cfg(hub, tmp_path)
+    folder = caches.zoo / "converted" / cfg.name
+    folder.mkdir(parents=True)
+    stale = folder / ".model.safetensors.x1y2.incomplete"  # what kill -9 during a conversion leaves
+    stale.write_bytes(b"half")
+    assert [(r.status, r.path) for r in verify([cfg], zoo_cache=caches.zoo)] == [("partial", str(stale))]
+    assert resolve_weights(cfg).source == "origin"
+    assert not stale.exists()
+    assert [r.status for r in verify([cfg], zoo_cache=caches.zoo)] == ["ok"]
+
+
+def test_first_lookup_evicts_nothing_and_the_lock_wait_is_bounded(published, caches, monkeypatch):
+    cfg = published[0]
+    blob = Path(pretrained_file(cfg)).resolve()
+    blob.write_bytes(b"\0" * blob.stat().st_size)
+    monkeypatch.setenv("SLOWFAST_ZOO_LOCK_TIMEOUT", "1")
+    lock = FileLock(str(caches.zoo / ".locks" / f"weights-{cfg.name}-{cfg.hub.sha256}.lock"))
+    with lock:  # another process is fetching these weights
+        t = time.monotonic()
+        with pytest.raises(WeightsError, match=r"gave up after 1 s .*SLOWFAST_ZOO_LOCK_TIMEOUT"):
+            resolve_weights(cfg)
+        assert time.monotonic() - t < 10
+        assert blob.exists()  # the corrupt copy is left to whoever holds the lock
+    assert resolve_weights(cfg).source == "hub"
+
+
+def test_a_trickling_server_hits_the_deadline(hub, caches, tmp_path, monkeypatch):
+    cfg, _, _ = _origin_cfg(hub, tmp_path)
+    hub.fault("SLOW_8x8_R50.pyth", "trickle", delay=0.2)  # 20 kB/s: the file would take two minutes
+    monkeypatch.setenv("SLOWFAST_ZOO_DEADLINE", "1.5")
+    t = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="deadline"):
+        resolve_weights(cfg)
+    assert time.monotonic() - t < 10
+    assert_only_verified(caches.zoo, set())
+
+
+def test_a_broken_origin_transfer_is_a_clear_error(hub, caches, tmp_path):
+    """``http.client.IncompleteRead`` used to escape raw."""
+    cfg, _, _ = _origin_cfg(hub, tmp_path)
+    hub.fault("SLOW_8x8_R50.pyth", "drop_chunked")
+    with pytest.raises(WeightsUnavailableError, match="broken transfer"):
+        resolve_weights(cfg)
+    assert_only_verified(caches.zoo, set())
+
+
+def test_origin_first_download_is_recorded_and_a_changed_file_refused(hub, caches, tmp_path, caplog):
+    cfg, _, upstream = _origin_cfg(hub, tmp_path)
+    with caplog.at_level("WARNING", logger="slowfast_zoo.weights"):
+        first = resolve_weights(cfg)
+    digest, size = sha256_file(upstream), upstream.stat().st_size
+    assert f'"sha256": "{digest}", "size": {size}' in caplog.text  # printed for the manifest
+    shutil.rmtree(first.path.parent)
+    _, _, other = _origin_cfg(hub, tmp_path, seed=4)  # the authors replace the file under the same URL
+    with pytest.raises(HashMismatchError, match="first download") as e:
+        resolve_weights(cfg)
+    assert digest in str(e.value) and sha256_file(other) in str(e.value)
+    assert_only_verified(caches.zoo, set())
+    assert resolve_weights(cfg, allow_changed_origin=True).source == "origin"  # the user says so
+
+
+def test_mirror_serves_when_the_origin_is_gone(hub, caches, tmp_path):
+    """PySlowFast re-hosts the PyTorchVideo files with ``model.``-prefixed keys (published_models.md §G.6)."""
+    cfg, model, _ = _origin_cfg(hub, tmp_path, fmt="ptv_wrapper", path="pytorchvideo/pysf_model_zoo/kinetics/x.pyth")
+    mirror = cfg.origin.url
+    gone = hub.cdn_url + "/pytorchvideo/model_zoo/kinetics/gone.pyth"
+    cfg = cfg.replace(origin=Origin(gone, "ptv_pyth", "ptv", mirrors=(Mirror(mirror, "ptv_wrapper"),)))
+    w = resolve_weights(cfg)
+    assert (w.source, w.location) == ("origin", mirror)
+    loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=w.path)
+    assert_same_model(loaded, model, cfg)
+
+
+def test_files_written_respect_the_umask(published, hub, caches, tmp_path):
+    old = os.umask(0o022)
+    try:
+        hub_file = Path(pretrained_file(published[0])).resolve()
+        cfg, _, _ = _origin_cfg(hub, tmp_path)
+        converted = resolve_weights(cfg).path
+    finally:
+        os.umask(old)
+    for path in (hub_file, converted, converted.with_name("model.safetensors.json")):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_verify_judges_staleness_like_resolution(hub, caches, tmp_path):
+    cfg, _, _ = _origin_cfg(hub, tmp_path)
+    resolve_weights(cfg)
+    repinned = cfg.replace(origin=Origin(cfg.origin.url, "ptv_pyth", "ptv", "ab" * 32, 1))  # the manifest moved on
+    assert [r.status for r in verify([repinned], zoo_cache=caches.zoo)] == ["stale"]
+    assert [r.status for r in verify([repinned], zoo_cache=caches.zoo)] == ["missing"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores directory permissions")
+def test_corrupt_file_in_a_read_only_cache_is_reported_not_used(published, caches):
+    cfg = published[0]
+    path = Path(pretrained_file(cfg))
+    path.resolve().write_bytes(b"\0" * 10)
+    folders = [p for p in caches.hf.rglob("*") if p.is_dir()] + [caches.hf]
+    for p in folders:
+        p.chmod(0o555)
+    try:
+        with pytest.raises(CorruptCacheError, match="cannot be deleted"):
+            resolve_weights(cfg)
+    finally:
+        for p in folders:
+            p.chmod(0o755)
+
+
+def test_the_bytes_hashed_are_the_bytes_loaded(published, caches):
+    """A co-user swapping the cached file between check and load: every load is the verified tensors or an error."""
+    cfg = published[0]
+    path = Path(pretrained_file(cfg)).resolve()
+    good = path.read_bytes()
+    ref = load(good)
+    evil = save({k: torch.zeros_like(v) for k, v in ref.items()})
+    stop = threading.Event()
+
+    def swap() -> None:
+        tmp = path.with_name("swap.tmp")
+        while not stop.is_set():
+            for data in (evil, good):
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+
+    thread = threading.Thread(target=swap)
+    thread.start()
+    loads = errors = 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                _, sd = pretrained_state_dict(cfg)
+            except (WeightsError, slowfast_zoo.CheckpointError):
+                errors += 1
+                continue
+            loads += 1
+            assert sd.keys() == ref.keys() and all(torch.equal(sd[k], ref[k]) for k in ref), "not the verified tensors"
+    finally:
+        stop.set()
+        thread.join()
+    assert loads > 0

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from hub_server import (  # noqa: F401  (fixtures)
+    assert_same_model,
     caches_fixture,
     example_input,
     hub_fixture,
@@ -17,23 +22,22 @@ from hub_server import (  # noqa: F401  (fixtures)
 
 import slowfast_zoo
 from slowfast_zoo.registry.pretrained import HubFile, Origin, PretrainedCfg
+from slowfast_zoo.weights.cache import sha256_file
 from slowfast_zoo.weights.publish import convert, publish, push_to_hub, save_pretrained
 from slowfast_zoo.weights.sources import (
     HashMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
-    download,
     pretrained_file,
-    sha256_file,
 )
 
 SF = "slowfast_r50_8x8.k400_pysf"
 
 
 def _same_outputs(a, b, cfg) -> bool:
-    x = example_input(cfg)
-    with torch.no_grad():
-        return torch.equal(a.eval()(x), b.eval()(x))
+    """Bit-identical weights and outputs within float tolerance (see ``hub_server.assert_same_model``)."""
+    assert_same_model(a, b, cfg)
+    return True
 
 
 def test_save_pretrained_folder(tmp_path):
@@ -95,7 +99,7 @@ def test_hf_hub_offline(hub, caches, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="slowfast-zoo download hf-hub:org/offline"):
         slowfast_zoo.create("hf-hub:org/offline", pretrained=True)
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert [w.source for w in download(["hf-hub:org/offline"])] == ["hub"]
+    assert [w.source for w in slowfast_zoo.download_weights(["hf-hub:org/offline"])] == ["hub"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.requests.clear()
     for spec in ("hf-hub:org/offline", f"hf-hub:org/offline@{result.revision}"):
@@ -163,3 +167,111 @@ def test_full_size_publish_round_trip(hub, caches, tmp_path, fmt, name):
     assert _same_outputs(loaded, model, cfg)
     via_hub = slowfast_zoo.create(f"hf-hub:slowfast-zoo/{name}@{result.revision}", pretrained=True)
     assert _same_outputs(via_hub, model, cfg)
+
+
+# --- issue 11 (CLI): no network means one line, quickly ------------------------------------------------------------
+@pytest.fixture
+def dead_endpoint(monkeypatch):
+    """A port with nothing listening (connection refused) and one that accepts but never answers."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    yield refused, f"http://127.0.0.1:{silent.getsockname()[1]}"
+    silent.close()
+
+
+def test_download_hf_hub_offline_fails_fast_in_one_line(caches, dead_endpoint, monkeypatch, capsys):
+    from slowfast_zoo.cli import main
+
+    monkeypatch.setenv("SLOWFAST_ZOO_TIMEOUT", "1")
+    for endpoint in dead_endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        t = time.monotonic()
+        assert main(["download", "hf-hub:org/tiny"]) == 2
+        assert time.monotonic() - t < 5, endpoint  # the zoo's timeout, no 30 s of retries
+        err = capsys.readouterr().err
+        assert err.startswith("slowfast-zoo: error: hf-hub:org/tiny@main:") and err.count("\n") == 1, err
+
+
+def test_publish_offline_is_one_clear_error(caches, dead_endpoint, tmp_path):
+    cfg = tiny_cfg(SF)
+    upstream = write_upstream(random_model(cfg).state_dict(), "caffe2_pkl", tmp_path / "SLOWFAST_8x8_R50.pkl")
+    refused, _ = dead_endpoint
+    with pytest.raises(WeightsUnavailableError, match=f"cannot upload org/x to {refused}"):  # the CLI prints one line
+        publish(cfg, "org/x", source=upstream, endpoint=refused)
+    dead_origin = cfg.replace(origin=Origin(refused + "/SLOWFAST_8x8_R50.pkl", "caffe2_pkl", "caffe2"))
+    with pytest.raises(WeightsUnavailableError, match="cannot download the authors' file"):
+        publish(dead_origin, "org/x", endpoint=refused)
+
+
+# --- the maintainers' workflow: its commands are the README's, run here against the local Hub ---------------------
+WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "publish-weights.yml"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _workflow_commands() -> list[str]:
+    import yaml
+
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    assert "workflow_dispatch" in flow[True]  # YAML 1.1 reads the key "on" as True; manual dispatch only
+    assert list(flow[True]) == ["workflow_dispatch"]
+    job = flow["jobs"]["publish"]
+    assert job["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
+    steps = job["steps"]
+    assert any(s.get("uses", "").startswith("peter-evans/create-pull-request@") for s in steps)
+    return [s["run"] for s in steps if s.get("run", "").startswith("slowfast-zoo ")]
+
+
+def test_workflow_commands_are_the_readme_commands():
+    commands = _workflow_commands()
+    assert commands == [
+        "slowfast-zoo publish --all --update-manifest weights_manifest.json",
+        "slowfast-zoo verify --manifest",
+    ]
+    readme = README.read_text()
+    for command in commands:
+        assert f"\n{command}\n" in readme
+
+
+@pytest.mark.slow
+def test_workflow_publishes_and_updates_the_manifest(hub, caches, tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from slowfast_zoo.cli import main
+    from slowfast_zoo.weights.keys import from_zoo
+    from slowfast_zoo.weights.manifest import read_manifest
+
+    name, repo = "c2d_r50_8x8.k400_ptv", "slowfast-zoo/c2d_r50_8x8.k400_ptv"
+    data = read_manifest()
+    for other, rec in data["models"].items():  # everything else is already published
+        if other != name:
+            rec["hub"].update(revision="a" * 40, sha256="b" * 64, size=1)
+    (tmp_path / "weights_manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+    torch.manual_seed(0)
+    model = slowfast_zoo.create("c2d_r50_8x8")
+    sources = tmp_path / "authors"
+    sources.mkdir()
+    upstream = sources / data["models"][name]["origin"]["url"].rsplit("/", 1)[-1]
+    torch.save({"model_state": from_zoo(model.state_dict(), "ptv")}, upstream)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    publish_cmd, verify_cmd = _workflow_commands()
+    assert main([*shlex.split(publish_cmd)[1:], "--source-dir", str(sources)]) == 0
+    assert main(shlex.split(verify_cmd)[1:]) == 0
+    out = capsys.readouterr().out
+    assert "updated weights_manifest.json: 1 entry" in out and "0 error(s)" in out
+    rec = json.loads((tmp_path / "weights_manifest.json").read_text())["models"][name]
+    commit = hub.repos[repo].refs["main"]
+    uploaded = hub.repos[repo].commits[commit]["model.safetensors"]
+    assert rec["hub"] == {
+        "repo_id": repo,
+        "revision": commit,
+        "filename": "model.safetensors",
+        "sha256": hashlib.sha256(uploaded).hexdigest(),
+        "size": len(uploaded),
+    }
+    assert rec["origin"]["sha256"] == sha256_file(upstream) and rec["origin"]["size"] == upstream.stat().st_size
+    assert [i for i in slowfast_zoo.check_manifest(tmp_path / "weights_manifest.json") if i.level == "error"] == []

@@ -94,3 +94,112 @@ def test_malicious_publish_source_refused(hub, caches, tmp_path):
         publish(tiny_cfg(NAME), "org/evil", source=path, endpoint=hub.url)
     assert not marker.exists()
     assert "org/evil" not in hub.repos and not [r for r in hub.requests if r.method == "POST"]
+
+
+# --- issue 12: a hostile server, a hostile co-user of the cache, hostile names (each attack failed before its fix) --
+import hashlib  # noqa: E402
+import json  # noqa: E402
+
+from hub_server import random_model, write_upstream  # noqa: E402
+
+from slowfast_zoo.registry.pretrained import HubFile  # noqa: E402
+from slowfast_zoo.weights.publish import push_to_hub  # noqa: E402
+from slowfast_zoo.weights.sources import WeightsError, resolve_weights  # noqa: E402
+
+SF = "slowfast_r50_8x8.k400_pysf"
+SF_REPO = "slowfast-zoo/slowfast_r50_8x8.k400_pysf"  # the manifest's repo for SF
+
+
+@pytest.fixture
+def pushed(hub, caches):
+    """A tiny SlowFast on the test Hub, its config pinned to the commit (what the manifest would pin)."""
+    cfg = tiny_cfg(SF)
+    result = push_to_hub(random_model(cfg), SF_REPO, cfg=cfg, endpoint=hub.url)
+    hub.requests.clear()
+    return cfg.replace(hub=HubFile(SF_REPO, result.revision, "model.safetensors", result.sha256, result.size))
+
+
+def _blobs(caches) -> Path:
+    return caches.hf / f"models--{SF_REPO.replace('/', '--')}" / "blobs"
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["delete-existing", "write-new"])
+def test_hostile_etag_touches_nothing_outside_the_cache(pushed, hub, caches, tmp_path, exists):
+    """A mirror answering ``ETag: "../../../victim"`` deleted an existing file with zero GETs, or wrote a new one."""
+    victim = tmp_path / "victim.txt"
+    if exists:
+        victim.write_text("precious")
+    hostile = '"../../../victim.txt"'
+    for headers in ({"X-Linked-Etag": hostile}, {"X-Linked-Etag": "", "ETag": hostile}):
+        hub.faults.clear()
+        hub.fault("model.safetensors", "headers", methods=("HEAD", "GET"), headers=headers)
+        with pytest.raises(WeightsError, match="ETag"):
+            resolve_weights(pushed)
+        assert victim.read_text() == "precious" if exists else not victim.exists()
+        assert not [r for r in hub.requests if r.server == "cdn"]
+
+
+def test_hostile_commit_header_is_refused(hub, caches, tmp_path):
+    cfg = tiny_cfg(SF)
+    push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)
+    hub.fault("config.json", "headers", methods=("HEAD", "GET"), headers={"X-Repo-Commit": "../../../../escaped"})
+    with pytest.raises(WeightsError, match="commit"):
+        slowfast_zoo.create("hf-hub:org/tiny", pretrained=True)
+    assert not (tmp_path / "escaped").exists() and not (caches.hf.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("revision", ["../../x", "/etc", "main/../../x", "a..b", "-x", "x.lock", "a b"])
+def test_user_revisions_are_validated_before_any_request(hub, caches, revision):
+    with pytest.raises(ValueError, match="invalid revision"):
+        slowfast_zoo.create(f"hf-hub:org/tiny@{revision}", pretrained=True)
+    assert hub.requests == []
+    assert not [p for p in caches.hf.parent.rglob("x")]
+
+
+@pytest.mark.parametrize("replaced", ["blob", "snapshot"])
+def test_eviction_never_follows_a_link_out_of_the_cache(pushed, caches, tmp_path, replaced):
+    """A co-user replaces the blob (or the snapshot link) with a link to one of your files: it must survive."""
+    path = Path(resolve_weights(pushed).path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = path.resolve() if replaced == "blob" else path
+    target.unlink()
+    target.symlink_to(victim)
+    w = resolve_weights(pushed)  # the bad copy is dropped and the file fetched again
+    assert w.source == "hub" and w.sha256 == pushed.hub.sha256
+    assert victim.read_text() == "precious"
+
+
+def test_config_json_edited_in_the_cache_is_not_loaded(hub, caches, monkeypatch):
+    """config.json is part of the pinned commit: an edited cached copy (another mean) must not load offline."""
+    cfg = tiny_cfg(SF)
+    result = push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)
+    slowfast_zoo.create(f"hf-hub:org/tiny@{result.revision}", pretrained=True)
+    snapshot = caches.hf / "models--org--tiny" / "snapshots" / result.revision / "config.json"
+    config = json.loads(snapshot.read_text())
+    config["pretrained_cfg"]["mean"] = [0.0, 0.0, 0.0]
+    snapshot.resolve().write_text(json.dumps(config))  # same file, other bytes
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError):
+        slowfast_zoo.create(f"hf-hub:org/tiny@{result.revision}", pretrained=True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    again = slowfast_zoo.create(f"hf-hub:org/tiny@{result.revision}", pretrained=True)  # online: fetched again
+    assert again.pretrained_cfg.mean == cfg.mean
+
+
+def test_a_pickle_under_a_safetensors_name_is_never_accepted(hub, caches, tmp_path):
+    """A torch pickle in the converted cache, with a sidecar vouching for it, is dropped and converted afresh."""
+    cfg = tiny_cfg(NAME)
+    model = random_model(cfg)
+    upstream = write_upstream(model.state_dict(), "caffe2_pkl", tmp_path / "SLOW_8x8_R50.pkl")
+    cfg = cfg.replace(
+        origin=Origin(hub.serve_file("c2/SLOW_8x8_R50.pkl", upstream.read_bytes()), "caffe2_pkl", "caffe2")
+    )
+    folder = caches.zoo / "converted" / cfg.name
+    folder.mkdir(parents=True)
+    torch.save(model.state_dict(), folder / "model.safetensors")
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "model.safetensors.json").write_text(json.dumps({"sha256": digest, "origin_url": "x"}))
+    w = resolve_weights(cfg)
+    assert w.source == "origin" and w.sha256 != digest
+    assert (folder / "model.safetensors").read_bytes()[8:9] == b"{"  # safetensors now
