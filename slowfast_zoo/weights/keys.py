@@ -41,16 +41,22 @@ class KeyMappingError(KeyError):
 
 def _map_keys(sd: Mapping[str, V], fn: Callable[[str], str | None], scheme: str) -> dict[str, V]:
     out: dict[str, V] = {}
-    unknown = []
+    source: dict[str, str] = {}
+    unknown, clashes = [], []
     for key, value in sd.items():
         new = fn(key)
         if new is None:
             unknown.append(key)
+        elif new in source:  # two tensors for one name: keeping either would be a silent guess
+            clashes.append(f"{source[new]!r} and {key!r} both map to {new!r}")
         else:
-            out[new] = value
+            out[new], source[new] = value, key
     if unknown:
         shown = ", ".join(sorted(unknown)[:20]) + (" ..." if len(unknown) > 20 else "")
         raise KeyMappingError(f"{len(unknown)} key(s) are not part of the {scheme!r} key scheme: {shown}")
+    if clashes:
+        shown = "; ".join(clashes[:10]) + (" ..." if len(clashes) > 10 else "")
+        raise KeyMappingError(f"{len(clashes)} name clash(es) in the {scheme!r} key scheme: {shown}")
     return out
 
 
