@@ -196,7 +196,14 @@ def _restricted_globals() -> dict[tuple[str, str], Any]:
             raise _Refused(f"refusing _codecs.encode(..., {encoding!r}): only latin1 text becomes bytes")
         return codecs.encode(text, "latin1")
 
+    def frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> Any:  # protocol 5 (out-of-band capable)
+        if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+            raise _Refused("refusing numpy _frombuffer over anything but bytes from the file")
+        return np.frombuffer(buffer, np.dtype(dtype)).reshape(tuple(shape), order=order)  # same byte count
+
     table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _checked_ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        table[(module, "_frombuffer")] = frombuffer
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         table[(module, "_reconstruct")] = reconstruct
         table[(module, "scalar")] = multiarray.scalar
