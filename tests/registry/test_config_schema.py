@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hub_server import caches_fixture, hub_fixture  # noqa: F401  (fixtures)
 
 import slowfast_zoo
 from slowfast_zoo.registry.config_schema import check_param_count, validate_config
@@ -152,3 +153,35 @@ def test_parameter_count_is_bounded_on_the_meta_device() -> None:
         slowfast_zoo.create("slow_r50_8x8", width=8, num_classes=10, max_params=1000)
     model = slowfast_zoo.create("slow_r50_8x8", width=8, num_classes=10, max_params=None)
     assert check_param_count(model, None) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [
+        (("model", "num_classes"), 10**9, "pretrained_cfg.model.num_classes"),
+        (("model", "layers"), [3, 4, 100, 3], r"pretrained_cfg.model.layers\[2\]"),
+        (("std",), [0.225, 0.0, 0.225], r"pretrained_cfg.std\[1\]"),
+    ],
+)
+def test_hf_hub_config_is_checked_before_building(hub, caches, where, value, field) -> None:
+    """A repo on a (local) Hub whose config.json asks for a huge or broken network: a ValueError naming the field."""
+    config = _config("slow_r50_8x8.k400_pysf")
+    config["pretrained_cfg"]["hub"] = {
+        "repo_id": "org/evil",
+        "revision": None,
+        "filename": "model.safetensors",
+        "sha256": "ab" * 32,
+        "size": 1,
+    }
+    target = config["pretrained_cfg"]
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    if where == ("model", "layers"):  # keep the config self-consistent so that only the bound refuses it
+        target["block_kernel_t"] = [[[1] * n for n in value]]
+    hub.create_repo("org/evil")
+    hub.commit("org/evil", {"config.json": json.dumps(config).encode()})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=field):
+        slowfast_zoo.create("hf-hub:org/evil", pretrained=False)
+    assert time.perf_counter() - start < 10
