@@ -275,3 +275,45 @@ def test_the_damaged_upstream_c2d_nopool_file_is_reported_as_such(tmp_path) -> N
     with pytest.raises(CheckpointError) as err:
         read_state_dict(other)
     assert "reported damaged" not in str(err.value)
+
+
+# --- the structural check takes the expected {key: shape}, never module internals (issue 13) ------------------------
+def test_structure_is_checked_against_expected_shapes_with_the_classifier_as_a_parameter() -> None:
+    from slowfast_zoo.weights.checkpoint import check_state_dict
+
+    expected = {"body.weight": (4, 3), "body.count": torch.zeros((), dtype=torch.long), "fc.weight": (10, 4)}
+    good = {
+        "body.weight": torch.zeros(4, 3),
+        "body.count": torch.zeros((), dtype=torch.long),
+        "fc.weight": torch.zeros(10, 4),
+    }
+    assert check_state_dict(good, expected, classifier="fc") == ([], False)
+    other_head = dict(good, **{"fc.weight": torch.zeros(5, 4)})
+    with pytest.raises(
+        CheckpointError, match=r"(?s)fc\.weight: checkpoint \(5, 4\) vs model \(10, 4\).*only the classifier"
+    ):
+        check_state_dict(other_head, expected, classifier="fc")
+    assert check_state_dict(other_head, expected, reset_head=True, classifier="fc") == (["fc.weight"], True)
+    with pytest.raises(CheckpointError, match="shape mismatch"):  # the default classifier key is the zoo's head.proj
+        check_state_dict(other_head, expected, reset_head=True)
+    wrong_kind = dict(good, **{"body.count": torch.zeros(())})
+    with pytest.raises(
+        CheckpointError, match=r"(?s)dtype mismatch.*body\.count: checkpoint torch\.float32 vs model torch\.int64"
+    ):
+        check_state_dict(wrong_kind, expected, classifier="fc")
+
+
+def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
+    """A float64 file with a wrong shape fails naming the shape; a right one loads into float32 parameters.
+    (That the check comes before any copy is shown by the memory-capped tests in test_formats_hostile.py.)"""
+    sd = from_zoo(reference.state_dict(), "pysf")
+    sd = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+    sd["s2.pathway0_res0.branch2.a.weight"] = torch.zeros(7, 3, dtype=torch.float64)
+    path = tmp_path / "f64.pyth"
+    torch.save({"model_state": sd}, path)
+    with pytest.raises(CheckpointError, match=r"res2\.0\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
+        slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    good = from_zoo(reference.state_dict(), "pysf")
+    torch.save({"model_state": {k: v.double() if v.is_floating_point() else v for k, v in good.items()}}, path)
+    model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and same_weights(model, reference)
