@@ -145,10 +145,9 @@ def load_checkpoint(
     its fresh initialization).
     """
     from_file = not isinstance(checkpoint, dict)
-    owned = False
     if from_file:
         raw = read_checkpoint(checkpoint)
-        sd, fmt, skipped, source, owned = raw.tensors, raw.format, raw.skipped, str(checkpoint), raw.owned
+        sd, fmt, skipped, source = raw.tensors, raw.format, raw.skipped, str(checkpoint)
     else:
         sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
     try:
@@ -163,9 +162,11 @@ def load_checkpoint(
             zoo_sd[key] = torch.zeros_like(value, device="cpu")
             filled.append(key)
     try:
-        # tensors read into memory belong to nobody else: they become the parameters, no second copy
-        # (views of a memory-mapped file are copied into the parameters instead)
-        head_reset = load_state_dict_strict(model, zoo_sd, reset_head=reset_head, assign=owned, classifier=classifier)
+        # tensors read from a file belong to nobody else: they become the parameters, no second copy (for zip and
+        # safetensors files they are copy-on-write maps of the file, paged in when used)
+        head_reset = load_state_dict_strict(
+            model, zoo_sd, reset_head=reset_head, assign=from_file, classifier=classifier
+        )
     except CheckpointError as e:
         raise CheckpointError(f"{source} ({fmt}, {scheme} keys): {e}") from None
     report = LoadReport(source, fmt, scheme, len(sd), skipped, filled, head_reset)

@@ -76,8 +76,6 @@ class RawCheckpoint:
     container: str
     #: Caffe2 solver blobs (momentum, lr, iteration) that were dropped
     skipped: list[str] = field(default_factory=list)
-    #: whether the tensors are private copies (False: views of a memory-mapped file, copy before keeping them)
-    owned: bool = True
 
 
 # --- sniffing ----------------------------------------------------------------------------------------------------
@@ -234,7 +232,7 @@ def _finish(path: Path, obj: Any, container: str, skipped: list[str]) -> RawChec
         raise CheckpointError(f"{path}: {e}") from None
     if all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return RawCheckpoint(sd, REPORTED[container], container, skipped, owned=container != "torch_zip")
+    return RawCheckpoint(sd, REPORTED[container], container, skipped)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str, list[str]]:

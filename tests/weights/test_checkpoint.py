@@ -317,3 +317,20 @@ def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
     torch.save({"model_state": {k: v.double() if v.is_floating_point() else v for k, v in good.items()}}, path)
     model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
     assert {p.dtype for p in model.parameters()} == {torch.float32} and same_weights(model, reference)
+
+
+def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_file(tmp_path, reference) -> None:
+    """torch zip files load with mmap (copy-on-write): parameters can change, the file's bytes never do."""
+    import hashlib
+
+    path = tmp_path / "model.pyth"
+    write(path, "zip", from_zoo(reference.state_dict(), "pysf"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    assert same_weights(model, reference)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.zeros(1, 3, 16, 64, 64)).sum().backward()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert not torch.equal(model.head.proj.weight, reference.head.proj.weight)
