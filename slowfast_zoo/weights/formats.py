@@ -14,6 +14,8 @@ naming the file and the reason.
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import pickle
 import zipfile
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from .keys import is_solver_blob
-from .pickles import RefusedPickle, check_legacy_storages, restricted_load
+from .pickles import Buffer, RefusedPickle, check_legacy_storages, restricted_load
 
 __all__ = [
     "KNOWN_DAMAGED",
@@ -88,9 +90,11 @@ def _is_safetensors(head: bytes) -> bool:
 
 def sniff_format(path: str | os.PathLike[str]) -> str:
     """The container of a file: ``safetensors``, ``torch_zip``, ``torch_legacy`` or ``caffe2``."""
-    path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(16)
+        return _sniff(Path(path), f.read(16))
+
+
+def _sniff(path: Path, head: bytes) -> str:
     if _is_safetensors(head):
         return "safetensors"
     if head.startswith(b"PK\x03\x04"):
@@ -153,17 +157,22 @@ def _check_extent(name: str, t: Any) -> torch.Tensor:
     return t
 
 
-def _torch_load(path: Path, container: str) -> Any:
-    mm = container == "torch_zip"  # legacy files cannot be mapped: torch reads their storages into memory
-    if not mm:
-        check_legacy_storages(path)
+def _torch_load(path: Path, container: str, buf: Buffer, data: bytes | None) -> Any:
+    if container == "torch_legacy":  # legacy files cannot be mapped: torch reads their storages into memory
+        check_legacy_storages(buf)
+    # from a path, zip files are mapped: the tensors are copy-on-write views of the file, nothing is read twice
+    source = io.BytesIO(data) if data is not None else path
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mm)
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=data is None and container == "torch_zip")
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {str(e).splitlines()[0]}") from e
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, data: bytes | None) -> dict[str, torch.Tensor]:
+    if data is not None:
+        from safetensors.torch import load
+
+        return load(bytes(data))
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -178,13 +187,23 @@ def _state_of(obj: Any) -> Any:
     return obj
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
-    """Read any supported checkpoint into a flat ``{name: tensor}`` in its original key scheme."""
+def read_checkpoint(path: str | os.PathLike[str], data: bytes | None = None) -> RawCheckpoint:
+    """Read any supported checkpoint into a flat ``{name: tensor}`` in its original key scheme.
+
+    With ``data`` (the file's bytes, e.g. the very bytes whose sha256 was just checked) nothing is read from
+    ``path``, which only names the file in messages.
+    """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        return _read(path)
+        if data is not None:
+            return _read(path, data, data)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return _read(path, b"", None)
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return _read(path, m, None)
     except CheckpointError as e:
         note = damaged_upstream_note(path)
         if note:
@@ -192,34 +211,31 @@ def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
         raise
 
 
-def _read(path: Path) -> RawCheckpoint:
-    container = sniff_format(path)
-    skipped: list[str] = []
+def _read(path: Path, buf: Buffer, data: bytes | None) -> RawCheckpoint:
+    container = _sniff(path, bytes(buf[:16]))
     if container == "safetensors":
-        obj = _with_reason(path, "corrupt or truncated safetensors file", lambda: _read_safetensors(path))
-    elif container == "caffe2":
-        obj = _with_reason(path, "not a readable checkpoint pickle", lambda: restricted_load(path))
-        if obj == TORCH_LEGACY_MAGIC:  # a legacy torch.save written with another pickle protocol
-            return _read_torch(path, "torch_legacy")
-        blobs = obj.get("blobs") if isinstance(obj, dict) else None
-        if blobs is None:
-            raise CheckpointError(
-                f"{path}: a pickle, but neither a Caffe2 {{'blobs': ...}} dict nor a PyTorch checkpoint"
-            )
-        if not isinstance(blobs, dict):
-            raise CheckpointError(f"{path}: 'blobs' is {type(blobs).__name__}, expected a dict of arrays")
-        skipped = sorted(str(k) for k in blobs if is_solver_blob(str(k)))
-        obj = {k: v for k, v in blobs.items() if not is_solver_blob(str(k))}
-    else:
-        return _read_torch(path, container)
-    return _finish(path, obj, container, skipped)
+        obj = _with_reason(path, "corrupt or truncated safetensors file", lambda: _read_safetensors(path, data))
+        return _finish(path, obj, container, [])
+    if container != "caffe2":
+        return _read_torch(path, container, buf, data)
+    obj = _with_reason(path, "not a readable checkpoint pickle", lambda: restricted_load(buf))
+    if obj == TORCH_LEGACY_MAGIC:  # a legacy torch.save written with another pickle protocol
+        return _read_torch(path, "torch_legacy", buf, data)
+    blobs = obj.get("blobs") if isinstance(obj, dict) else None
+    if blobs is None:
+        raise CheckpointError(f"{path}: a pickle, but neither a Caffe2 {{'blobs': ...}} dict nor a PyTorch checkpoint")
+    if not isinstance(blobs, dict):
+        raise CheckpointError(f"{path}: 'blobs' is {type(blobs).__name__}, expected a dict of arrays")
+    skipped = sorted(str(k) for k in blobs if is_solver_blob(str(k)))
+    return _finish(path, {k: v for k, v in blobs.items() if not is_solver_blob(str(k))}, container, skipped)
 
 
-def _read_torch(path: Path, container: str) -> RawCheckpoint:
-    if container == "torch_zip" and not zipfile.is_zipfile(path):
+def _read_torch(path: Path, container: str, buf: Buffer, data: bytes | None) -> RawCheckpoint:
+    if container == "torch_zip" and not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip checkpoint (no zip directory)")
     what = "truncated or corrupt PyTorch checkpoint"
-    return _finish(path, _with_reason(path, what, lambda: _state_of(_torch_load(path, container))), container, [])
+    obj = _with_reason(path, what, lambda: _state_of(_torch_load(path, container, buf, data)))
+    return _finish(path, obj, container, [])
 
 
 def _finish(path: Path, obj: Any, container: str, skipped: list[str]) -> RawCheckpoint:
@@ -235,11 +251,13 @@ def _finish(path: Path, obj: Any, container: str, skipped: list[str]) -> RawChec
     return RawCheckpoint(sd, REPORTED[container], container, skipped)
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+def read_state_dict(
+    path: str | os.PathLike[str], data: bytes | None = None
+) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     """Read any supported checkpoint into a flat ``{name: tensor}`` in its original key scheme.
 
     Returns the state dict, the file format (``safetensors``, ``torch``, ``caffe2``) and the Caffe2 solver blobs
-    that were dropped.
+    that were dropped. ``data``: see :func:`read_checkpoint`.
     """
-    raw = read_checkpoint(path)
+    raw = read_checkpoint(path, data)
     return raw.tensors, raw.format, raw.skipped

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import math
 import mmap
-import os
 import pickle
 import pickletools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RefusedPickle", "check_legacy_storages", "restricted_load", "scan_pickle"]
+__all__ = ["Buffer", "RefusedPickle", "check_legacy_storages", "restricted_load", "scan_pickle"]
+
+#: what the readers work on: a file's bytes, or a read-only map of it
+Buffer = bytes | mmap.mmap
 
 
 # --- opcode scan and restricted unpickler ---------------------------------------------------------------------------
-def scan_pickle(buf: mmap.mmap, start: int = 0) -> int:
+def scan_pickle(buf: Buffer, start: int = 0) -> int:
     """Walk one pickle's opcodes; refuse any length field larger than the bytes left. Returns where it ends.
 
     Python's unpickler allocates a length-prefixed string before reading it, so 15 bytes could ask for 64 GiB.
@@ -121,14 +123,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def restricted_load(path: Path) -> Any:
-    """The first object of a pickle file, built by :class:`_RestrictedUnpickler` after :func:`scan_pickle`."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise EOFError("empty file")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            scan_pickle(m)  # every length field fits the file: what the unpickler allocates is bounded by it
-        return _RestrictedUnpickler(f, encoding="latin1").load()
+def _stream(buf: Buffer) -> Any:
+    """A file object over ``buf`` from its start (an mmap is its own; bytes are wrapped without a copy)."""
+    if isinstance(buf, mmap.mmap):
+        buf.seek(0)
+        return buf
+    return io.BytesIO(buf)
+
+
+def restricted_load(buf: Buffer) -> Any:
+    """The first object of a pickle held in ``buf`` (bytes or an mmap), built by a restricted unpickler.
+
+    :func:`scan_pickle` runs first, so what the unpickler allocates is bounded by ``len(buf)``.
+    """
+    if len(buf) == 0:
+        raise EOFError("empty file")
+    scan_pickle(buf)
+    return _RestrictedUnpickler(_stream(buf), encoding="latin1").load()
 
 
 #: bytes per element of the storage classes a legacy ``torch.save`` names
@@ -184,19 +195,20 @@ class _StorageCensus(pickle.Unpickler):
         return None
 
 
-def check_legacy_storages(path: Path) -> None:
-    """Refuse a legacy file whose pickle declares more storage bytes than the file holds (torch allocates first)."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        pos = 0
-        for _ in range(3):  # magic number, protocol version, system info
-            pos = scan_pickle(m, pos)
-        scan_pickle(m, pos)
-        f.seek(pos)
-        census = _StorageCensus(f)
-        census.load()
-        declared, size = sum(census.storages.values()), len(m)
-    if declared > size:
+def check_legacy_storages(buf: Buffer) -> None:
+    """Refuse a legacy ``torch.save`` stream whose pickle declares more storage bytes than ``buf`` holds
+    (torch allocates each declared storage before reading it)."""
+    pos = 0
+    for _ in range(3):  # magic number, protocol version, system info
+        pos = scan_pickle(buf, pos)
+    scan_pickle(buf, pos)
+    f = _stream(buf)
+    f.seek(pos)
+    census = _StorageCensus(f)
+    census.load()
+    declared = sum(census.storages.values())
+    if declared > len(buf):
         raise RefusedPickle(
             f"its pickle declares {len(census.storages)} storage(s) of {declared} bytes in all, "
-            f"but the file holds {size} bytes: truncated or crafted"
+            f"but the file holds {len(buf)} bytes: truncated or crafted"
         )

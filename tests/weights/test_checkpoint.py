@@ -334,3 +334,21 @@ def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_fil
     model(torch.zeros(1, 3, 16, 64, 64)).sum().backward()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert not torch.equal(model.head.proj.weight, reference.head.proj.weight)
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy", "caffe2"])
+def test_the_bytes_given_are_the_bytes_read(tmp_path, reference, kind: str) -> None:
+    """read_state_dict(path, data) parses the bytes in hand (e.g. the ones just hashed); the path only names them."""
+    path = tmp_path / f"model.{kind}"
+    written = from_zoo(reference.state_dict(), {"safetensors": "zoo", "caffe2": "caffe2"}.get(kind, "pysf"))
+    if kind == "caffe2":
+        path.write_bytes(pickle.dumps({"blobs": {k: v.numpy() for k, v in written.items()}}, protocol=2))
+    else:
+        write(path, kind, written)
+    data = path.read_bytes()
+    path.write_bytes(b"<html>replaced after hashing</html>")  # what a racing writer could put there
+    sd, fmt, _ = read_state_dict(path, data)
+    assert fmt == {"safetensors": "safetensors", "caffe2": "caffe2"}.get(kind, "torch")
+    assert sd.keys() == written.keys() and all(torch.equal(sd[k], written[k]) for k in written)
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        read_state_dict(path)
