@@ -157,9 +157,9 @@ def _check_extent(name: str, t: Any) -> torch.Tensor:
     return t
 
 
-def _torch_load(path: Path, container: str, buf: Buffer, data: bytes | None) -> Any:
+def _torch_load(path: Path, container: str, buf: Buffer, data: bytes | None, stream: Any) -> Any:
     if container == "torch_legacy":  # legacy files cannot be mapped: torch reads their storages into memory
-        check_legacy_storages(buf)
+        check_legacy_storages(buf, stream)
     # from a path, zip files are mapped: the tensors are copy-on-write views of the file, nothing is read twice
     source = io.BytesIO(data) if data is not None else path
     try:
@@ -203,7 +203,7 @@ def read_checkpoint(path: str | os.PathLike[str], data: bytes | None = None) -> 
             if os.fstat(f.fileno()).st_size == 0:
                 return _read(path, b"", None)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return _read(path, m, None)
+                return _read(path, m, None, f)
     except CheckpointError as e:
         note = damaged_upstream_note(path)
         if note:
@@ -211,16 +211,16 @@ def read_checkpoint(path: str | os.PathLike[str], data: bytes | None = None) -> 
         raise
 
 
-def _read(path: Path, buf: Buffer, data: bytes | None) -> RawCheckpoint:
+def _read(path: Path, buf: Buffer, data: bytes | None, stream: Any = None) -> RawCheckpoint:
     container = _sniff(path, bytes(buf[:16]))
     if container == "safetensors":
         obj = _with_reason(path, "corrupt or truncated safetensors file", lambda: _read_safetensors(path, data))
         return _finish(path, obj, container, [])
     if container != "caffe2":
-        return _read_torch(path, container, buf, data)
-    obj = _with_reason(path, "not a readable checkpoint pickle", lambda: restricted_load(buf))
+        return _read_torch(path, container, buf, data, stream)
+    obj = _with_reason(path, "not a readable checkpoint pickle", lambda: restricted_load(buf, stream))
     if obj == TORCH_LEGACY_MAGIC:  # a legacy torch.save written with another pickle protocol
-        return _read_torch(path, "torch_legacy", buf, data)
+        return _read_torch(path, "torch_legacy", buf, data, stream)
     blobs = obj.get("blobs") if isinstance(obj, dict) else None
     if blobs is None:
         raise CheckpointError(f"{path}: a pickle, but neither a Caffe2 {{'blobs': ...}} dict nor a PyTorch checkpoint")
@@ -230,11 +230,11 @@ def _read(path: Path, buf: Buffer, data: bytes | None) -> RawCheckpoint:
     return _finish(path, {k: v for k, v in blobs.items() if not is_solver_blob(str(k))}, container, skipped)
 
 
-def _read_torch(path: Path, container: str, buf: Buffer, data: bytes | None) -> RawCheckpoint:
+def _read_torch(path: Path, container: str, buf: Buffer, data: bytes | None, stream: Any = None) -> RawCheckpoint:
     if container == "torch_zip" and not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip checkpoint (no zip directory)")
     what = "truncated or corrupt PyTorch checkpoint"
-    obj = _with_reason(path, what, lambda: _state_of(_torch_load(path, container, buf, data)))
+    obj = _with_reason(path, what, lambda: _state_of(_torch_load(path, container, buf, data, stream)))
     return _finish(path, obj, container, [])
 
 

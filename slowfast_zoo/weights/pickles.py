@@ -123,23 +123,28 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def _stream(buf: Buffer) -> Any:
-    """A file object over ``buf`` from its start (an mmap is its own; bytes are wrapped without a copy)."""
-    if isinstance(buf, mmap.mmap):
-        buf.seek(0)
-        return buf
-    return io.BytesIO(buf)
+def _stream(buf: Buffer, stream: Any = None) -> Any:
+    """A file object over the same bytes as ``buf``, at its start (bytes are wrapped without a copy).
+
+    Reading a map would count every page of the file in the process's memory; the open file it maps does not.
+    """
+    if stream is None:
+        stream = buf if isinstance(buf, mmap.mmap) else io.BytesIO(buf)
+    stream.seek(0)
+    return stream
 
 
-def restricted_load(buf: Buffer) -> Any:
+def restricted_load(buf: Buffer, stream: Any = None) -> Any:
     """The first object of a pickle held in ``buf`` (bytes or an mmap), built by a restricted unpickler.
+
+    ``stream``: the open file ``buf`` maps, to read from instead of the map.
 
     :func:`scan_pickle` runs first, so what the unpickler allocates is bounded by ``len(buf)``.
     """
     if len(buf) == 0:
         raise EOFError("empty file")
     scan_pickle(buf)
-    return _RestrictedUnpickler(_stream(buf), encoding="latin1").load()
+    return _RestrictedUnpickler(_stream(buf, stream), encoding="latin1").load()
 
 
 #: bytes per element of the storage classes a legacy ``torch.save`` names
@@ -195,14 +200,14 @@ class _StorageCensus(pickle.Unpickler):
         return None
 
 
-def check_legacy_storages(buf: Buffer) -> None:
+def check_legacy_storages(buf: Buffer, stream: Any = None) -> None:
     """Refuse a legacy ``torch.save`` stream whose pickle declares more storage bytes than ``buf`` holds
     (torch allocates each declared storage before reading it)."""
     pos = 0
     for _ in range(3):  # magic number, protocol version, system info
         pos = scan_pickle(buf, pos)
     scan_pickle(buf, pos)
-    f = _stream(buf)
+    f = _stream(buf, stream)
     f.seek(pos)
     census = _StorageCensus(f)
     census.load()
