@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
+from .registry.config_schema import MAX_PARAMS, check_param_count, validate_pretrained_cfg
 from .registry.pretrained import PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
@@ -30,6 +31,7 @@ def create(
     dtype: torch.dtype | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] = (1, 2, 3, 4),
+    max_params: int | None = MAX_PARAMS,
     **overrides: Any,
 ) -> ResNet3d | ResNet3dFeatures:
     """Build a registered model, optionally with weights.
@@ -45,6 +47,8 @@ def create(
         dtype: parameter dtype, e.g. ``torch.bfloat16``.
         features_only: return a :class:`ResNet3dFeatures` giving the per-pathway maps of the stages in
             ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
+        max_params: refuse (ValueError) a network with more parameters, counted on the ``meta`` device before
+            anything is allocated; ``None`` for no limit.
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
     if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
@@ -54,6 +58,8 @@ def create(
         checkpoint = checkpoint if checkpoint is not None else weights
     else:
         cfg = get_pretrained_cfg(name)
+    if name.startswith(("hf-hub:", "local-dir:")):  # a config from outside: every field checked before building
+        validate_pretrained_cfg(cfg.to_dict())
     changes = dict(overrides)
     if num_classes is not None:
         changes["num_classes"] = num_classes
@@ -62,6 +68,7 @@ def create(
 
     with torch.device("meta"):
         model = ResNet3d(model_cfg)
+    check_param_count(model, max_params, field=f"model (num_classes={model_cfg.num_classes}, width={model_cfg.width})")
     model = model.to_empty(device=device)
 
     report: LoadReport | None = None

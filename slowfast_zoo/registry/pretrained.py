@@ -14,7 +14,7 @@ from typing import Any, Literal
 from ..models.resnet3d import ResNet3dConfig
 from ..weights.manifest import HubFile, Origin, load_manifest
 
-__all__ = ["HubFile", "Origin", "PretrainedCfg", "label_names", "load_manifest"]
+__all__ = ["HubFile", "Origin", "PretrainedCfg", "label_names", "label_set_names", "load_manifest"]
 
 
 @dataclass(frozen=True)
@@ -143,18 +143,27 @@ def _dataclass_from_dict(cls: type, d: Mapping[str, Any]) -> Any:
 
 
 @cache
+def label_set_names() -> frozenset[str]:
+    """Names of the label sets shipped in ``slowfast_zoo/labels`` (the only names a config may refer to)."""
+    folder = resources.files("slowfast_zoo").joinpath("labels")
+    return frozenset(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def _label_file(name: str) -> str:
+    # a name is looked up in the package's own list, never joined into a path: '../x' cannot reach another file
+    if not isinstance(name, str) or name not in label_set_names():
+        raise ValueError(f"unknown label set {name!r}; known: {sorted(label_set_names())}")
+    return resources.files("slowfast_zoo").joinpath("labels", f"{name}.json").read_text(encoding="utf-8")
+
+
+@cache
 def evaluated_classes(name: str) -> tuple[int, ...]:
     """Model output indices listed in a label file of ``{id, model_index, name}`` rows (e.g. AVA's evaluated 60)."""
-    text = resources.files("slowfast_zoo").joinpath("labels", f"{name}.json").read_text(encoding="utf-8")
-    return tuple(row["model_index"] for row in json.loads(text))
+    return tuple(row["model_index"] for row in json.loads(_label_file(name)))
 
 
 @cache
 def label_names(labels: str) -> tuple[str, ...]:
     """Class names of a label file in ``slowfast_zoo/labels`` (index = model output)."""
-    try:
-        text = resources.files("slowfast_zoo").joinpath("labels", f"{labels}.json").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"unknown label set {labels!r}") from None
-    names = json.loads(text)
+    names = json.loads(_label_file(labels))
     return tuple(n if isinstance(n, str) else n["name"] for n in names)

@@ -170,3 +170,185 @@ def test_weights_from_memory_are_copied_and_from_files_stay_trainable(tmp_path, 
     assert all(p.requires_grad for p in loaded.parameters()) and same_weights(loaded, reference)
     loaded(torch.zeros(1, 3, 16, 64, 64)).sum().backward()
     assert loaded.head.proj.weight.grad is not None
+
+
+# --- the AVA v2.2 R101 detectors: PySlowFast legacy torch.save files named .pkl (issue 11 §1) -----------------------
+# SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml CHECKPOINT_TYPE: pytorch; SlowFast issue #85 (maintainer: the 64x2
+# link now serves a PyTorch model) and #170 (pickle.load of either returns an int: the legacy torch.save magic);
+# SlowFast issues #132 and #299: the v2.1 file is a Caffe2 pickle. (published_models.md §G.1)
+AVA_FILES = {
+    "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": ("ava/SLOWFAST_32x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
+    "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": ("ava/SLOWFAST_64x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
+    "slowfast_nln_r101_50_50_8x8_det.ava21_pysf": ("ava/SLOWFAST_32x2_R101_50_50_v2.1.pkl", "caffe2_pkl", "caffe2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AVA_FILES))
+def test_ava_r101_origin_format_is_what_the_authors_published(name: str) -> None:
+    file, fmt, scheme = AVA_FILES[name]
+    origin = slowfast_zoo.get_pretrained_cfg(name).origin
+    assert origin.url.endswith("/pyslowfast/model_zoo/" + file)
+    assert (origin.format, origin.key_scheme) == (fmt, scheme)
+
+
+def _pysf_legacy_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """PySlowFast's save_checkpoint layout (SF:slowfast/utils/checkpoint.py), in torch's legacy serialization."""
+    params = [p for p in model.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()  # momentum buffers, keyed by parameter index, as a resumed run holds them
+    state = {
+        "epoch": 20,
+        "model_state": from_zoo(model.state_dict(), "pysf"),
+        "optimizer_state": opt.state_dict(),
+        "cfg": "DETECTION:\n  ENABLE: true\nMODEL:\n  ARCH: slowfast\n  NUM_CLASSES: 80\n",
+    }
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+
+
+@pytest.mark.parametrize("name", [n for n, (_, fmt, _) in AVA_FILES.items() if fmt == "pysf_pyth"])
+def test_ava_v22_r101_files_load_in_their_published_layout(tmp_path, name: str) -> None:
+    from hub_server import random_model, tiny_cfg
+
+    from slowfast_zoo.weights.formats import sniff_format
+    from slowfast_zoo.weights.publish import convert
+
+    cfg = tiny_cfg(name)
+    model = random_model(cfg)
+    path = tmp_path / Path(AVA_FILES[name][0]).name
+    _pysf_legacy_checkpoint(model, path)
+    with open(path, "rb") as f:  # what SlowFast issue #170 reports for both published files
+        assert isinstance(pickle.load(f), int)
+    assert sniff_format(path) == "torch_legacy"
+    loaded = slowfast_zoo.create(name, checkpoint=path, width=8)
+    assert loaded.load_report.file_format == "torch" and loaded.load_report.key_scheme == "pysf"
+    assert same_weights(loaded, model)
+    result = convert(path, cfg, tmp_path / "model.safetensors")
+    assert (result.file_format, result.key_scheme) == ("torch", "pysf")
+    converted = slowfast_zoo.create(name, checkpoint=result.path, width=8)
+    assert same_weights(converted, model)
+
+
+# --- pickle protocols: every one reaches the restricted unpickler (issue 11 §4) -----------------------------------
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol_reaches_the_restricted_unpickler(tmp_path, protocol: int) -> None:
+    """A Caffe2 blob dict in any protocol loads; the same dict with a code-running payload is refused by the
+    restricted unpickler itself (its own message), not by an earlier format check."""
+    import numpy as np
+
+    blobs = from_zoo(slowfast_zoo.create("slow_r50_8x8", width=8, num_classes=10).state_dict(), "caffe2")
+    good = tmp_path / f"good{protocol}.pkl"
+    good.write_bytes(pickle.dumps({"blobs": {k: v.numpy() for k, v in blobs.items()}}, protocol=protocol))
+    sd, fmt, _ = read_state_dict(good)
+    assert fmt == "caffe2" and all(np.array_equal(sd[k].numpy(), v.numpy()) for k, v in blobs.items())
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (__import__("os").mkdir, (str(marker),))
+
+    evil = tmp_path / f"evil{protocol}.pkl"
+    evil.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil()}}, protocol=protocol))
+    with pytest.raises(CheckpointError, match=r"refusing to load global (posix|os)\.mkdir"):
+        read_state_dict(evil)
+    assert not marker.exists()
+
+
+# --- C2D_NOPOOL_8x8_R50.pkl: reported damaged upstream (issue 11 §1) --------------------------------------------------
+def test_the_damaged_upstream_c2d_nopool_file_is_reported_as_such(tmp_path) -> None:
+    """SlowFast issue #98: `invalid load key '\\x1f'` (a gzip stream); #163: the maintainers call the file corrupted
+    (published_models.md §G.7). The bytes here are a gzip stream, as reported."""
+    import gzip
+
+    path = tmp_path / "C2D_NOPOOL_8x8_R50.pkl"
+    path.write_bytes(gzip.compress(b"not a checkpoint" * 100))
+    with pytest.raises(CheckpointError) as err:
+        slowfast_zoo.create("c2d_nopool_r50_8x8", width=8, checkpoint=path)
+    message = str(err.value)
+    assert str(path) in message and "gzip" in message
+    assert "authors' published file itself is reported damaged" in message
+    assert "SlowFast/issues/98" in message and "SlowFast/issues/163" in message
+    other = tmp_path / "SLOW_8x8_R50.pkl"  # any other file with the same bytes: no such claim about the authors
+    other.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(other)
+    assert "reported damaged" not in str(err.value)
+
+
+# --- the structural check takes the expected {key: shape}, never module internals (issue 13) ------------------------
+def test_structure_is_checked_against_expected_shapes_with_the_classifier_as_a_parameter() -> None:
+    from slowfast_zoo.weights.checkpoint import check_state_dict
+
+    expected = {"body.weight": (4, 3), "body.count": torch.zeros((), dtype=torch.long), "fc.weight": (10, 4)}
+    good = {
+        "body.weight": torch.zeros(4, 3),
+        "body.count": torch.zeros((), dtype=torch.long),
+        "fc.weight": torch.zeros(10, 4),
+    }
+    assert check_state_dict(good, expected, classifier="fc") == ([], False)
+    other_head = dict(good, **{"fc.weight": torch.zeros(5, 4)})
+    with pytest.raises(
+        CheckpointError, match=r"(?s)fc\.weight: checkpoint \(5, 4\) vs model \(10, 4\).*only the classifier"
+    ):
+        check_state_dict(other_head, expected, classifier="fc")
+    assert check_state_dict(other_head, expected, reset_head=True, classifier="fc") == (["fc.weight"], True)
+    with pytest.raises(CheckpointError, match="shape mismatch"):  # the default classifier key is the zoo's head.proj
+        check_state_dict(other_head, expected, reset_head=True)
+    wrong_kind = dict(good, **{"body.count": torch.zeros(())})
+    with pytest.raises(
+        CheckpointError, match=r"(?s)dtype mismatch.*body\.count: checkpoint torch\.float32 vs model torch\.int64"
+    ):
+        check_state_dict(wrong_kind, expected, classifier="fc")
+
+
+def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
+    """A float64 file with a wrong shape fails naming the shape; a right one loads into float32 parameters.
+    (That the check comes before any copy is shown by the memory-capped tests in test_formats_hostile.py.)"""
+    sd = from_zoo(reference.state_dict(), "pysf")
+    sd = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+    sd["s2.pathway0_res0.branch2.a.weight"] = torch.zeros(7, 3, dtype=torch.float64)
+    path = tmp_path / "f64.pyth"
+    torch.save({"model_state": sd}, path)
+    with pytest.raises(CheckpointError, match=r"res2\.0\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
+        slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    good = from_zoo(reference.state_dict(), "pysf")
+    torch.save({"model_state": {k: v.double() if v.is_floating_point() else v for k, v in good.items()}}, path)
+    model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and same_weights(model, reference)
+
+
+def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_file(tmp_path, reference) -> None:
+    """torch zip files load with mmap (copy-on-write): parameters can change, the file's bytes never do."""
+    import hashlib
+
+    path = tmp_path / "model.pyth"
+    write(path, "zip", from_zoo(reference.state_dict(), "pysf"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
+    assert same_weights(model, reference)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.zeros(1, 3, 16, 64, 64)).sum().backward()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert not torch.equal(model.head.proj.weight, reference.head.proj.weight)
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy", "caffe2"])
+def test_the_bytes_given_are_the_bytes_read(tmp_path, reference, kind: str) -> None:
+    """read_state_dict(path, data) parses the bytes in hand (e.g. the ones just hashed); the path only names them."""
+    path = tmp_path / f"model.{kind}"
+    written = from_zoo(reference.state_dict(), {"safetensors": "zoo", "caffe2": "caffe2"}.get(kind, "pysf"))
+    if kind == "caffe2":
+        path.write_bytes(pickle.dumps({"blobs": {k: v.numpy() for k, v in written.items()}}, protocol=2))
+    else:
+        write(path, kind, written)
+    data = path.read_bytes()
+    path.write_bytes(b"<html>replaced after hashing</html>")  # what a racing writer could put there
+    sd, fmt, _ = read_state_dict(path, data)
+    assert fmt == {"safetensors": "safetensors", "caffe2": "caffe2"}.get(kind, "torch")
+    assert sd.keys() == written.keys() and all(torch.equal(sd[k], written[k]) for k in written)
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        read_state_dict(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,34 @@ def test_synthesized_caffe2_pickle_round_trips(tmp_path) -> None:
     for k, v in model.state_dict().items():
         if not k.endswith("num_batches_tracked"):
             assert torch.equal(loaded.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize(
+    ("scheme", "first", "second"),
+    [
+        # PySlowFast renamed the non-local BatchNorm from bn to norm: a file holding both has two candidates
+        ("pysf", "s4.pathway0_nonlocal1.bn.weight", "s4.pathway0_nonlocal1.norm.weight"),
+        # PyTorchVideo's head sits at blocks.5 or blocks.6: both present is ambiguous
+        ("ptv", "blocks.5.proj.weight", "blocks.6.proj.weight"),
+    ],
+)
+def test_two_source_keys_for_one_target_are_refused_naming_both(scheme: str, first: str, second: str) -> None:
+    """Issue 11 §4: conversion must never keep one of two tensors silently."""
+    model = slowfast_zoo.create("i3d_nln_r50_8x8", device="meta", **TINY)
+    sd = from_zoo(model.state_dict(), "pysf")
+    if scheme == "ptv":
+        sd = from_zoo(slowfast_zoo.create("slow_r50_8x8", device="meta", **TINY).state_dict(), "ptv")
+    sd = {k: v for k, v in sd.items() if k not in (first, second)}
+    sd[first], sd[second] = torch.zeros(1), torch.ones(1)
+    with pytest.raises(KeyMappingError, match=rf"'{re.escape(first)}' and '{re.escape(second)}' both map to"):
+        to_zoo(sd, scheme)
+
+
+def test_a_file_with_two_tensors_for_one_name_is_refused(tmp_path) -> None:
+    model = slowfast_zoo.create("i3d_nln_r50_8x8", **TINY)
+    sd = from_zoo(model.state_dict(), "pysf")
+    sd["s4.pathway0_nonlocal1.norm.bias"] = sd["s4.pathway0_nonlocal1.bn.bias"] + 1
+    path = tmp_path / "I3D_NLN_8x8_R50.pyth"
+    torch.save({"model_state": sd}, path)
+    with pytest.raises(slowfast_zoo.CheckpointError, match=r"nonlocal1\.bn\.bias' and .*nonlocal1\.norm\.bias'"):
+        slowfast_zoo.load_checkpoint(model, path)
