@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
-from .registry.pretrained import PretrainedCfg
+from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
 
@@ -67,22 +68,32 @@ def create(
     model = model.to_empty(device=device)
 
     report: LoadReport | None = None
-    source = checkpoint
+    source, loaded = checkpoint, None
     if source is None and pretrained:
-        from .weights.sources import pretrained_file  # network and cache code is loaded only when weights are asked for
+        from .weights.sources import resolve_weights  # network and cache code is loaded only when weights are asked for
 
-        source = pretrained_file(cfg)
+        found = resolve_weights(cfg)
+        source = found.path
+        loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None)
         if report.head_reset:
             model.reset_classifier(model_cfg.num_classes)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
+        if loaded is None:
+            from .weights.sources import sha256_file
+
+            loaded = LoadedWeights(str(source), sha256_file(source), "checkpoint")
     else:
         model.init_weights()
     if dtype is not None:
         model = model.to(dtype=dtype)
 
-    model.pretrained_cfg = _describe(cfg, model_cfg)
+    if loaded is not None:
+        from .weights.publish import tensors_sha256
+
+        loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
+    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset))
     model.load_report = report
     if features_only:
         features = ResNet3dFeatures(model, tuple(out_indices))
@@ -93,16 +104,31 @@ def create(
 
 #: config fields that change how the network runs, not what its weights are
 _RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned")
+#: what no longer applies once the weights are not the published ones
+_NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={})
 
 
-def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
-    """The config of what was built: provenance is kept only for what the weights still are."""
-    if model_cfg == cfg.model:
-        return cfg
-    changes: dict[str, Any] = {"model": model_cfg}
-    if model_cfg.num_classes != cfg.model.num_classes:  # a new classifier: the label set and metrics no longer apply
-        changes.update(labels=None, metrics={})
+def _verified(cfg: PretrainedCfg, loaded: LoadedWeights) -> bool:
+    """Whether the loaded file is the one ``cfg`` describes: fetched and verified by the registry, or hash-pinned."""
+    pinned = {h.sha256 for h in (cfg.origin, cfg.hub) if h is not None and h.sha256}
+    return loaded.source == "pretrained" or loaded.sha256 in pinned
+
+
+def _describe(
+    cfg: PretrainedCfg, model_cfg: ResNet3dConfig, loaded: LoadedWeights | None, *, head_reset: bool = False
+) -> PretrainedCfg:
+    """The config of what was built: provenance follows what the weights are, derived from the load."""
+    changes: dict[str, Any] = {"model": model_cfg, "weights": loaded}
     same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS)}
     if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
-        changes.update(tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None, params=None, gflops=None)
+    if loaded is None:  # random initialization: nothing of the published weights applies
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
+    if not _verified(cfg, loaded):  # some file loaded into this architecture: it speaks for itself only
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
+    if head_reset or model_cfg.num_classes != cfg.model.num_classes:  # a new classifier on the published trunk
+        step = f"classifier re-initialized for {model_cfg.num_classes} classes"
+        steps = (*cfg.parent.changes, step) if cfg.parent else (step,)
+        parent = Parent(cfg.name, loaded.sha256, loaded.location, steps)
+        return cfg.replace(**changes, **_NOT_PUBLISHED, labels=None, evaluated_classes=None, parent=parent)
     return cfg.replace(**changes)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..models.resnet3d import ResNet3dConfig
 
-__all__ = ["HubFile", "Origin", "PretrainedCfg", "label_names", "load_manifest"]
+__all__ = ["HubFile", "LoadedWeights", "Origin", "Parent", "PretrainedCfg", "label_names", "load_manifest"]
 
 MANIFEST = "weights_manifest.json"
 
@@ -44,6 +44,36 @@ class HubFile:
     @property
     def published(self) -> bool:
         return bool(self.revision and self.sha256)
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """The file a model's tensors were loaded from (set by ``create``; None means random initialization)."""
+
+    #: the local file that was read
+    file: str
+    #: sha256 of that file
+    sha256: str
+    #: ``pretrained`` (the registry's verified weights) or ``checkpoint`` (a file the caller passed)
+    source: str
+    #: Hub repo@revision or URL the file came from, when known
+    location: str | None = None
+    #: sha256 over the tensors as loaded (names, dtypes, shapes, bytes): later training or edits are detectable
+    tensors_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The model that fine-tuned or otherwise changed weights derive from."""
+
+    #: its name (``arch.tag``, an ``hf-hub:`` repo or a bare arch)
+    name: str
+    #: sha256 of the file its weights were loaded from
+    sha256: str | None = None
+    #: Hub repo@revision or URL of that file
+    location: str | None = None
+    #: what was done to it, in order (e.g. ``classifier re-initialized for 3 classes``)
+    changes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,10 @@ class PretrainedCfg:
     license: str | None = None
     citation: str | None = None
     notes: str = ""
+    #: the file the tensors were loaded from (None: not loaded, e.g. random initialization)
+    weights: LoadedWeights | None = None
+    #: the model these weights derive from, when they are not the published ones unchanged
+    parent: Parent | None = None
 
     @property
     def name(self) -> str:
@@ -131,9 +165,9 @@ class PretrainedCfg:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["model"] = _dataclass_from_dict(ResNet3dConfig, d["model"])
-        for key, kind in (("origin", Origin), ("hub", HubFile)):
+        for key, kind in (("origin", Origin), ("hub", HubFile), ("weights", LoadedWeights), ("parent", Parent)):
             if d.get(key) is not None:
-                d[key] = kind(**d[key])
+                d[key] = _dataclass_from_dict(kind, d[key])
         d["metrics"] = MappingProxyType(dict(d.get("metrics") or {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known

@@ -51,7 +51,8 @@ def test_the_paper_r101_16x8_name() -> None:
     assert cfg.model.block_kernel_t[0][2] == (3,) * 6 + (1,) * 17  # r101_50_50: 6 temporal res4 blocks
     assert cfg.origin.url.endswith("/kinetics/SLOWFAST_16x8_R101_50_50.pyth")
     model = slowfast_zoo.create("slowfast_r101_16x8", device="meta")
-    assert model.pretrained_cfg is cfg
+    assert model.pretrained_cfg.model == cfg.model  # randomly initialized: the architecture, no published claims
+    assert model.pretrained_cfg.tag is None and dict(model.pretrained_cfg.metrics) == {}
 
 
 def test_bare_arch_picks_its_default_tag_and_tags_resolve() -> None:
@@ -101,7 +102,8 @@ def test_config_round_trips_through_json() -> None:
 
 def test_created_model_carries_a_config_that_describes_it() -> None:
     model = slowfast_zoo.create("slowfast_r50_8x8.ssv2_ptv", device="meta")
-    assert model.pretrained_cfg.name == "slowfast_r50_8x8.ssv2_ptv" and model.num_classes == 174
+    assert model.pretrained_cfg.arch == "slowfast_r50_8x8" and model.pretrained_cfg.dataset == "ssv2"
+    assert model.num_classes == 174 and model.pretrained_cfg.tag is None  # random weights: not the published ones
     tiny = slowfast_zoo.create("slowfast_r50_8x8", width=8, device="meta")
     assert tiny.pretrained_cfg.tag is None and tiny.pretrained_cfg.params is None  # no longer the published network
     assert tiny.pretrained_cfg.model.width == 8
