@@ -295,6 +295,15 @@ def _to(inputs: Any, device: torch.device) -> Any:
     return inputs.to(device, non_blocking=True)
 
 
+def _diverged(loss: torch.Tensor, epoch: int, step: int, args: argparse.Namespace, out: Path) -> str:
+    """The one-line error for a non-finite training loss."""
+    hint = "; try without --amp" if args.amp else ""
+    return (
+        f"{out}: training loss is {loss.item()} at epoch {epoch}, step {step}: stopped, nothing saved past the last "
+        f"checkpoint (lower --lr{hint})"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if args.accum_steps < 1 or args.batch_size < 1:
@@ -426,6 +435,8 @@ def _train(args: argparse.Namespace, d: Dist, device: torch.device, out: Path) -
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                     loss = criterion(ddp(inputs), labels)
+                if not torch.isfinite(loss.detach()).item():
+                    raise SystemExit(_diverged(loss, epoch, global_step, args, out))
                 scaler.scale(loss / args.accum_steps).backward()
             loss_sum += torch.stack(
                 [
@@ -468,6 +479,9 @@ def _train(args: argparse.Namespace, d: Dist, device: torch.device, out: Path) -
 
     if d.main:
         final = export_model(model)
+        bad = [n for n, t in final.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # never save NaN weights as a result
+            raise SystemExit(f"{out}: non-finite weights after training ({', '.join(bad[:3])}, ...); nothing saved")
         folder = save_pretrained(final, out / "model", label_names=class_names)
         print(f"saved {folder}", file=sys.stderr)
         if args.push_to_hub:
