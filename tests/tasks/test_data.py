@@ -155,4 +155,3 @@ def test_sharded_sampler_refuses_nothing_to_pad_with():
         ShardedSampler(0, 2, world_size=2, rank=1, drop_last=False)
     with pytest.raises(ValueError, match="batch size"):
         ShardedSampler(4, 0)
-
