@@ -214,3 +214,16 @@ def test_non_finite_loss_stops_training(videos, tmp_path):
     with pytest.raises(SystemExit, match=r"training loss is (nan|inf|-inf) at epoch \d+, step \d+: stopped"):
         finetune.main(args)
     assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "item", "valid"),
+    [("--model-kwargs", "widht=8", "width"), ("--data-cfg", "test_clip=2", "test_clips")],
+)
+def test_unknown_config_key_lists_the_valid_fields(videos, tmp_path, option, item, valid):
+    args = [*MODEL_ARGS, option, item, "--train", str(videos), "--output", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as e:
+        finetune.main(args)
+    message = str(e.value)
+    assert message.startswith(f"{option}: unknown field(s) {item.split('=')[0]}; valid fields:")
+    assert f" {valid}," in message or message.endswith(f" {valid}")
