@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
 
-__all__ = ["create"]
+__all__ = ["create", "resolve_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,14 @@ def create(
             ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
-    if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
-        from .weights.sources import load_hf_hub_cfg
-
-        cfg = load_hf_hub_cfg(name)
-    elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
-        from .weights.publish import load_local_dir
-
-        cfg, weights = load_local_dir(name[len("local-dir:") :])
-        checkpoint = checkpoint if checkpoint is not None else weights
-    else:
-        cfg = get_pretrained_cfg(name)
+    cfg, weights = _resolve(name)
+    if checkpoint is None and weights is not None:  # a local-dir: folder brings its own weights
+        checkpoint = weights
     changes = dict(overrides)
     if num_classes is not None:
         changes["num_classes"] = num_classes
     model_cfg = cfg.model.replace(**changes) if changes else cfg.model
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = _available(torch.device(device) if device is not None else torch.device("cpu"))
 
     with torch.device("meta"):
         model = ResNet3d(model_cfg)
@@ -100,6 +93,33 @@ def create(
         features.pretrained_cfg = model.pretrained_cfg
         return features
     return model
+
+
+def resolve_cfg(name: str) -> PretrainedCfg:
+    """The pretrained config a name given to :func:`create` stands for: registry name, ``hf-hub:`` or ``local-dir:``."""
+    return _resolve(name)[0]
+
+
+def _resolve(name: str) -> tuple[PretrainedCfg, Path | None]:
+    if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
+        from .weights.sources import load_hf_hub_cfg
+
+        return load_hf_hub_cfg(name), None
+    if name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
+        from .weights.publish import load_local_dir
+
+        return load_local_dir(name[len("local-dir:") :])
+    return get_pretrained_cfg(name), None
+
+
+def _available(device: torch.device) -> torch.device:
+    """``device`` if this machine has it, else a clear error (not one from deep inside torch)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 #: config fields that change how the network runs, not what its weights are
