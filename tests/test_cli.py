@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hub_server import caches_fixture, hub_fixture, random_model, tiny_cfg  # noqa: F401  (fixtures)
@@ -162,12 +163,17 @@ def test_unexpected_error_types_are_one_line(tmp_path, capsys) -> None:
     assert line.startswith("slowfast-zoo: error: ")
 
 
-def test_offline_message_names_the_cli_option(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("SLOWFAST_ZOO_CACHE", str(tmp_path / "zoo"))
-    assert main(["predict", "--model", "slow_r50_4x16"]) == 2
-    [line] = _err_lines(capsys)
+def test_offline_message_names_the_cli_option(tmp_path) -> None:
+    """In a subprocess: huggingface_hub keeps its offline mode for the life of a process."""
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf")}
+    env["SLOWFAST_ZOO_CACHE"] = str(tmp_path / "zoo")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "slowfast_zoo.cli", "predict", "--model", "slow_r50_4x16"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("slowfast-zoo:")]
     assert "offline" in line and "--checkpoint FILE" in line and "checkpoint=" not in line
 
 
