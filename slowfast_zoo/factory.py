@@ -139,16 +139,20 @@ def _describe(
 ) -> PretrainedCfg:
     """The config of what was built: provenance follows what the weights are, derived from the load."""
     changes: dict[str, Any] = {"model": model_cfg, "weights": loaded}
+    new_head = head_reset or model_cfg.num_classes != cfg.model.num_classes
+    if new_head:  # the label set (and which classes a benchmark scores) no longer applies
+        changes.update(labels=None, evaluated_classes=None)
     same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS)}
     if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None, params=None, gflops=None)
     if loaded is None:  # random initialization: nothing of the published weights applies
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
-    if not _verified(cfg, loaded):  # some file loaded into this architecture: it speaks for itself only
-        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
-    if head_reset or model_cfg.num_classes != cfg.model.num_classes:  # a new classifier on the published trunk
+    verified = _verified(cfg, loaded)
+    if new_head:  # a new classifier on the loaded trunk: the loaded model is its parent
         step = f"classifier re-initialized for {model_cfg.num_classes} classes"
-        steps = (*cfg.parent.changes, step) if cfg.parent else (step,)
-        parent = Parent(cfg.name, loaded.sha256, loaded.location, steps)
-        return cfg.replace(**changes, **_NOT_PUBLISHED, labels=None, evaluated_classes=None, parent=parent)
+        steps = (*cfg.parent.changes, step) if verified and cfg.parent else (step,)
+        parent = Parent(cfg.name if verified else cfg.arch, loaded.sha256, loaded.location, steps)
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=parent)
+    if not verified:  # some file loaded into this architecture: it speaks for itself only
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
     return cfg.replace(**changes)

@@ -100,3 +100,7 @@ def test_unverified_checkpoint_speaks_only_for_itself(tmp_path) -> None:
     loaded = slowfast_zoo.create(f"local-dir:{folder}", checkpoint=path).pretrained_cfg
     assert loaded.weights.sha256 == sha256_file(path) and loaded.weights.source == "checkpoint"
     assert loaded.tag is None and dict(loaded.metrics) == {} and loaded.origin is None
+    # the same file under a new 3-class head: its labels go, and the file it came from is the parent
+    head = slowfast_zoo.create(f"local-dir:{folder}", checkpoint=path, num_classes=3).pretrained_cfg
+    assert head.labels is None and head.label_names is None and dict(head.metrics) == {}
+    assert head.parent.name == "slowfast_r50_8x8" and head.parent.sha256 == sha256_file(path)
