@@ -66,13 +66,19 @@ def _value(text: str) -> Any:
         return text
 
 
-def _key_values(items: list[str] | None) -> dict[str, Any]:
+def _key_values(items: list[str] | None, option: str = "", fields: type | None = None) -> dict[str, Any]:
+    """``key=value`` items as a dict; with ``fields`` (a dataclass), unknown keys are refused listing the valid ones."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"expected key=value, got {item!r}")
+            raise SystemExit(f"{option}: expected key=value, got {item!r}")
         out[key.strip()] = _value(value.strip())
+    if fields is not None:
+        valid = sorted(f.name for f in dataclasses.fields(fields) if f.init)
+        unknown = sorted(set(out) - set(valid))
+        if unknown:
+            raise SystemExit(f"{option}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(valid)}")
     return out
 
 
@@ -162,7 +168,7 @@ def init_distributed(device_arg: str | None) -> tuple[Dist, torch.device]:
 def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> nn.Module:
     """The zoo model with a new ``num_classes`` head, the data-config overrides and the freezing asked for."""
     torch.manual_seed(args.seed)  # the new classifier (and random weights) are the same on every rank
-    kwargs = _key_values(args.model_kwargs)
+    kwargs = _key_values(args.model_kwargs, "--model-kwargs", slowfast_zoo.ResNet3dConfig)
     model = slowfast_zoo.create(
         args.model,
         pretrained=args.pretrained and args.checkpoint is None,
@@ -171,7 +177,7 @@ def build_model(args: argparse.Namespace, num_classes: int, device: torch.device
         device=device,
         **kwargs,
     )
-    cfg = model.pretrained_cfg.replace(**_key_values(args.data_cfg))
+    cfg = model.pretrained_cfg.replace(**_key_values(args.data_cfg, "--data-cfg", slowfast_zoo.PretrainedCfg))
     # evaluate with the head pooling the model has (predict() warns when the config asks for the fixed kernel)
     model.pretrained_cfg = cfg.replace(test_head_pool=model.cfg.head_pool)
     if args.freeze_up_to:
@@ -295,8 +301,19 @@ def _to(inputs: Any, device: torch.device) -> Any:
     return inputs.to(device, non_blocking=True)
 
 
+def _diverged(loss: torch.Tensor, epoch: int, step: int, args: argparse.Namespace, out: Path) -> str:
+    """The one-line error for a non-finite training loss."""
+    hint = "; try without --amp" if args.amp else ""
+    return (
+        f"{out}: training loss is {loss.item()} at epoch {epoch}, step {step}: stopped, nothing saved past the last "
+        f"checkpoint (lower --lr{hint})"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    _key_values(args.model_kwargs, "--model-kwargs", slowfast_zoo.ResNet3dConfig)  # refuse typos before any work
+    _key_values(args.data_cfg, "--data-cfg", slowfast_zoo.PretrainedCfg)
     if args.accum_steps < 1 or args.batch_size < 1:
         raise SystemExit("--batch-size and --accum-steps must be at least 1")
     d, device = init_distributed(args.device)
@@ -426,6 +443,8 @@ def _train(args: argparse.Namespace, d: Dist, device: torch.device, out: Path) -
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                     loss = criterion(ddp(inputs), labels)
+                if not torch.isfinite(loss.detach()).item():
+                    raise SystemExit(_diverged(loss, epoch, global_step, args, out))
                 scaler.scale(loss / args.accum_steps).backward()
             loss_sum += torch.stack(
                 [
@@ -468,6 +487,9 @@ def _train(args: argparse.Namespace, d: Dist, device: torch.device, out: Path) -
 
     if d.main:
         final = export_model(model)
+        bad = [n for n, t in final.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # never save NaN weights as a result
+            raise SystemExit(f"{out}: non-finite weights after training ({', '.join(bad[:3])}, ...); nothing saved")
         folder = save_pretrained(final, out / "model", label_names=class_names)
         print(f"saved {folder}", file=sys.stderr)
         if args.push_to_hub:

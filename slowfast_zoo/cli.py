@@ -164,26 +164,44 @@ def _windows_arg(text: str) -> tuple[float, float]:
     return window, stride
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks import predict as inference
 
     videos = args.videos or [inference.sample_video()]
     model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    failed = 0
     for video in videos:
-        if args.windows:
-            window, stride = args.windows
-            results = inference.predict_windows(
-                video, model, window, stride, views=args.views or "fast", top_k=args.top_k, progress=True
-            )
-        else:
-            results = [
-                inference.predict(video, model, views=args.views or "reference", top_k=args.top_k, progress=True)
-            ]
+        try:
+            if args.windows:
+                window, stride = args.windows
+                results = inference.predict_windows(
+                    video, model, window, stride, views=args.views or "fast", top_k=args.top_k, progress=True
+                )
+            else:
+                views = args.views or "reference"
+                results = [inference.predict(video, model, views=views, top_k=args.top_k, progress=True)]
+        except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
+            failed += 1
+            print(_one_line(e, str(video)), file=sys.stderr, flush=True)
+            continue
         if args.json:
             for line in inference.to_json_lines(results):
                 print(line, flush=True)
         else:
             print(inference.format_table(results))
+    if failed:
+        print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -195,6 +213,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         raise ValueError(f"{args.boxes}: not JSON ({e})") from None
     boxes = parse_boxes(spec, args.keyframe)
+    from slowfast_zoo.video.io import probe
+
+    duration = probe(args.video).duration
+    outside = [t for t in boxes if not 0 <= t <= duration]
+    if outside:
+        raise ValueError(
+            f"{args.video}: keyframe(s) {', '.join(f'{t:g}' for t in sorted(outside))} s outside the video "
+            f"(0 to {duration:g} s)"
+        )
     results = detect(
         args.video,
         args.model,
@@ -302,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="slowfast_r50_8x8", help="model name (default: %(default)s)")
     p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
     p.add_argument("--views", choices=["reference", "fast"], help="published multi-view protocol or one view")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per video (at least 1)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
@@ -315,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalized", action="store_true", help="boxes are in [0, 1] (AVA csv), not pixels")
     p.add_argument("--model", default="slowfast_r50_8x8_det", help="detector name (default: %(default)s)")
     p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="actions per box (at least 1)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
     p.set_defaults(func=cmd_detect)
@@ -350,9 +377,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
-    except (slowfast_zoo.UnknownModelError, slowfast_zoo.CheckpointError, OSError, RuntimeError, ValueError) as e:
-        print(f"slowfast-zoo: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("slowfast-zoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every error is one line, never a traceback (-v logs the details)
+        logging.getLogger("slowfast_zoo").debug("error", exc_info=True)
+        print(_one_line(e), file=sys.stderr)
         return 2
+
+
+def _one_line(e: BaseException, where: str | None = None) -> str:
+    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line, in the CLI's words (``--checkpoint FILE``)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, KeyError) and text.startswith("'") and not isinstance(e, slowfast_zoo.UnknownModelError):
+        text = f"missing key {text}"
+    text = text.replace("pass checkpoint=<file> to create()", "pass --checkpoint FILE")
+    text = text.replace("(or slowfast_zoo.weights.sources.download), ", "")
+    if where and where not in text:
+        text = f"{where}: {text}"
+    return f"slowfast-zoo: error: {text}"
 
 
 if __name__ == "__main__":

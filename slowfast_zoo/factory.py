@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .registry.config_schema import MAX_PARAMS, check_param_count, validate_pretrained_cfg
-from .registry.pretrained import PretrainedCfg
+from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
 from .weights.convert import set_structure_provider
 
-__all__ = ["create", "download_weights", "expected_state_dict", "load_hf_hub_cfg", "verify_weights"]
+__all__ = ["create", "download_weights", "expected_state_dict", "load_hf_hub_cfg", "resolve_cfg", "verify_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +53,14 @@ def create(
             anything is allocated; ``None`` for no limit.
         overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
     """
-    if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
-        cfg = load_hf_hub_cfg(name)
-    elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
-        cfg, weights = _load_local_dir(name[len("local-dir:") :])
-        checkpoint = checkpoint if checkpoint is not None else weights
-    else:
-        cfg = get_pretrained_cfg(name)
-    if name.startswith(("hf-hub:", "local-dir:")):  # a config from outside: every field checked before building
-        validate_pretrained_cfg(cfg.to_dict())
+    cfg, weights = _resolve(name)
+    if checkpoint is None and weights is not None:  # a local-dir: folder brings its own weights
+        checkpoint = weights
     changes = dict(overrides)
     if num_classes is not None:
         changes["num_classes"] = num_classes
     model_cfg = cfg.model.replace(**changes) if changes else cfg.model
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = _available(torch.device(device) if device is not None else torch.device("cpu"))
 
     with torch.device("meta"):
         model = ResNet3d(model_cfg)
@@ -73,16 +69,20 @@ def create(
 
     report: LoadReport | None = None
     source: Any = checkpoint
-    verified_path = None
+    loaded: LoadedWeights | None = None
     if source is None and pretrained:
         from .weights.sources import pretrained_state_dict  # network and cache code is loaded only when asked for
 
-        resolved, source = pretrained_state_dict(cfg)  # tensors deserialized from the very bytes that were hashed
-        verified_path = str(resolved.path)
+        found, source = pretrained_state_dict(cfg)  # tensors deserialized from the very bytes that were hashed
+        loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None)
-        if verified_path is not None:  # the zoo's files are safetensors, read from one hashed buffer
-            report.source, report.file_format = verified_path, "safetensors"
+        if loaded is not None:  # the zoo's files are safetensors, read from one hashed buffer
+            report.source, report.file_format = loaded.file, "safetensors"
+        else:
+            from .weights.cache import sha256_file
+
+            loaded = LoadedWeights(str(source), sha256_file(source), "checkpoint")
         if report.head_reset:
             model.reset_classifier(model_cfg.num_classes)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
@@ -91,7 +91,11 @@ def create(
     if dtype is not None:
         model = model.to(dtype=dtype)
 
-    model.pretrained_cfg = _describe(cfg, model_cfg)
+    if loaded is not None:
+        from .weights.publish import tensors_sha256
+
+        loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
+    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset))
     model.load_report = report
     if features_only:
         features = ResNet3dFeatures(model, tuple(out_indices))
@@ -100,20 +104,65 @@ def create(
     return model
 
 
+def resolve_cfg(name: str) -> PretrainedCfg:
+    """The pretrained config a name given to :func:`create` stands for: registry name, ``hf-hub:`` or ``local-dir:``."""
+    return _resolve(name)[0]
+
+
+def _resolve(name: str) -> tuple[PretrainedCfg, Path | None]:
+    if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
+        cfg, weights = load_hf_hub_cfg(name), None
+    elif name.startswith("local-dir:"):  # a folder written by slowfast_zoo.publish.save_pretrained: its own weights
+        cfg, weights = _load_local_dir(name[len("local-dir:") :])
+    else:
+        return get_pretrained_cfg(name), None
+    validate_pretrained_cfg(cfg.to_dict())  # a config from outside: every field checked before building
+    return cfg, weights
+
+
+def _available(device: torch.device) -> torch.device:
+    """``device`` if this machine has it, else a clear error (not one from deep inside torch)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
 #: config fields that change how the network runs, not what its weights are
 _RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned")
+#: what no longer applies once the weights are not the published ones
+_NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={})
 
 
-def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
-    """The config of what was built: provenance is kept only for what the weights still are."""
-    if model_cfg == cfg.model:
-        return cfg
-    changes: dict[str, Any] = {"model": model_cfg}
-    if model_cfg.num_classes != cfg.model.num_classes:  # a new classifier: the label set and metrics no longer apply
-        changes.update(labels=None, metrics={})
+def _verified(cfg: PretrainedCfg, loaded: LoadedWeights) -> bool:
+    """Whether the loaded file is the one ``cfg`` describes: fetched and verified by the registry, or hash-pinned."""
+    pinned = {h.sha256 for h in (cfg.origin, cfg.hub) if h is not None and h.sha256}
+    return loaded.source == "pretrained" or loaded.sha256 in pinned
+
+
+def _describe(
+    cfg: PretrainedCfg, model_cfg: ResNet3dConfig, loaded: LoadedWeights | None, *, head_reset: bool = False
+) -> PretrainedCfg:
+    """The config of what was built: provenance follows what the weights are, derived from the load."""
+    changes: dict[str, Any] = {"model": model_cfg, "weights": loaded}
+    new_head = head_reset or model_cfg.num_classes != cfg.model.num_classes
+    if new_head:  # the label set (and which classes a benchmark scores) no longer applies
+        changes.update(labels=None, evaluated_classes=None)
     same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS)}
     if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
-        changes.update(tag=None, origin=None, hub=None, metrics={}, params=None, gflops=None)
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None, params=None, gflops=None)
+    if loaded is None:  # random initialization: nothing of the published weights applies
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
+    verified = _verified(cfg, loaded)
+    if new_head:  # a new classifier on the loaded trunk: the loaded model is its parent
+        step = f"classifier re-initialized for {model_cfg.num_classes} classes"
+        steps = (*cfg.parent.changes, step) if verified and cfg.parent else (step,)
+        parent = Parent(cfg.name if verified else cfg.arch, loaded.sha256, loaded.location, steps)
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=parent)
+    if not verified:  # some file loaded into this architecture: it speaks for itself only
+        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
     return cfg.replace(**changes)
 
 

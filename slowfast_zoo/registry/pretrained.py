@@ -12,9 +12,18 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..models.resnet3d import ResNet3dConfig
-from ..weights.manifest import HubFile, Origin, load_manifest
+from ..weights.manifest import HubFile, LoadedWeights, Origin, Parent, load_manifest
 
-__all__ = ["HubFile", "Origin", "PretrainedCfg", "label_names", "label_set_names", "load_manifest"]
+__all__ = [
+    "HubFile",
+    "LoadedWeights",
+    "Origin",
+    "Parent",
+    "PretrainedCfg",
+    "label_names",
+    "label_set_names",
+    "load_manifest",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,10 @@ class PretrainedCfg:
     license: str | None = None
     citation: str | None = None
     notes: str = ""
+    #: the file the tensors were loaded from (None: not loaded, e.g. random initialization)
+    weights: LoadedWeights | None = None
+    #: the model these weights derive from, when they are not the published ones unchanged
+    parent: Parent | None = None
 
     @property
     def name(self) -> str:
@@ -113,9 +126,9 @@ class PretrainedCfg:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["model"] = _dataclass_from_dict(ResNet3dConfig, d["model"])
-        for key, kind in (("origin", Origin), ("hub", HubFile)):
+        for key, kind in (("origin", Origin), ("hub", HubFile), ("weights", LoadedWeights), ("parent", Parent)):
             if d.get(key) is not None:
-                d[key] = kind(**d[key])
+                d[key] = _dataclass_from_dict(kind, d[key])
         d["metrics"] = MappingProxyType(dict(d.get("metrics") or {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known

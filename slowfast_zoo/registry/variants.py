@@ -27,6 +27,8 @@ K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400", test_cl
 #: Ptvkinetics: EncodedVideo with the then-default DATA.DECODING_BACKEND "pyav", "constant_clips_per_video",
 #: UniformTemporalSubsample; published_models.md §G.3)
 K400_PTV: dict[str, Any] = dict(K400, test_clip_sampler="ptv_constant")
+#: Kinetics-600: the same protocol, 600 classes (the AVA detectors' pre-training; no accuracy published)
+K600: dict[str, Any] = dict(K400, dataset="kinetics600", labels="kinetics600", model=dict(num_classes=600))
 #: PyTorchVideo's Something-Something v2 protocol: segment sampling over the whole video, 1 clip x 3 crops, no flip
 SSV2_PTV: dict[str, Any] = dict(
     dataset="ssv2",
@@ -169,7 +171,8 @@ register_arch(
 register_arch(
     "c2d_r50_8x8",
     single_pathway(C2D_BASES, 1, frames=8, temporal_pool=2),
-    {"k400_ptv": K400_PTV},
+    # k400_pysf: ava/pretrain/C2D_8x8_R50.pkl, the AVA Slow detector's Kinetics pre-training (see its notes)
+    {"k400_ptv": K400_PTV, "k400_pysf": K400},
     sampling_rate=8,
 )
 #: PySlowFast's released C2D was configured without the temporal pool (first commit: ARCH c2d_nopool)
@@ -255,19 +258,20 @@ register_arch(
     sampling_rate=2,
     **_config_only("Kinetics/c2/SLOWFAST_8x8_R101_50_101", 53_914_072, 107.65),
 )
+#: the AVA detectors' Kinetics-600 pre-training (ava/pretrain/SLOWFAST_{32,64}x2_R101_50_50*.pkl, PySlowFast
+#: MODEL_ZOO.md AVA table): the detectors' trunk with the non-local blocks of Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50
+NL_R101 = dict(nonlocal_blocks=((), (), (6, 13, 20), ()), nonlocal_mode="dot_product")
+register_arch(
+    "slowfast_nln_r101_50_50_8x8",
+    slowfast(101, frames=32, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **NL_R101),
+    {"k600_pysf": K600, "k600_pysf_v21": K600},
+    sampling_rate=2,
+)
 register_arch(
     "slowfast_nln_r101_50_50_16x8",
-    slowfast(
-        101,
-        frames=64,
-        alpha=4,
-        fusion_kernel_t=5,
-        res4_temporal=(6, 6),
-        nonlocal_blocks=((), (), (6, 13, 20), ()),
-        nonlocal_mode="dot_product",
-    ),
+    slowfast(101, frames=64, alpha=4, fusion_kernel_t=5, res4_temporal=(6, 6), **NL_R101),
+    {"k600_pysf": K600},
     sampling_rate=2,
-    **_config_only("Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50", 60_080_088, 242.02),
 )
 
 # --- AVA detectors: res5 without stride (dilation 2), RoIAlign head on person boxes -------------------------------

@@ -379,7 +379,9 @@ class ShardedSampler(Sampler[int]):
     """An epoch's order, the same for every world size: one permutation of ``seed + epoch``, dealt out to ranks.
 
     Rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the permutation, cut so that every rank
-    gets the same number (``drop_last``) of whole ``batch_size`` batches. Step ``k`` of all ranks together therefore
+    gets the same number (``drop_last``) of whole ``batch_size`` batches; without ``drop_last`` the permutation is
+    repeated until every rank has the same number of samples (as ``DistributedSampler`` pads), even with fewer
+    samples than ranks. Step ``k`` of all ranks together therefore
     covers exactly the samples of step ``k`` of one process with a ``W``-times larger batch.
     ``start_step`` skips the first steps of the epoch (resuming mid-epoch) without loading them.
     """
@@ -397,6 +399,10 @@ class ShardedSampler(Sampler[int]):
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if batch_size < 1 or (num_samples < 1 and not drop_last):  # nothing to pad with: ranks would differ
+            raise ValueError(
+                f"ShardedSampler needs samples and a batch size >= 1 (got {num_samples} samples, batch {batch_size})"
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -424,8 +430,9 @@ class ShardedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         order = self._order()
         per_rank = self._per_rank()
-        if not self.drop_last and per_rank * self.world_size > len(order):  # pad by wrapping around
-            order = order + order[: per_rank * self.world_size - len(order)]
+        total = per_rank * self.world_size
+        if not self.drop_last and total > len(order):  # pad by repeating the order, as DistributedSampler does
+            order = (order * math.ceil(total / len(order)))[:total]
         mine = order[self.rank :: self.world_size][:per_rank]
         return iter(mine[self.start_step * self.batch_size :])
 

@@ -15,8 +15,9 @@ which other videos a run processed: an interrupted and resumed run writes the sa
 Each shard holds ``embeddings`` ``(rows, num_features)``, ``video_index`` ``(rows,)`` (index into the shard's
 ``paths``), ``start`` / ``end`` ``(rows,)`` seconds, and one metadata entry ``slowfast_zoo.features``, a JSON
 object: ``paths`` (every video of the shard), ``failed`` (path -> reason, videos that could not be read: they have
-no rows), ``model``, ``per``, ``views``, window and shard numbers (``.npz``: arrays ``paths`` and ``metadata``).
-Read them back with :func:`load_features`.
+no rows), shard numbers and the run (:data:`RUN_FIELDS`: model, weights file sha256 and tensors sha256,
+architecture, preprocessing, ``per``, ``views``, window) (``.npz``: arrays ``paths`` and ``metadata``). A resumed
+run refuses shards of another run, and :func:`load_features` refuses to merge shards of different runs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "sha
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
+#: 2: shards record the run (model, weights, preprocessing); resume and merge compare it
+FORMAT_VERSION = "2"
 _EXT = {"safetensors": ".safetensors", "npz": ".npz"}
 
 
@@ -260,14 +262,24 @@ def extract(
     names = {k: shard_name(k, num_shards, format) for k in mine}
     _remove_stale_temps(out, names.values())
     summary = ExtractSummary(str(out), rank, world_size, num_shards)
+    if not mine:
+        return summary
+    model = load_model(model, checkpoint=checkpoint, device=device)
+    run = run_record(model, per=per, views=views, window_s=window_s, stride_s=stride_s)
     todo = []
     for k in mine:
         if (out / names[k]).exists():
-            done = _read_meta(out / names[k])["paths"]
-            if done != paths[k * shard_size : (k + 1) * shard_size]:
+            meta = _read_meta(out / names[k])
+            if meta.get("paths") != paths[k * shard_size : (k + 1) * shard_size]:
                 raise ValueError(
                     f"{out / names[k]} holds other videos than shard {k} of this list: "
                     "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
+                )
+            differ = _run_differences(meta, run)
+            if differ:
+                raise ValueError(
+                    f"{out / names[k]} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
+                    "or the same model, weights, views and settings to resume"
                 )
             summary.shards_skipped.append(names[k])
         else:
@@ -275,7 +287,6 @@ def extract(
     if not todo:
         return summary
 
-    model = load_model(model, checkpoint=checkpoint, device=device)
     device_type = next(model.parameters()).device.type
     emb = _Embedder(model, batch_size or (8 if device_type == "cpu" else 32))
     was_training = model.training
@@ -318,12 +329,7 @@ def extract(
                 "end": torch.tensor(ends, dtype=torch.float64),
             }
             metadata = {
-                "format_version": FORMAT_VERSION,
-                "model": model.pretrained_cfg.name,
-                "per": per,
-                "views": views,
-                "window_s": window_s if per == "window" else None,
-                "stride_s": stride_s if per == "window" else None,
+                **run,
                 "shard": k,
                 "num_shards": num_shards,
                 "paths": shard_paths,
@@ -338,6 +344,58 @@ def extract(
             bar.close()
         model.train(was_training)
     return summary
+
+
+#: what a shard records about the run that wrote it; resuming and merging need all of them equal
+RUN_FIELDS = (
+    "format_version",
+    "model",
+    "weights_sha256",
+    "tensors_sha256",
+    "architecture",
+    "preprocessing",
+    "per",
+    "views",
+    "window_s",
+    "stride_s",
+)
+#: pretrained-config fields that describe provenance, not how videos become model inputs
+_NOT_PREPROCESSING = {
+    "arch", "tag", "model", "dataset", "labels", "evaluated_classes", "metrics", "params", "gflops", "origin", "hub",
+    "license", "citation", "notes", "weights", "parent",
+}  # fmt: skip
+
+
+def run_record(model: Any, *, per: str, views: str, window_s: float, stride_s: float) -> dict[str, Any]:
+    """The run a shard belongs to: model name, weights (file sha256 and the tensors used), architecture and
+    preprocessing (every pretrained-config field that shapes the input), and the extraction settings."""
+    from ..weights.publish import tensors_sha256
+
+    cfg = model.pretrained_cfg
+    record = {
+        "format_version": FORMAT_VERSION,
+        "model": cfg.name,
+        "weights_sha256": cfg.weights.sha256 if getattr(cfg, "weights", None) is not None else None,
+        "tensors_sha256": tensors_sha256(model.state_dict()),
+        "architecture": _plain(model.cfg),
+        "preprocessing": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_PREPROCESSING},
+        "per": per,
+        "views": views,
+        "window_s": window_s if per == "window" else None,
+        "stride_s": stride_s if per == "window" else None,
+    }
+    return json.loads(json.dumps(record))  # the form it has once read back from a shard
+
+
+def _plain(x: Any) -> Any:
+    import dataclasses
+
+    return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+
+
+def _run_differences(meta: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    """The run fields in which a shard's metadata differs from ``run``."""
+    return [k for k in RUN_FIELDS if meta.get(k) != run.get(k)]
 
 
 def _open(path: str) -> VideoReader:
@@ -365,6 +423,7 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     out = Path(out_dir)
     files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in (".safetensors", ".npz"))
     embs, row_paths, starts, ends, failed = [], [], [], [], {}
+    first: dict[str, Any] = {}
     for f in files:
         if f.suffix == ".safetensors":
             from safetensors import safe_open
@@ -376,6 +435,15 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             with np.load(f, allow_pickle=False) as z:
                 t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
                 meta = json.loads(str(z["metadata"]))
+        if files and f is not files[0]:
+            differ = _run_differences(meta, first)
+            if differ:
+                raise ValueError(
+                    f"{f} and {files[0]} were written by different runs ({', '.join(differ)} differ): "
+                    "their embeddings cannot be merged; load each run's folder separately"
+                )
+        else:
+            first = meta
         shard_paths = meta["paths"]
         shard_failed = meta["failed"]
         embs.append(t["embeddings"])

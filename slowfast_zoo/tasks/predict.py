@@ -141,10 +141,9 @@ def load_model(
 ) -> Any:
     """A model ready for :func:`predict`: a name is built with its weights (or ``checkpoint``) and test head pool."""
     if isinstance(model, str):
-        from ..factory import create
-        from ..registry.registry import get_pretrained_cfg
+        from ..factory import create, resolve_cfg
 
-        cfg = get_pretrained_cfg(model)
+        cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
         if cfg.model.roi_head:
             raise ValueError(f"{cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)")
         built = create(

@@ -99,6 +99,36 @@ def read_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+@dataclass(frozen=True)
+class LoadedWeights:
+    """The file a model's tensors were loaded from (set by ``create``; None means random initialization)."""
+
+    #: the local file that was read
+    file: str
+    #: sha256 of that file
+    sha256: str
+    #: ``pretrained`` (the registry's verified weights) or ``checkpoint`` (a file the caller passed)
+    source: str
+    #: Hub repo@revision or URL the file came from, when known
+    location: str | None = None
+    #: sha256 over the tensors as loaded (names, dtypes, shapes, bytes): later training or edits are detectable
+    tensors_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The model that fine-tuned or otherwise changed weights derive from."""
+
+    #: its name (``arch.tag``, an ``hf-hub:`` repo or a bare arch)
+    name: str
+    #: sha256 of the file its weights were loaded from
+    sha256: str | None = None
+    #: Hub repo@revision or URL of that file
+    location: str | None = None
+    #: what was done to it, in order (e.g. ``classifier re-initialized for 3 classes``)
+    changes: tuple[str, ...] = ()
+
+
 @cache
 def load_manifest() -> Mapping[str, Mapping[str, Any]]:
     """The weight records of the packaged ``weights_manifest.json``, by ``arch.tag``."""

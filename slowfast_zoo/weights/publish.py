@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ import torch
 from . import cache as c
 from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
-from .manifest import HubFile
+from .manifest import HubFile, Parent
 
 #: a :class:`slowfast_zoo.PretrainedCfg`; weights/ reads its fields and never imports registry/
 PretrainedCfg = Any
@@ -38,6 +40,7 @@ __all__ = [
     "push_to_hub",
     "read_local_dir",
     "save_pretrained",
+    "tensors_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,20 +90,13 @@ def model_card(
         f"| `{WEIGHTS_NAME}` | `{sha256}` | {size} |",
         "",
     ]
-    if cfg.origin is not None:
-        lines += [
-            f"Converted from the authors' file <{cfg.origin.url}> ({cfg.origin.format}, {cfg.origin.key_scheme} keys"
-            + (f", sha256 `{cfg.origin.sha256}`" if cfg.origin.sha256 else "")
-            + "); tensors are unchanged, only "
-            "their names differ.",
-            "",
-        ]
+    lines += _provenance_lines(cfg)
     lines += ["## Evaluation", ""]
-    if cfg.metrics:
+    if cfg.metrics and cfg.origin is not None and cfg.parent is None:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in cfg.metrics.items()]
-        lines += ["", "As published by the authors."]
+        lines += ["", "As published by the authors for these weights."]
     else:
-        lines += ["No published metrics for these weights."]
+        lines += ["No metrics were measured on these weights by their authors; none are reported here."]
     lines += [
         "",
         f"Protocol: {cfg.test_clips} clips x {len(cfg.test_crops)} crops ({', '.join(cfg.test_crops)}), short side "
@@ -121,6 +117,61 @@ def model_card(
         lines += ["## Citation", "", cfg.citation, ""]
     lines += ["## License", "", f"{cfg.license or 'See the original release.'}", ""]
     return "\n".join(meta + lines)
+
+
+def tensors_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (sorted by name): equal iff the tensors are equal."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _provenance_lines(cfg: PretrainedCfg) -> list[str]:
+    """What the weights are, in words: the authors' file unchanged, derived from a parent, or neither."""
+    loaded = cfg.weights
+    if cfg.parent is not None:
+        p = cfg.parent
+        src = f" (weights file sha256 `{p.sha256}`" + (f", from {p.location}" if p.location else "") + ")"
+        steps = "; ".join(p.changes) or "changed"
+        return [
+            f"Derived from `{p.name}`{src if p.sha256 else ''}: {steps}. These are not the published weights, "
+            "and no published metric applies to them.",
+            "",
+        ]
+    if cfg.origin is not None:
+        return [
+            f"Converted from the authors' file <{cfg.origin.url}> ({cfg.origin.format}, {cfg.origin.key_scheme} keys"
+            + (f", sha256 `{cfg.origin.sha256}`" if cfg.origin.sha256 else "")
+            + "); tensors are unchanged, only their names differ.",
+            "",
+        ]
+    if loaded is not None:
+        return [f"Loaded from a file with sha256 `{loaded.sha256}`; not one the zoo's manifest knows.", ""]
+    return ["Not loaded from any published checkpoint (e.g. randomly initialized or trained from scratch).", ""]
+
+
+def _as_saved(model: torch.nn.Module, cfg: PretrainedCfg) -> PretrainedCfg:
+    """``cfg`` as it describes the tensors being saved: if they changed since they were loaded (training, edits)
+    or were never loaded from a known file, the published tag, origin and metrics no longer apply."""
+    loaded = cfg.weights
+    if loaded is not None and loaded.tensors_sha256 == tensors_sha256(model.state_dict()):
+        return cfg  # exactly the tensors that were loaded
+    if loaded is None and not (cfg.tag or cfg.origin or cfg.metrics or cfg.parent):
+        return cfg  # nothing published is claimed
+    step = "weights changed after loading (trained or edited)"
+    parent: Parent | None
+    if cfg.parent is not None:
+        parent = dataclasses.replace(cfg.parent, changes=(*cfg.parent.changes, step))
+    elif loaded is not None:
+        parent = Parent(cfg.name, loaded.sha256, loaded.location, (step,))
+    else:  # a config that claims published weights, but nothing was loaded into this model
+        parent = Parent(cfg.name, None, None, ("tensors not loaded from its published file",))
+    return cfg.replace(tag=None, origin=None, hub=None, metrics={}, weights=None, parent=parent)
 
 
 # --- save / push ----------------------------------------------------------------------------------------------
@@ -184,6 +235,7 @@ def save_pretrained(
         cfg = cfg.replace(model=model_cfg)
     if label_names is not None:  # a fine-tuned label set travels inside config.json
         cfg = cfg.replace(labels=tuple(label_names))
+    cfg = _as_saved(model, cfg)
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_NAME

@@ -94,7 +94,8 @@ def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
         # channels-last inputs too
         close(fast([t.contiguous(memory_format=torch.channels_last_3d) for t in x]), expected, 1e-4)
     if arch == "i3d_nln_r50_8x8":
-        return  # bf16 softmax attention on these random, exploding activations (logits ~1e3) is not comparable
+        # bf16 softmax attention on these random, exploding activations (logits ~1e3) is not comparable
+        pytest.skip("bf16 half not checked for the non-local net (fp32 half passed)")
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         close(fast(x), expected, 0.05)
     pure = optimize_for_inference(model, dtype=torch.bfloat16)

@@ -135,3 +135,23 @@ def test_sharded_sampler_deals_one_order_to_all_ranks():
     other = ShardedSampler(10, 4, seed=3)
     other.set_epoch(3)
     assert list(other) != order
+
+
+@pytest.mark.parametrize(("num_samples", "world_size"), [(1, 4), (3, 8), (5, 2)])
+def test_sharded_sampler_pads_like_distributed_sampler(num_samples, world_size):
+    """Fewer samples than ranks: every rank still gets len() samples, as torch's DistributedSampler pads."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    for rank in range(world_size):
+        ours = ShardedSampler(num_samples, 1, rank=rank, world_size=world_size, shuffle=False, drop_last=False)
+        ref = DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False)
+        got = list(ours)
+        assert len(got) == len(ours) == len(ref) >= 1  # no rank left with nothing while len() says 1 (DDP hang)
+        assert got == list(ref)
+
+
+def test_sharded_sampler_refuses_nothing_to_pad_with():
+    with pytest.raises(ValueError, match="needs samples"):
+        ShardedSampler(0, 2, world_size=2, rank=1, drop_last=False)
+    with pytest.raises(ValueError, match="batch size"):
+        ShardedSampler(4, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -153,3 +154,57 @@ def test_command_line_with_a_list_file(model, videos, tmp_path, monkeypatch, cap
     assert loaded["paths"] == videos[:2]
     expected = _expected(model, videos[0], [22 + 15 * i / 7 for i in range(8)])
     torch.testing.assert_close(loaded["embeddings"][0], expected, rtol=0, atol=1e-6)
+
+
+def test_shards_record_the_run(model, videos, tmp_path):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), str(weights))
+    loaded = slowfast_zoo.create("slowfast_r50_8x8", width=8, num_frames=8, num_classes=5, checkpoint=weights)
+    loaded.pretrained_cfg = loaded.pretrained_cfg.replace(test_short_side=32, test_crop_size=32)
+    summary = features.extract(videos[:1], loaded, tmp_path / "out", progress=False)
+    _, meta = _read(tmp_path / "out" / summary.shards_written[0])
+    assert meta["model"] == "slowfast_r50_8x8" and meta["format_version"] == "2"
+    assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()  # the file the weights came from
+    assert len(meta["tensors_sha256"]) == 64 and meta["architecture"]["width"] == 8
+    pre = meta["preprocessing"]
+    assert pre["test_crop_size"] == 32 and pre["test_short_side"] == 32 and pre["mean"] == [0.45] * 3
+    assert pre["sampling_rate"] == 2 and pre["target_fps"] == 30.0 and "metrics" not in pre
+
+
+def _other_weights(model):
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(iter(other.parameters())).add_(1.0)
+    return other
+
+
+def test_resume_refuses_shards_of_another_run(model, videos, tmp_path):
+    out = tmp_path / "out"
+    features.extract(videos[:2], model, out, shard_size=1, progress=False)
+    cropped = copy.deepcopy(model)  # the same tensors, other preprocessing
+    cropped.pretrained_cfg = model.pretrained_cfg.replace(test_crop_size=24)
+    cases = [
+        (dict(model=_other_weights(model)), "tensors_sha256"),
+        (dict(model=model, views="reference"), "views"),
+        (dict(model=model, per="window"), "per"),
+        (dict(model=cropped), "preprocessing"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(
+            ValueError, match=rf"features-00000-of-00002.safetensors was written by another run \(.*{field}"
+        ):
+            features.extract(videos[:2], out_dir=out, shard_size=1, progress=False, **kwargs)
+    again = features.extract(videos[:2], model, out, shard_size=1, progress=False)  # the same run resumes
+    assert len(again.shards_skipped) == 2 and not again.shards_written
+
+
+def test_load_features_refuses_to_merge_different_runs(model, videos, tmp_path):
+    out = tmp_path / "out"
+    features.extract(videos[:2], model, out, shard_size=1, rank=0, world_size=2, progress=False)
+    features.extract(videos[:2], _other_weights(model), out, shard_size=1, rank=1, world_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"different runs \(tensors_sha256 differ\)"):
+        features.load_features(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -130,10 +131,12 @@ def test_finetune_lowers_the_loss_and_saves_labels(videos, tmp_path):
     start.pretrained_cfg = model.pretrained_cfg
     evalset = VideoClipDataset(read_folder(videos), model, "eval")
     before, after = _mean_loss(start, evalset), _mean_loss(model, evalset)
+    assert math.isfinite(before) and math.isfinite(after)  # NaN compares False both ways: never let it decide
     assert after < 0.75 * before, (before, after)
 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(12))
+    assert all(math.isfinite(r["train_loss"]) for r in log)
     assert log[-1]["val_videos"] == 9 and log[-1]["val_skipped"] == 0 and 0 <= log[-1]["val_top1"] <= 1
     assert "val_top1" not in log[0]  # --eval-every 6
 
@@ -175,6 +178,7 @@ def test_ddp_two_gloo_processes_equal_one_process(videos, tmp_path):
     logs = [[json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [2, 4]
     for r1, r2 in zip(*logs):
+        assert math.isfinite(r1["train_loss"]) and math.isfinite(r2["train_loss"])
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], abs=1e-5)
 
 
@@ -195,4 +199,31 @@ def test_resume_continues_bit_exactly(videos, tmp_path):
 
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
+    assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())  # NaN never equals NaN
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    logs = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
+    assert logs and all(math.isfinite(r["train_loss"]) for r in logs)
+
+
+def test_non_finite_loss_stops_training(videos, tmp_path):
+    """A diverging run stops with a one-line error and saves no NaN weights as a result."""
+    out = tmp_path / "run"
+    args = [*MODEL_ARGS, "--model-kwargs", "width=8", "num_frames=8", "dropout=0", *DATA_CFG]
+    args += ["--train", str(videos), "--output", str(out), "--epochs", "3", "--batch-size", "3"]
+    args += ["--lr", "1e30", "--warmup-steps", "0", "--workers", "0"]
+    with pytest.raises(SystemExit, match=r"training loss is (nan|inf|-inf) at epoch \d+, step \d+: stopped"):
+        finetune.main(args)
+    assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "item", "valid"),
+    [("--model-kwargs", "widht=8", "width"), ("--data-cfg", "test_clip=2", "test_clips")],
+)
+def test_unknown_config_key_lists_the_valid_fields(videos, tmp_path, option, item, valid):
+    args = [*MODEL_ARGS, option, item, "--train", str(videos), "--output", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as e:
+        finetune.main(args)
+    message = str(e.value)
+    assert message.startswith(f"{option}: unknown field(s) {item.split('=')[0]}; valid fields:")
+    assert f" {valid}," in message or message.endswith(f" {valid}")
