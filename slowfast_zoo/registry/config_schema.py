@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models.resnet3d import ResNet3dConfig
+from ..weights.manifest import LoadedWeights, Mirror, Parent
 from .pretrained import HubFile, Origin, PretrainedCfg, label_set_names
 
 __all__ = ["MAX_PARAMS", "check_param_count", "validate_config", "validate_pretrained_cfg"]
@@ -163,6 +164,8 @@ def _validate_files(d: Mapping[str, Any], p: str) -> None:
             raise _fail(p + "origin.url", "an http(s) URL", url)
         for name in ("format", "key_scheme"):
             _str(f"{p}origin.{name}", origin.get(name), 64)
+        for i, mirror in enumerate(_list(p + "origin.mirrors", origin.get("mirrors") or [], (0, 16))):
+            _record(f"{p}origin.mirrors[{i}].", Mirror, mirror)
     if hub is not None:
         _known_fields(HubFile, hub, p + "hub.")
         if hub.get("repo_id") != "" and not _REPO.fullmatch(str(hub.get("repo_id"))):
@@ -178,6 +181,17 @@ def _validate_files(d: Mapping[str, Any], p: str) -> None:
                 raise _fail(f"{p}{section}.sha256", "64 lowercase hex digits or null", sha)
             if record.get("size") is not None:
                 _int(f"{p}{section}.size", record["size"], 0, 1 << 40)
+
+
+def _record(p: str, cls: type, d: Any) -> None:
+    """A nested record (mirror, loaded weights, parent): its own fields only, each bounded plain JSON."""
+    _known_fields(cls, d, p)
+    for name, value in d.items():
+        _plain_json(p + name, value)
+    for name in ("sha256", "tensors_sha256"):
+        sha = d.get(name)
+        if sha is not None and (not isinstance(sha, str) or not _HEX64.fullmatch(sha)):
+            raise _fail(p + name, "64 lowercase hex digits or null", sha)
 
 
 def validate_pretrained_cfg(d: Mapping[str, Any], label_names: Any = None) -> None:
@@ -209,6 +223,9 @@ def validate_pretrained_cfg(d: Mapping[str, Any], label_names: Any = None) -> No
     if d.get("gflops") is not None:
         _float(p + "gflops", d["gflops"], 0.0, 1e9)
     _validate_files(d, p)
+    for name, cls in (("weights", LoadedWeights), ("parent", Parent)):
+        if d.get(name) is not None:
+            _record(f"{p}{name}.", cls, d[name])
 
 
 def _validate_protocol(d: Mapping[str, Any], p: str) -> None:
@@ -243,7 +260,9 @@ def _validate_protocol(d: Mapping[str, Any], p: str) -> None:
     ruled = set(choices) | {"mean", "std", "test_crops", "target_fps", "train_short_side", "test_short_side"}
     ruled |= {"test_crop_size", "sampling_rate", "test_clips", "train_crop_size", "arch", "tag", "license"}
     ruled |= {"citation", "dataset", "notes", "labels", "evaluated_classes", "metrics", "params", "gflops"}
-    for name in set(d) - ruled - {"model", "origin", "hub"}:  # fields added later: bounded plain JSON
+    for name in (
+        set(d) - ruled - {"model", "origin", "hub", "weights", "parent"}
+    ):  # fields added later: bounded plain JSON
         _plain_json(p + name, d[name])
 
 

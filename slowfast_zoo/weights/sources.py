@@ -95,8 +95,8 @@ def _origin_applies(cfg: Any) -> bool:
 def _how_to_get(cfg: Any) -> str:
     return (
         f"Download them while online with `slowfast-zoo download {cfg.name}`, "
-        "or pass a local copy with --checkpoint FILE (checkpoint=<file> in create())"
-        + (f" of {cfg.origin.url}" if cfg.origin else "")
+        "or pass checkpoint=<file> to create()"  # the CLI says --checkpoint FILE instead
+        + (f" with a local copy of {cfg.origin.url}" if cfg.origin else "")
         + "."
     )
 
