@@ -14,10 +14,9 @@ from .tasks.evaluate import EvalResult, evaluate
 from .tasks.features import load_features
 from .tasks.predict import Prediction, VideoPrediction, predict, predict_windows, sample_video
 from .tasks.preprocess import create_transforms
+from .version import __version__
 from .weights import publish
 from .weights.checkpoint import CheckpointError, LoadReport, load_checkpoint
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BoxPrediction",

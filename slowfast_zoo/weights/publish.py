@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..version import __version__
 from . import cache as c
 from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
@@ -53,8 +54,6 @@ def model_card(
     cfg: PretrainedCfg, *, sha256: str, size: int, repo_id: str | None = None, label_names: Sequence[str] | None = None
 ) -> str:
     """A Hub model card (README.md with YAML metadata) for one set of weights."""
-    from .. import __version__
-
     repo = repo_id or (cfg.hub.repo_id if cfg.hub else cfg.name)
     tags = ["video-classification", "slowfast_zoo", "pytorch", "safetensors", cfg.arch.split("_")[0]]
     meta = (
@@ -185,8 +184,6 @@ def _write_folder(
     label_names: Sequence[str] | None,
 ) -> None:
     """config.json + README.md next to an already written model.safetensors."""
-    from .. import __version__
-
     if label_names is None:
         label_names = cfg.label_names
     if label_names is not None and len(label_names) != cfg.num_classes:
