@@ -128,8 +128,8 @@ class ResNet3dConfig:
             if changed:
                 raise ValueError(f"{', '.join(changed)} need a Fast pathway; set alpha for a two-pathway network")
             return
-        if self.beta_inv < 1 or self.pathway_width(1) < 1:
-            raise ValueError(f"beta_inv={self.beta_inv} leaves the Fast pathway no channels (width {self.width})")
+        if not isinstance(self.beta_inv, int) or self.beta_inv < 1:
+            raise ValueError(f"beta_inv (slow width / fast width) must be a positive integer, got {self.beta_inv!r}")
         if self.fusion == "ttoc_sum" and self.alpha * self.pathway_width(1) != self.width:
             raise ValueError(
                 f"fusion='ttoc_sum' adds alpha * beta * C channels onto the slow pathway's C: it needs "
@@ -142,10 +142,11 @@ class ResNet3dConfig:
             raise ValueError("fast_downsample > 1 is not supported by the detection (roi_head) models")
 
     def pathway_width(self, pathway: int) -> int:
-        """Stem channels of a pathway: ``width`` for the slow one, ``width / beta_inv`` (rounded) for the fast one."""
+        """Stem channels: ``width`` for the slow pathway, ``width / beta_inv`` (rounded, at least 1) for the fast."""
         if pathway == 0:
             return self.width
-        return -(-self.width // self.beta_inv) if self.beta_rounding == "ceil" else self.width // self.beta_inv
+        fast = -(-self.width // self.beta_inv) if self.beta_rounding == "ceil" else self.width // self.beta_inv
+        return max(fast, 1)
 
     def input_chans(self, pathway: int) -> int:
         """Channels of a pathway's input tensor (2 for a flow Fast pathway, else ``in_chans``)."""

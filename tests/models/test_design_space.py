@@ -293,7 +293,7 @@ def test_any_combination_builds_through_create() -> None:
         ("slow_r50_8x8", dict(fast_input="gray"), r"need a Fast pathway"),
         ("slowfast_r50_8x8", dict(fusion="lstm"), r"fusion must be one of"),
         ("slowfast_r50_8x8", dict(fast_input="depth"), r"fast_input must be one of"),
-        ("slowfast_r50_8x8", dict(beta_inv=128), r"leaves the Fast pathway no channels"),
+        ("slowfast_r50_8x8", dict(beta_inv=0), r"beta_inv .* must be a positive integer"),
         ("slowfast_r50_8x8", dict(fast_downsample=0), r"fast_downsample must be a positive integer"),
         ("slowfast_r50_8x8", dict(fast_input="gray", in_chans=1), r"computed from RGB clips"),
     ],
@@ -309,3 +309,20 @@ def test_flow_variant_names_its_input() -> None:
         model(torch.randn(1, 3, 16, 32, 32))  # one RGB clip cannot feed a flow pathway
     with pytest.raises(ValueError, match=r"\(N, 2, T, H, W\)"):
         model([torch.randn(1, 3, 2, 32, 32), torch.randn(1, 3, 16, 32, 32)])  # RGB where flow belongs
+
+
+def test_readme_table_shows_the_registry_and_the_paper() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Design space (paper Table 5)", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(PAPER)
+    for name, (_, _, params, counted, paper_gflops, paper_top1) in rows.items():
+        cfg = slowfast_zoo.get_pretrained_cfg(name)
+        assert params == f"{cfg.params / 1e6:.2f} M" and counted == f"{cfg.gflops:.2f}", name
+        assert (float(paper_gflops), float(paper_top1)) == PAPER[name], name
