@@ -56,6 +56,8 @@ def load_raft(size: str = "small", weights_path: str | os.PathLike[str] | None =
 def raft_flow(model: nn.Module, frames: torch.Tensor, num_flow_updates: int = 12) -> torch.Tensor:
     """Flow between consecutive frames: ``(3, T, H, W)`` or ``(N, 3, T, H, W)`` RGB in [0, 1] -> ``(.., 2, T, H, W)``.
 
+    H and W must be at least 128 (RAFT's correlation pyramid).
+
     Flow ``t`` goes from frame ``t`` to ``t + 1`` in pixels (x, y); the last frame repeats the flow before it (the
     paper leaves the end open). Frames are padded (replicate) to a multiple of 8, as RAFT needs, and cropped back.
     """
@@ -64,6 +66,8 @@ def raft_flow(model: nn.Module, frames: torch.Tensor, num_flow_updates: int = 12
     if x.dim() != 5 or x.shape[1] != 3 or x.shape[2] < 2:
         raise ValueError(f"expected RGB frames (N, 3, T, H, W) with T >= 2, got {tuple(frames.shape)}")
     n, _, t, h, w = x.shape
+    if h < 128 or w < 128:
+        raise ValueError(f"RAFT needs frames of at least 128x128 (its correlation pyramid), got {h}x{w}")
     pairs = x.transpose(1, 2)  # (N, T, 3, H, W)
     first = pairs[:, :-1].reshape(-1, 3, h, w) * 2 - 1  # RAFT takes [-1, 1]
     second = pairs[:, 1:].reshape(-1, 3, h, w) * 2 - 1

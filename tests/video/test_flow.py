@@ -34,20 +34,22 @@ def test_a_file_with_the_wrong_hash_is_refused(tmp_path) -> None:
 
 
 def test_flow_shape_and_end_frame(raft) -> None:
-    frames = torch.rand(2, 3, 4, 36, 44)  # neither side a multiple of 8
-    flow = raft_flow(raft, frames, num_flow_updates=2)
-    assert flow.shape == (2, 2, 4, 36, 44) and torch.isfinite(flow).all()
-    torch.testing.assert_close(flow[:, :, 3], flow[:, :, 2])  # the last frame repeats the flow before it
-    assert raft_flow(raft, frames[0], num_flow_updates=2).shape == (2, 4, 36, 44)
+    frames = torch.rand(2, 3, 3, 130, 140)  # neither side a multiple of 8
+    flow = raft_flow(raft, frames, num_flow_updates=1)
+    assert flow.shape == (2, 2, 3, 130, 140) and torch.isfinite(flow).all()
+    torch.testing.assert_close(flow[:, :, 2], flow[:, :, 1])  # the last frame repeats the flow before it
+    assert raft_flow(raft, frames[0], num_flow_updates=1).shape == (2, 3, 130, 140)
     with pytest.raises(ValueError, match=r"\(N, 3, T, H, W\) with T >= 2"):
-        raft_flow(raft, torch.rand(1, 3, 1, 32, 32))
+        raft_flow(raft, torch.rand(1, 3, 1, 128, 128))
+    with pytest.raises(ValueError, match="at least 128x128"):
+        raft_flow(raft, torch.rand(1, 3, 2, 64, 128))
 
 
 def test_flow_pathway_feeds_the_flow_variant(raft) -> None:
     model = slowfast_zoo.create("slowfast_r50_4x16_fast_flow", width=16, num_classes=3).eval()
     cfg = model.pretrained_cfg
-    slow, fast = torch.randn(1, 3, 2, 32, 32), torch.randn(1, 3, 16, 32, 32)
+    slow, fast = torch.randn(1, 3, 2, 128, 128), torch.randn(1, 3, 16, 128, 128)
     packed = FlowPathway(raft, cfg.mean, cfg.std, num_flow_updates=1)([slow, fast])
-    assert packed[0] is slow and packed[1].shape == (1, 2, 16, 32, 32)
+    assert packed[0] is slow and packed[1].shape == (1, 2, 16, 128, 128)
     with torch.no_grad():
         assert model(packed).shape == (1, 3)
