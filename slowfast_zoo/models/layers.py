@@ -5,6 +5,8 @@ Only torch and einops are imported here: a block knows its shapes, never files, 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -15,9 +17,12 @@ __all__ = [
     "Bottleneck",
     "ClassifierHead",
     "ConvBnAct",
+    "FastInput",
     "FuseFastToSlow",
     "NonLocal",
     "Stem",
+    "TimeStridedSample",
+    "TimeToChannel",
     "linspace_indices",
 ]
 
@@ -56,12 +61,50 @@ class ConvBnAct(nn.Module):
 class Stem(ConvBnAct):
     """Conv (kt, 7, 7) stride (1, 2, 2) -> BN -> ReLU -> max pool (1, 3, 3) stride (1, 2, 2)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_t: int, **bn: float) -> None:
+    def __init__(self, in_chs: int, out_chs: int, kernel_t: int, pre: nn.Module | None = None, **bn: float) -> None:
         super().__init__(in_chs, out_chs, (kernel_t, 7, 7), (1, 2, 2), (kernel_t // 2, 3, 3), **bn)
         self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        self.pre = pre  # a parameter-free input step (FastInput): no state-dict keys
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
         return self.pool(super().forward(x))
+
+
+#: ITU-R BT.601 luma weights (the paper does not give its gray-scale formula)
+LUMA = (0.299, 0.587, 0.114)
+
+
+class FastInput(nn.Module):
+    """Parameter-free first step of the Fast pathway: gray-scale, time difference and/or spatial downsampling.
+
+    ``mode``: ``"rgb"`` and ``"flow"`` pass through; ``"gray"`` takes the BT.601 luma of the (normalized) RGB
+    channels; ``"timediff"`` the difference of consecutive gray frames, the first frame differenced with itself (0).
+    ``downsample`` > 1 average-pools each frame by that factor (the half-resolution Fast pathway).
+    """
+
+    CHANNELS: ClassVar[dict[str, int]] = {"rgb": 3, "gray": 1, "timediff": 1, "flow": 2}
+
+    def __init__(self, mode: str = "rgb", downsample: int = 1) -> None:
+        super().__init__()
+        if mode not in self.CHANNELS:
+            raise ValueError(f"fast input must be one of {sorted(self.CHANNELS)}, got {mode!r}")
+        self.mode = mode
+        self.downsample = downsample
+
+    @property
+    def out_chans(self) -> int:
+        return self.CHANNELS[self.mode]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode in ("gray", "timediff"):
+            x = sum(x[:, i : i + 1] * w for i, w in enumerate(LUMA))  # python weights: nothing to materialize
+        if self.mode == "timediff":
+            x = x - torch.cat([x[:, :, :1], x[:, :, :-1]], dim=2)
+        if self.downsample > 1:
+            x = F.avg_pool3d(x, (1, self.downsample, self.downsample))
+        return x
 
 
 class NonLocal(nn.Module):
@@ -132,23 +175,77 @@ class Bottleneck(nn.Module):
         return out if self.nl is None else self.nl(out)
 
 
+def merge_lateral(
+    slow: torch.Tensor, lateral: torch.Tensor, alpha: int, how: str = "concat", upsample: int = 1, kind: str = "conv"
+) -> torch.Tensor:
+    """Join a fast-to-slow lateral onto the slow map: nearest upsampling (half-resolution Fast), then concat or sum.
+
+    A downsampled Fast map is resized to the slow map's (H, W) (``upsample`` x for sizes divisible by it).
+    """
+    if upsample > 1:
+        lateral = F.interpolate(lateral, size=(lateral.shape[2], *slow.shape[3:]), mode="nearest")
+    if lateral.shape[2:] != slow.shape[2:]:
+        raise ValueError(
+            f"fast-to-slow fusion ({kind}): the lateral is {tuple(lateral.shape[2:])} (T, H, W) but the slow map is "
+            f"{tuple(slow.shape[2:])}; expected T_fast == {alpha} * T_slow and the slow pathway's spatial size"
+        )
+    return torch.cat([slow, lateral], dim=1) if how == "concat" else slow + lateral
+
+
 class FuseFastToSlow(ConvBnAct):
     """Lateral connection: time-strided (k, 1, 1) conv-BN-ReLU on the fast pathway, concatenated onto the slow one."""
 
-    def __init__(self, fast_chs: int, alpha: int, kernel_t: int, channel_ratio: int = 2, **bn: float) -> None:
+    def __init__(
+        self, fast_chs: int, alpha: int, kernel_t: int, channel_ratio: int = 2, upsample: int = 1, **bn: float
+    ) -> None:
         super().__init__(
             fast_chs, fast_chs * channel_ratio, (kernel_t, 1, 1), (alpha, 1, 1), (kernel_t // 2, 0, 0), **bn
         )
         self.alpha = alpha
+        self.upsample = upsample
+        self.out_chs = fast_chs * channel_ratio
 
     def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         lateral = super().forward(fast)
-        if lateral.shape[2] != slow.shape[2]:
+        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, f"stride-{self.alpha} conv"), fast
+
+
+class TimeStridedSample(nn.Module):
+    """Lateral by time-strided sampling: every ``alpha``-th Fast frame (0, alpha, ...), concatenated; no parameters."""
+
+    def __init__(self, fast_chs: int, alpha: int, upsample: int = 1) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.upsample = upsample
+        self.out_chs = fast_chs
+
+    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lateral = fast[:, :, :: self.alpha]
+        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, "time-strided sampling"), fast
+
+
+class TimeToChannel(nn.Module):
+    """Lateral by time-to-channel: {alpha T, S^2, beta C} -> {T, S^2, alpha beta C}, summed or concatenated.
+
+    The ``alpha`` frames of each group become consecutive channel blocks (frame-major order); no parameters.
+    """
+
+    def __init__(self, fast_chs: int, alpha: int, how: str = "concat", upsample: int = 1) -> None:
+        super().__init__()
+        if how not in ("concat", "sum"):
+            raise ValueError(f"time-to-channel fusion is 'concat' or 'sum', got {how!r}")
+        self.alpha = alpha
+        self.how = how
+        self.upsample = upsample
+        self.out_chs = fast_chs * alpha if how == "concat" else 0
+
+    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if fast.shape[2] % self.alpha:
             raise ValueError(
-                f"fast-to-slow fusion: the fast pathway gives {lateral.shape[2]} frames after the stride-{self.alpha} "
-                f"lateral conv but the slow pathway has {slow.shape[2]}; expected T_fast == {self.alpha} * T_slow"
+                f"time-to-channel fusion needs T_fast divisible by alpha={self.alpha}, got {fast.shape[2]}"
             )
-        return torch.cat([slow, lateral], dim=1), fast
+        lateral = rearrange(fast, "n c (t a) h w -> n (a c) t h w", a=self.alpha)
+        return merge_lateral(slow, lateral, self.alpha, self.how, self.upsample, f"time-to-channel {self.how}"), fast
 
 
 class ClassifierHead(nn.Module):

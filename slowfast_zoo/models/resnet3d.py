@@ -10,7 +10,19 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import Bottleneck, ClassifierHead, FuseFastToSlow, NonLocal, RoIHead, Stem, as_rois, linspace_indices
+from .layers import (
+    Bottleneck,
+    ClassifierHead,
+    FastInput,
+    FuseFastToSlow,
+    NonLocal,
+    RoIHead,
+    Stem,
+    TimeStridedSample,
+    TimeToChannel,
+    as_rois,
+    linspace_indices,
+)
 
 __all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
 
@@ -73,6 +85,17 @@ class ResNet3dConfig:
     in_chans: int = 3
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    #: how the Fast pathway joins the Slow one after the stem and res2..res4 (SlowFast paper §3.4): "tconv" a
+    #: time-strided conv (the published models), "tsample" every alpha-th frame, "ttoc_concat" / "ttoc_sum"
+    #: time-to-channel, "none" no lateral (the pathways meet only in the head)
+    fusion: Literal["tconv", "tsample", "ttoc_concat", "ttoc_sum", "none"] = "tconv"
+    #: rounding of ``width / beta_inv`` when it is not a whole number of channels
+    beta_rounding: Literal["floor", "ceil"] = "floor"
+    #: what the Fast pathway sees (paper Table 5c): RGB; "gray" / "timediff" are computed from the RGB clip inside
+    #: the model (BT.601 luma; differences of consecutive gray frames); "flow" takes a (N, 2, T_fast, H, W) tensor
+    fast_input: Literal["rgb", "gray", "timediff", "flow"] = "rgb"
+    #: spatial downsampling of the Fast input inside the model (2 = half resolution); laterals upsample back (nearest)
+    fast_downsample: int = 1
 
     def __post_init__(self) -> None:
         n = self.num_pathways
@@ -85,6 +108,49 @@ class ResNet3dConfig:
             raise ValueError(f"head_pool must be 'adaptive' or 'fixed', got {self.head_pool!r}")
         if self.alpha is not None and self.num_frames % self.alpha:
             raise ValueError(f"num_frames ({self.num_frames}) must be a multiple of alpha ({self.alpha})")
+        self._check_design()
+
+    def _check_design(self) -> None:
+        """Clear errors for design-space combinations that cannot be built."""
+        choices = {
+            "fusion": ("tconv", "tsample", "ttoc_concat", "ttoc_sum", "none"),
+            "beta_rounding": ("floor", "ceil"),
+            "fast_input": tuple(FastInput.CHANNELS),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.fast_downsample, int) or self.fast_downsample < 1:
+            raise ValueError(f"fast_downsample must be a positive integer, got {self.fast_downsample!r}")
+        fast_fields = dict(fusion="tconv", fast_input="rgb", fast_downsample=1)
+        if self.alpha is None:
+            changed = [f"{k}={getattr(self, k)!r}" for k, v in fast_fields.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} need a Fast pathway; set alpha for a two-pathway network")
+            return
+        if not isinstance(self.beta_inv, int) or self.beta_inv < 1:
+            raise ValueError(f"beta_inv (slow width / fast width) must be a positive integer, got {self.beta_inv!r}")
+        if self.fusion == "ttoc_sum" and self.alpha * self.pathway_width(1) != self.width:
+            raise ValueError(
+                f"fusion='ttoc_sum' adds alpha * beta * C channels onto the slow pathway's C: it needs "
+                f"alpha * (width / beta_inv) == width, got alpha={self.alpha}, fast width {self.pathway_width(1)}, "
+                f"width {self.width} (use alpha == beta_inv, or fusion='ttoc_concat')"
+            )
+        if self.fast_input in ("gray", "timediff") and self.in_chans != 3:
+            raise ValueError(f"fast_input={self.fast_input!r} is computed from RGB clips; in_chans must be 3")
+        if self.roi_head and self.fast_downsample > 1:
+            raise ValueError("fast_downsample > 1 is not supported by the detection (roi_head) models")
+
+    def pathway_width(self, pathway: int) -> int:
+        """Stem channels: ``width`` for the slow pathway, ``width / beta_inv`` (rounded, at least 1) for the fast."""
+        if pathway == 0:
+            return self.width
+        fast = -(-self.width // self.beta_inv) if self.beta_rounding == "ceil" else self.width // self.beta_inv
+        return max(fast, 1)
+
+    def input_chans(self, pathway: int) -> int:
+        """Channels of a pathway's input tensor (2 for a flow Fast pathway, else ``in_chans``)."""
+        return 2 if pathway == 1 and self.fast_input == "flow" else self.in_chans
 
     @property
     def num_pathways(self) -> int:
@@ -96,7 +162,7 @@ class ResNet3dConfig:
 
     def stage_widths(self, pathway: int) -> list[tuple[int, int]]:
         """(inner, out) channels of each stage of a pathway."""
-        width = self.width // (self.beta_inv if pathway == 1 else 1)
+        width = self.pathway_width(pathway)
         return [(width * 2**i, width * 4 * 2**i) for i in range(4)]
 
     @property
@@ -105,11 +171,25 @@ class ResNet3dConfig:
         if self.head_pool == "adaptive":
             return None
         spatial = self.crop_size // (32 if self.spatial_strides[3] == 2 else 16)
-        return tuple((self.frames(p) // self.temporal_pool, spatial, spatial) for p in range(self.num_pathways))
+        down = (1, self.fast_downsample)
+        return tuple(
+            (self.frames(p) // self.temporal_pool, spatial // down[p], spatial // down[p])
+            for p in range(self.num_pathways)
+        )
 
     def replace(self, **changes: object) -> ResNet3dConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def fusion(cfg: ResNet3dConfig, fast_chs: int, bn: dict[str, float]) -> nn.Module:
+    """The fast-to-slow lateral of ``cfg.fusion`` for a Fast map of ``fast_chs`` channels (``out_chs``: added)."""
+    up = cfg.fast_downsample
+    if cfg.fusion == "tconv":
+        return FuseFastToSlow(fast_chs, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, up, **bn)
+    if cfg.fusion == "tsample":
+        return TimeStridedSample(fast_chs, cfg.alpha, up)
+    return TimeToChannel(fast_chs, cfg.alpha, cfg.fusion.removeprefix("ttoc_"), up)
 
 
 class ResNet3d(nn.Module):
@@ -126,18 +206,21 @@ class ResNet3d(nn.Module):
         bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
         paths = range(cfg.num_pathways)
         widths = [cfg.stage_widths(p) for p in paths]
-        stem_out = [cfg.width // (cfg.beta_inv if p else 1) for p in paths]
-        self.stem = nn.ModuleList(Stem(cfg.in_chans, stem_out[p], cfg.stem_kernel_t[p], **bn) for p in paths)
+        stem_out = [cfg.pathway_width(p) for p in paths]
+        pre = [None, FastInput(cfg.fast_input, cfg.fast_downsample)]  # the Fast pathway's parameter-free first step
+        pre = [m if m is not None and (m.mode in ("gray", "timediff") or m.downsample > 1) else None for m in pre]
+        self.stem = nn.ModuleList(
+            Stem(pre[p].out_chans if pre[p] else cfg.input_chans(p), stem_out[p], cfg.stem_kernel_t[p], pre[p], **bn)
+            for p in paths
+        )
 
         # fuse[i] runs after the stem (i = 0) and after res2..res4 (i = 1..3); never after res5
-        fast_out = [stem_out[1]] + [w[1] for w in widths[1][:3]] if cfg.alpha else []
-        self.fuse = nn.ModuleList(
-            FuseFastToSlow(c, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, **bn) for c in fast_out
-        )
+        fast_out = [stem_out[1]] + [w[1] for w in widths[1][:3]] if cfg.alpha and cfg.fusion != "none" else []
+        self.fuse = nn.ModuleList(fusion(cfg, c, bn) for c in fast_out)
         in_chs = list(stem_out)
         for s, name in enumerate(STAGES):
             if self.fuse:
-                in_chs[0] += fast_out[s] * cfg.fusion_channel_ratio
+                in_chs[0] += self.fuse[s].out_chs
             pathways = nn.ModuleList()
             for p in paths:
                 inner, out = widths[p][s]
@@ -202,12 +285,15 @@ class ResNet3d(nn.Module):
             xs = list(x)
         else:
             raise TypeError(f"expected a tensor or a list of {n} tensors (N, {cfg.in_chans}, T, H, W), got {type(x)}")
-        for t in xs:
-            if t.dim() != 5 or t.shape[1] != cfg.in_chans:
+        for p, t in enumerate(xs):
+            chans = cfg.input_chans(p if len(xs) == n else 0)
+            if t.dim() != 5 or t.shape[1] != chans:
                 raise ValueError(
-                    f"each pathway must be (N, {cfg.in_chans}, T, H, W); got shape {tuple(t.shape)}"
+                    f"each pathway must be (N, {chans}, T, H, W); got shape {tuple(t.shape)}"
                     + ("" if t.dim() != 4 else " (add the batch dimension with x.unsqueeze(0))")
                 )
+        if n == 2 and len(xs) == 1 and cfg.fast_input == "flow":
+            raise ValueError("a flow Fast pathway takes [slow RGB (N, 3, T, H, W), flow (N, 2, alpha*T, H, W)]")
         if n == 2 and len(xs) == 1:
             # one clip for a two-pathway network: it is the fast pathway; pick the slow frames as the reference
             fast = xs[0]
@@ -288,7 +374,7 @@ class ResNet3d(nn.Module):
         info = []
         for i in indices:
             if i == 0:
-                chs = tuple(cfg.width // (cfg.beta_inv if p else 1) for p in paths)
+                chs = tuple(cfg.pathway_width(p) for p in paths)
             else:
                 chs = tuple(cfg.stage_widths(p)[i - 1][1] for p in paths)
             spatial = 4 * math.prod(cfg.spatial_strides[:i])
@@ -298,7 +384,7 @@ class ResNet3d(nn.Module):
                     "index": i,
                     "module": "stem" if i == 0 else STAGES[i - 1],
                     "num_chs": chs,
-                    "reduction": tuple((temporal, spatial) for _ in paths),
+                    "reduction": tuple((temporal, spatial * (cfg.fast_downsample if p else 1)) for p in paths),
                 }
             )
         return info

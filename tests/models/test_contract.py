@@ -22,7 +22,7 @@ def clip(model, batch: int = 2, size: int = 64) -> list[torch.Tensor]:
     torch.manual_seed(0)
     if cfg.alpha is None:
         return [torch.randn(batch, 3, 4, size, size)]
-    return [torch.randn(batch, 3, 2, size, size), torch.randn(batch, 3, 2 * cfg.alpha, size, size)]
+    return [torch.randn(batch, 3, 2, size, size), torch.randn(batch, cfg.input_chans(1), 2 * cfg.alpha, size, size)]
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

@@ -25,7 +25,7 @@ def small_input(model: ResNet3d, batch: int = 2, size: int = 64) -> list[torch.T
     cfg = model.cfg
     if cfg.alpha is None:
         return [torch.randn(batch, 3, 4, size, size)]
-    return [torch.randn(batch, 3, 2, size, size), torch.randn(batch, 3, 2 * cfg.alpha, size, size)]
+    return [torch.randn(batch, 3, 2, size, size), torch.randn(batch, cfg.input_chans(1), 2 * cfg.alpha, size, size)]
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -63,7 +63,10 @@ def test_flops_equal_reference(name: str) -> None:
     cfg = slowfast_zoo.get_pretrained_cfg(name)
     assert cfg.gflops is not None, f"{name}: no reference GFLOPs"
     model = slowfast_zoo.create(name, device="meta").eval()
-    x = [torch.empty(1, 3, cfg.model.frames(p), 256, 256, device="meta") for p in range(cfg.model.num_pathways)]
+    x = [
+        torch.empty(1, cfg.model.input_chans(p), cfg.model.frames(p), 256, 256, device="meta")
+        for p in range(cfg.model.num_pathways)
+    ]
     boxes = [torch.tensor([[0.0, 0.0, 255.0, 255.0]], device="meta")] if cfg.model.roi_head else None  # one box
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

@@ -17,9 +17,15 @@ def test_listing_and_patterns() -> None:
     assert slowfast_zoo.list_models("slow_*") == [
         "slow_nln_r50_4x16",
         "slow_nln_r50_8x8",
+        "slow_r50_2x32",
         "slow_r50_4x16",
         "slow_r50_4x16_det",
         "slow_r50_8x8",
+        "slow_r50_16x8",
+        "slow_r101_2x32",
+        "slow_r101_4x16",
+        "slow_r101_8x8",
+        "slow_r101_16x8",
     ]
     assert slowfast_zoo.list_models("slowfast_r101*", pretrained=True) == [
         "slowfast_r101_8x8.k400_ptv",
