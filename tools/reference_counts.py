@@ -56,7 +56,7 @@ PTV_DIST_NAMES = (
 )
 
 #: classes per dataset tag prefix (SF:configs/*/... MODEL.NUM_CLASSES: Kinetics 400, SSv2 174, Charades 157, AVA 80)
-NUM_CLASSES = {"k400": 400, "ssv2": 174, "charades": 157, "ava21": 80, "ava22": 80}
+NUM_CLASSES = {"k400": 400, "k600": 600, "ssv2": 174, "charades": 157, "ava21": 80, "ava22": 80}
 
 #: released checkpoint -> the authors' config it was trained/tested with (PySlowFast MODEL_ZOO.md rows, configs/;
 #: PySlowFast's projects/pytorchvideo/README.md for the PyTorchVideo ones)
@@ -79,6 +79,13 @@ PYSF_CONFIGS = {
     "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": "AVA/c2/SLOWFAST_32x2_R101_50_50.yaml",
     "slowfast_nln_r101_50_50_8x8_det.ava21_pysf": "AVA/c2/SLOWFAST_32x2_R101_50_50_v2.1.yaml",
     "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": "AVA/c2/SLOWFAST_64x2_R101_50_50.yaml",
+    # the AVA table's Kinetics-600 pre-training files: the R101_50_50 non-local Kinetics config, 600 classes
+    # (SF:configs/AVA/c2/SLOWFAST_{32,64}x2_R101_50_50*.yaml train from them; no config of their own is published)
+    "slowfast_nln_r101_50_50_16x8.k600_pysf": "Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50.yaml MODEL.NUM_CLASSES 600",
+    "slowfast_nln_r101_50_50_8x8.k600_pysf": "Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50.yaml MODEL.NUM_CLASSES 600 "
+    "DATA.NUM_FRAMES 32",
+    "slowfast_nln_r101_50_50_8x8.k600_pysf_v21": "Kinetics/c2/SLOWFAST_NLN_16x8_R101_50_50.yaml "
+    "MODEL.NUM_CLASSES 600 DATA.NUM_FRAMES 32",
     # PyTorchVideo's checkpoints were trained with PySlowFast's PTV wrappers (PTVResNet / PTVSlowFast) on these
     "c2d_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/C2D_8x8_R50.yaml",
     "i3d_r50_8x8.k400_ptv": "Kinetics/pytorchvideo/I3D_8x8_R50.yaml",
@@ -190,9 +197,12 @@ class PySlowFast:
         self.get_cfg = importlib.import_module("slowfast.config.defaults").get_cfg
 
     def count(self, config: str) -> tuple[int, float]:
-        """Build ``configs/<config>`` on the meta device and count it."""
+        """Build ``configs/<config>`` (``path [KEY VALUE ...]``: yacs overrides after the file) on the meta device and
+        count it."""
         cfg = self.get_cfg()
-        cfg.merge_from_file(str(self.path / "configs" / config))
+        path, *overrides = config.split()
+        cfg.merge_from_file(str(self.path / "configs" / path))
+        cfg.merge_from_list(overrides)
         cfg.NUM_GPUS = 0
         # sync BN is a training choice: same parameters as BatchNorm3d, and PTV 0.1.5's one lacks num_sync_devices
         cfg.BN.NORM_TYPE = "batchnorm"
