@@ -11,6 +11,8 @@ from einops import rearrange
 from torch import nn
 from torchvision.ops import roi_align
 
+from .amp_guard import GuardedConv3d
+
 __all__ = [
     "Bottleneck",
     "ClassifierHead",
@@ -45,7 +47,8 @@ class ConvBnAct(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(in_chs, out_chs, kernel, stride, padding, dilation, bias=False)
+        # GuardedConv3d: a plain Conv3d that sidesteps a oneDNN bf16 weight-gradient bug (see amp_guard.py)
+        self.conv = GuardedConv3d(in_chs, out_chs, kernel, stride, padding, dilation, bias=False)
         self.bn = nn.BatchNorm3d(out_chs, eps=bn_eps, momentum=bn_momentum)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
