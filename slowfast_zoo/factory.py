@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 from typing import Any
@@ -43,8 +45,11 @@ def create(
         dtype: parameter dtype, e.g. ``torch.bfloat16``.
         features_only: return a :class:`ResNet3dFeatures` giving the per-pathway maps of the stages in
             ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
-        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
+        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"``, ``drop_path_rate=0.1``,
+            ``global_pool="max"``; timm's ``drop_rate`` is the ``dropout`` field. Unknown names are a ``TypeError``
+            listing the valid ones.
     """
+    _check_overrides(overrides)
     if name.startswith("hf-hub:"):  # a repo written by slowfast_zoo.publish.push_to_hub
         from .weights.sources import load_hf_hub_cfg
 
@@ -57,6 +62,8 @@ def create(
     else:
         cfg = get_pretrained_cfg(name)
     changes = dict(overrides)
+    if "drop_rate" in changes:  # timm's name for the dropout before the classifier
+        changes["dropout"] = changes.pop("drop_rate")
     if num_classes is not None:
         changes["num_classes"] = num_classes
     model_cfg = cfg.model.replace(**changes) if changes else cfg.model
@@ -92,7 +99,21 @@ def create(
 
 
 #: config fields that change how the network runs, not what its weights are
-_RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned")
+_RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned", "drop_path_rate", "global_pool")
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    """Refuse keywords that are neither ``create`` arguments nor architecture fields, listing what is valid."""
+    fields = [f.name for f in dataclasses.fields(ResNet3dConfig)]
+    unknown = sorted(set(overrides) - set(fields) - {"drop_rate"})
+    if unknown:
+        own = [p for p in inspect.signature(create).parameters if p != "overrides"]
+        raise TypeError(
+            f"create() got unknown keyword argument(s) {unknown}; valid: its arguments {', '.join(own)}, "
+            f"timm's drop_rate, and the ResNet3dConfig fields {', '.join(fields)}"
+        )
+    if "drop_rate" in overrides and "dropout" in overrides:
+        raise TypeError("create(): give drop_rate (timm's name) or dropout, not both")
 
 
 def _describe(cfg: PretrainedCfg, model_cfg: ResNet3dConfig) -> PretrainedCfg:
