@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Iterable
@@ -51,12 +53,17 @@ def create(
             ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
         max_params: refuse (ValueError) a network with more parameters, counted on the ``meta`` device before
             anything is allocated; ``None`` for no limit.
-        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"`` or ``dropout=0.0``.
+        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"``, ``drop_path_rate=0.1``,
+            ``global_pool="max"``; timm's ``drop_rate`` is the ``dropout`` field. Unknown names are a ``TypeError``
+            listing the valid ones.
     """
+    _check_overrides(overrides)
     cfg, weights = _resolve(name)
     if checkpoint is None and weights is not None:  # a local-dir: folder brings its own weights
         checkpoint = weights
     changes = dict(overrides)
+    if "drop_rate" in changes:  # timm's name for the dropout before the classifier
+        changes["dropout"] = changes.pop("drop_rate")
     if num_classes is not None:
         changes["num_classes"] = num_classes
     model_cfg = cfg.model.replace(**changes) if changes else cfg.model
@@ -131,7 +138,21 @@ def _available(device: torch.device) -> torch.device:
 
 
 #: config fields that change how the network runs, not what its weights are
-_RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned")
+_RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned", "drop_path_rate", "global_pool")
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    """Refuse keywords that are neither ``create`` arguments nor architecture fields, listing what is valid."""
+    fields = [f.name for f in dataclasses.fields(ResNet3dConfig)]
+    unknown = sorted(set(overrides) - set(fields) - {"drop_rate"})
+    if unknown:
+        own = [p for p in inspect.signature(create).parameters if p != "overrides"]
+        raise TypeError(
+            f"create() got unknown keyword argument(s) {unknown}; valid: its arguments {', '.join(own)}, "
+            f"timm's drop_rate, and the ResNet3dConfig fields {', '.join(fields)}"
+        )
+    if "drop_rate" in overrides and "dropout" in overrides:
+        raise TypeError("create(): give drop_rate (timm's name) or dropout, not both")
 #: what no longer applies once the weights are not the published ones
 _NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={})
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .resnet3d import STAGES, ResNet3d
+from .resnet3d import STAGES, ResNet3d, ResNet3dFeatures
 
 __all__ = ["FrozenBatchNorm3d", "freeze", "param_groups", "stage_of"]
 
@@ -70,7 +70,14 @@ def stage_of(param_name: str) -> str:
     raise ValueError(f"{param_name!r} belongs to no stage of a ResNet3d")
 
 
-def freeze(model: ResNet3d, up_to: str = "res4", bn: Literal["frozen", "train"] = "frozen") -> list[str]:
+def _backbone(model: ResNet3d | ResNet3dFeatures) -> ResNet3d:
+    """The ResNet3d inside a ``features_only`` model, or the model itself."""
+    return model.model if isinstance(model, ResNet3dFeatures) else model
+
+
+def freeze(
+    model: ResNet3d | ResNet3dFeatures, up_to: str = "res4", bn: Literal["frozen", "train"] = "frozen"
+) -> list[str]:
     """Stop training every stage from the stem up to and including ``up_to`` (``stem``, ``res2``..``res5``).
 
     Their parameters get ``requires_grad=False``; with ``bn="frozen"`` their BatchNorms also become
@@ -81,6 +88,7 @@ def freeze(model: ResNet3d, up_to: str = "res4", bn: Literal["frozen", "train"] 
         raise ValueError(f"up_to must be one of {ORDER[:-1]}, got {up_to!r}")
     if bn not in ("frozen", "train"):
         raise ValueError(f"bn must be 'frozen' or 'train', got {bn!r}")
+    model = _backbone(model)
     frozen = ORDER[: ORDER.index(up_to) + 1]
     modules = [getattr(model, name) for name in frozen]
     modules += [f for i, f in enumerate(model.fuse) if ORDER[i] in frozen]
@@ -92,19 +100,21 @@ def freeze(model: ResNet3d, up_to: str = "res4", bn: Literal["frozen", "train"] 
 
 
 def param_groups(
-    model: ResNet3d, lr: float, weight_decay: float = 1e-4, stage_decay: float = 1.0
+    model: ResNet3d | ResNet3dFeatures, lr: float, weight_decay: float = 1e-4, stage_decay: float = 1.0
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups per stage, learning rate ``lr * stage_decay ** (stages before the head)``.
 
     BatchNorm parameters and biases get no weight decay (the reference's ``BN.WEIGHT_DECAY = 0``); frozen
     parameters are left out. Each group carries ``name`` (e.g. ``res3`` or ``res3.no_decay``).
     """
+    model = _backbone(model)
+    skip_decay = model.no_weight_decay()
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         stage = stage_of(name)
-        no_decay = param.ndim <= 1
+        no_decay = name in skip_decay
         key = f"{stage}.no_decay" if no_decay else stage
         if key not in groups:
             depth = len(ORDER) - 1 - ORDER.index(stage)

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .layers import (
-    Bottleneck,
-    ClassifierHead,
-    FastInput,
-    FuseFastToSlow,
-    NonLocal,
-    RoIHead,
-    Stem,
-    TimeStridedSample,
-    TimeToChannel,
-    as_rois,
-    linspace_indices,
-)
+from .features import STAGES, FeatureInfo, stage_feature_info
+from .heads import ClassifierHead, RoIHead, as_rois
+from .inputs import as_pathways
+from .layers import Bottleneck, FastInput, FuseFastToSlow, NonLocal, Stem, TimeStridedSample, TimeToChannel
 
 __all__ = ["STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
 
-STAGES = ("res2", "res3", "res4", "res5")
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
@@ -76,6 +65,12 @@ class ResNet3dConfig:
     dropout: float = 0.5
     #: "adaptive" pools whatever size comes in; "fixed" uses the reference's kernel set by the training crop
     head_pool: Literal["adaptive", "fixed"] = "adaptive"
+    #: head pooling as timm's ``global_pool``: "avg", "max", or "" (none: the model returns the res5 maps; needs
+    #: ``num_classes=0``)
+    global_pool: Literal["avg", "max", ""] = "avg"
+    #: stochastic depth (timm's ``drop_path_rate``): residual-branch drop rate, rising linearly from 0 at the first
+    #: block to this value at the last
+    drop_path_rate: float = 0.0
     #: AVA detectors: a RoIAlign head scoring person boxes instead of a clip classifier
     roi_head: bool = False
     roi_aligned: bool = False
@@ -108,6 +103,14 @@ class ResNet3dConfig:
             raise ValueError(f"head_pool must be 'adaptive' or 'fixed', got {self.head_pool!r}")
         if self.alpha is not None and self.num_frames % self.alpha:
             raise ValueError(f"num_frames ({self.num_frames}) must be a multiple of alpha ({self.alpha})")
+        if self.global_pool not in ("avg", "max", ""):
+            raise ValueError(f"global_pool must be 'avg', 'max' or '' (no pooling), got {self.global_pool!r}")
+        if self.global_pool == "" and self.num_classes:
+            raise ValueError("global_pool='' (no pooling) returns feature maps: it needs num_classes=0")
+        if self.roi_head and self.global_pool != "avg":
+            raise ValueError("detectors (roi_head=True) pool as the reference does: global_pool must be 'avg'")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         self._check_design()
 
     def _check_design(self) -> None:
@@ -177,8 +180,17 @@ class ResNet3dConfig:
             for p in range(self.num_pathways)
         )
 
+    @property
+    def classifier(self) -> str:
+        """Module name of the final linear layer, as timm's ``classifier``: its state-dict keys start with it + '.'."""
+        return "head.proj"
+
     def replace(self, **changes: object) -> ResNet3dConfig:
-        """A copy with some fields changed."""
+        """A copy with some fields changed; an unknown field is a ``TypeError`` listing the valid ones."""
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown ResNet3dConfig field(s) {unknown}; valid fields: {', '.join(valid)}")
         return dataclasses.replace(self, **changes)
 
 
@@ -248,13 +260,23 @@ class ResNet3d(nn.Module):
                 tuple(in_chs), cfg.num_classes, cfg.dropout, spatial_scale=scale, aligned=cfg.roi_aligned
             )
         else:
-            self.head = ClassifierHead(tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size)
+            self.head = ClassifierHead(
+                tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size, pool_type=cfg.global_pool
+            )
+        self._set_drop_path(cfg.drop_path_rate)
         if not next(self.parameters()).is_meta:  # create() builds on meta and initializes on the target device
             self.init_weights()
 
     @property
     def num_classes(self) -> int:
         return self.head.num_classes
+
+    def _set_drop_path(self, rate: float) -> None:
+        """Stochastic depth in every bottleneck, rate ``rate * k / (blocks - 1)`` for block k of each pathway (timm)."""
+        for p in range(self.cfg.num_pathways):
+            blocks = [b for name in STAGES for b in getattr(self, name)[p] if isinstance(b, Bottleneck)]
+            for k, block in enumerate(blocks):
+                block.set_drop_path(rate * k / max(len(blocks) - 1, 1))
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -275,52 +297,6 @@ class ResNet3d(nn.Module):
             elif isinstance(m, NonLocal):
                 nn.init.zeros_(m.bn.weight)
 
-    def _as_pathways(self, x: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        """Validate the input and return it as a new list with one tensor per pathway."""
-        cfg = self.cfg
-        n = cfg.num_pathways
-        if isinstance(x, torch.Tensor):
-            xs = [x]
-        elif isinstance(x, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in x):
-            xs = list(x)
-        else:
-            raise TypeError(f"expected a tensor or a list of {n} tensors (N, {cfg.in_chans}, T, H, W), got {type(x)}")
-        for p, t in enumerate(xs):
-            chans = cfg.input_chans(p if len(xs) == n else 0)
-            if t.dim() != 5 or t.shape[1] != chans:
-                raise ValueError(
-                    f"each pathway must be (N, {chans}, T, H, W); got shape {tuple(t.shape)}"
-                    + ("" if t.dim() != 4 else " (add the batch dimension with x.unsqueeze(0))")
-                )
-        if n == 2 and len(xs) == 1 and cfg.fast_input == "flow":
-            raise ValueError("a flow Fast pathway takes [slow RGB (N, 3, T, H, W), flow (N, 2, alpha*T, H, W)]")
-        if n == 2 and len(xs) == 1:
-            # one clip for a two-pathway network: it is the fast pathway; pick the slow frames as the reference
-            fast = xs[0]
-            if fast.shape[2] % cfg.alpha:
-                raise ValueError(
-                    f"a single clip for SlowFast needs T divisible by alpha={cfg.alpha}, got T={fast.shape[2]}"
-                )
-            xs = [fast.index_select(2, linspace_indices(fast.shape[2], fast.shape[2] // cfg.alpha, fast.device)), fast]
-        if len(xs) != n:
-            raise ValueError(
-                f"this network has {n} pathway(s) and takes "
-                + ("[slow, fast]" if n == 2 else "one tensor")
-                + f"; got a list of {len(xs)} tensors"
-            )
-        if n == 2:
-            slow, fast = xs
-            if (
-                fast.shape[2] != cfg.alpha * slow.shape[2]
-                or slow.shape[0] != fast.shape[0]
-                or slow.shape[3:] != fast.shape[3:]
-            ):
-                raise ValueError(
-                    f"expected slow (N, 3, T, H, W) and fast (N, 3, {cfg.alpha}*T, H, W) (alpha={cfg.alpha}); "
-                    f"got slow {tuple(slow.shape)} and fast {tuple(fast.shape)}"
-                )
-        return xs
-
     def _stage(self, name: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         stage = getattr(self, name)
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -337,7 +313,7 @@ class ResNet3d(nn.Module):
 
         Returns the kept outputs in order, then the final (fused) maps; stops after the last stage needed.
         """
-        xs = self._as_pathways(x)
+        xs = as_pathways(x, self.cfg, self.stem[0].conv.weight.dtype)
         xs = [stem(t) for stem, t in zip(self.stem, xs)]
         kept = [list(xs)] if 0 in indices else []
         last = max(indices, default=4)
@@ -367,27 +343,16 @@ class ResNet3d(nn.Module):
             raise ValueError(f"indices must be increasing stage numbers in 0..4 (stem, res2..res5), got {indices}")
         return self._run(x, tuple(indices))[:-1]
 
-    def feature_info(self, indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> list[dict[str, object]]:
+    def feature_info(self, indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> FeatureInfo:
         """Name, channels per pathway and (time, space) reduction per pathway of each stage output."""
-        cfg = self.cfg
-        paths = range(cfg.num_pathways)
-        info = []
-        for i in indices:
-            if i == 0:
-                chs = tuple(cfg.pathway_width(p) for p in paths)
-            else:
-                chs = tuple(cfg.stage_widths(p)[i - 1][1] for p in paths)
-            spatial = 4 * math.prod(cfg.spatial_strides[:i])
-            temporal = cfg.temporal_pool if i >= 2 else 1
-            info.append(
-                {
-                    "index": i,
-                    "module": "stem" if i == 0 else STAGES[i - 1],
-                    "num_chs": chs,
-                    "reduction": tuple((temporal, spatial * (cfg.fast_downsample if p else 1)) for p in paths),
-                }
-            )
-        return info
+        return stage_feature_info(self.cfg, tuple(indices))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters to train without weight decay (timm's hook): BatchNorm affines and biases.
+
+        The reference sets ``BN.WEIGHT_DECAY = 0``; biases follow timm's habit. :func:`param_groups` uses this set.
+        """
+        return {name for name, p in self.named_parameters() if p.ndim <= 1}
 
     def forward_head(
         self,
@@ -423,8 +388,15 @@ class ResNet3d(nn.Module):
         """The final linear layer (``nn.Identity`` for an embedding model)."""
         return self.head.proj
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a freshly initialized one; ``0`` makes the model return pooled embeddings."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier by a freshly initialized one; ``0`` makes the model return pooled embeddings.
+
+        ``global_pool`` (timm's): ``"avg"``, ``"max"`` or ``""`` (no pooling, with ``num_classes=0``); None keeps it.
+        """
+        pool = self.cfg.global_pool if global_pool is None else global_pool
+        cfg = self.cfg.replace(num_classes=num_classes, global_pool=pool)  # validates the combination
+        if isinstance(self.head, ClassifierHead) and pool != self.head.pool_type:
+            self.head.set_pool(pool)
         ref = next(self.parameters())
         if num_classes > 0:
             proj = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
@@ -433,7 +405,7 @@ class ResNet3d(nn.Module):
             self.head.proj = proj
         else:
             self.head.proj = nn.Identity()
-        self.cfg = self.cfg.replace(num_classes=num_classes)
+        self.cfg = cfg
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in backward instead of storing them."""
@@ -453,10 +425,26 @@ class ResNet3dFeatures(nn.Module):
         if not out_indices or list(out_indices) != sorted(set(out_indices)) or not set(out_indices) <= set(range(5)):
             raise ValueError(f"out_indices must be increasing stage numbers in 0..4, got {out_indices}")
         self.feature_info = model.feature_info(self.out_indices)
+        # drop what no output needs, so that every parameter left gets a gradient (DDP refuses unused ones)
+        last = max(self.out_indices)
         model.head = nn.Identity()  # type: ignore[assignment]
-        for name in STAGES[max(self.out_indices) :]:
+        for name in STAGES[last:]:
             setattr(model, name, nn.ModuleList())
+        model.fuse = nn.ModuleList(list(model.fuse)[:last])  # fuse[i] feeds stage i + 1 (res2 = 1)
         self.model = model
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> list[list[torch.Tensor]]:
         return self.model.forward_intermediates(x, self.out_indices)
+
+    @property
+    def cfg(self) -> ResNet3dConfig:
+        """The backbone's architecture config."""
+        return self.model.cfg
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters to train without weight decay (timm's hook), as for :class:`ResNet3d`."""
+        return {f"model.{name}" for name in self.model.no_weight_decay()}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward instead of storing them."""
+        self.model.set_grad_checkpointing(enable)

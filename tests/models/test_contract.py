@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import slowfast_zoo
@@ -224,3 +225,128 @@ def test_local_dir_with_other_weights_is_refused_and_kept(tmp_path) -> None:
     assert weights.read_bytes() == bytes(data)  # the user's file is reported, never deleted
     with pytest.raises(FileNotFoundError, match=r"expected config\.json and model\.safetensors"):
         slowfast_zoo.create(f"local-dir:{tmp_path / 'missing'}")
+
+
+@pytest.mark.parametrize("out_indices", [(1, 2), (0,), (2, 3), (0, 1, 2, 3, 4)])
+def test_features_only_leaves_no_parameter_without_a_gradient(out_indices: tuple[int, ...]) -> None:
+    """DDP raises on parameters that get no gradient: unused fusion laterals must not stay behind (issue 11 §4)."""
+    model = tiny("slowfast_r50_8x8", features_only=True, out_indices=out_indices)
+    out = model(clip(model.model))
+    sum(m.square().mean() for maps in out for m in maps).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad
+
+
+def test_freeze_and_param_groups_work_on_features_only_models() -> None:
+    model = tiny("slowfast_r50_8x8", features_only=True, out_indices=(1, 2, 3))
+    assert freeze(model, up_to="res2") == ["stem", "res2"]
+    assert isinstance(model.model.res2[0][0].a.bn, FrozenBatchNorm3d)
+    groups = param_groups(model, lr=0.1, stage_decay=0.5)
+    assert {g["name"] for g in groups} == {"res3", "res3.no_decay", "res4", "res4.no_decay"}
+    grouped = sorted(id(p) for g in groups for p in g["params"])
+    assert grouped == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def test_feature_info_has_timm_accessors() -> None:
+    """SlowFast R50 stage outputs (Feichtenhofer et al. 2019, Table 1): slow 256/512/1024/2048 channels, fast 1/8 of
+    that (beta = 1/8), at spatial strides 4, 8, 16, 32 of the 224 input (56^2 .. 7^2)."""
+    model = slowfast_zoo.create("slowfast_r50_8x8", device="meta", features_only=True)
+    info = model.feature_info
+    assert info.channels() == [256, 512, 1024, 2048] and info.channels(pathway=1) == [32, 64, 128, 256]
+    assert info.reduction() == [4, 8, 16, 32] and info.reduction(3, pathway=1) == 32
+    assert info.channels(0) == 256 and info.module_name() == ["res2", "res3", "res4", "res5"]
+    assert info.temporal_reduction() == [1, 1, 1, 1]
+
+
+def test_single_element_list_is_not_a_slowfast_clip() -> None:
+    model = tiny("slowfast_r50_8x8")
+    with pytest.raises(ValueError, match=r"2 pathway\(s\).*a list of 2 tensors.*got a list of 1"):
+        model([torch.zeros(1, 3, 8, 64, 64)])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64, torch.float16, torch.bfloat16])
+def test_input_dtype_is_named_in_the_error(dtype: torch.dtype) -> None:
+    model = tiny("slow_r50_8x8")
+    with pytest.raises(TypeError, match=r"expected .*dtype torch\.float32.*got torch\." + str(dtype).split(".")[1]):
+        model(torch.zeros(1, 3, 4, 64, 64, dtype=dtype))
+
+
+def test_autocast_takes_low_precision_input() -> None:
+    model = tiny("slow_r50_8x8").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.zeros(1, 3, 4, 64, 64, dtype=torch.bfloat16)).shape == (1, 5)
+
+
+def test_drop_rate_and_drop_path_rate_as_timm() -> None:
+    model = tiny("slowfast_r50_8x8", drop_rate=0.3, drop_path_rate=0.15)
+    assert model.head.drop.p == 0.3 and model.cfg.dropout == 0.3
+    for p in range(2):  # 3 + 4 + 6 + 3 = 16 blocks per pathway: rate 0.15 * k / 15 for block k (timm's schedule)
+        blocks = [b for stage in (model.res2, model.res3, model.res4, model.res5) for b in stage[p]]
+        assert len(blocks) == 16 and isinstance(blocks[0].drop_path, nn.Identity)
+        rates = [b.drop_path.p for b in blocks[1:]]
+        assert rates == pytest.approx([0.01 * k for k in range(1, 16)])
+    assert all(b.drop_path.mode == "row" for b in model.res5[0])  # per sample, as timm's DropPath
+    with torch.no_grad():
+        for prm in model.parameters():  # no zero-init gammas, so that dropping a branch changes the output
+            prm.add_(torch.randn_like(prm) * 0.05)
+    x = clip(model)
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(x))  # a different set of branches dropped
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    plain = tiny("slowfast_r50_8x8")
+    assert not any(isinstance(m, torchvision.ops.StochasticDepth) for m in plain.modules())
+
+
+def test_global_pool_avg_max_and_none() -> None:
+    model = tiny("slowfast_r50_8x8", global_pool="max").eval()
+    x = clip(model)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        expected = torch.cat([f.amax(dim=(2, 3, 4)) for f in feats], dim=1)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), expected, rtol=0, atol=0)
+        model.reset_classifier(0, global_pool="")
+        maps = model(x)
+        assert len(maps) == 2 and all(torch.equal(a, b) for a, b in zip(maps, feats))
+        model.reset_classifier(0, global_pool="avg")
+        expected = torch.cat([f.mean(dim=(2, 3, 4)) for f in feats], dim=1)
+        torch.testing.assert_close(model(x), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        tiny("slow_r50_8x8", global_pool="")
+    assert len(tiny("slow_r50_8x8", num_classes=0, global_pool="")(clip(tiny("slow_r50_8x8")))) == 1
+
+
+def test_no_weight_decay_names_bn_and_biases() -> None:
+    model = tiny("i3d_nln_r50_8x8")
+    names = model.no_weight_decay()
+    assert "head.proj.bias" in names and "head.proj.weight" not in names and "stem.0.bn.weight" in names
+    assert "stem.0.conv.weight" not in names
+    bn_params = {
+        f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, nn.BatchNorm3d) for p in ["weight", "bias"]
+    }
+    assert bn_params <= names  # the reference's BN.WEIGHT_DECAY = 0 (SF:slowfast/config/defaults.py)
+    groups = param_groups(model, lr=0.1)
+    assert {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]} == {
+        id(p) for n, p in model.named_parameters() if n in names
+    }
+
+
+def test_unknown_create_keyword_lists_the_valid_ones() -> None:
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['drop_pth_rate'\].*drop_path_rate"):
+        slowfast_zoo.create("slow_r50_8x8", device="meta", drop_pth_rate=0.1)
+    with pytest.raises(TypeError, match=r"valid fields: .*num_classes"):
+        slowfast_zoo.get_pretrained_cfg("slow_r50_8x8").model.replace(num_class=3)
+
+
+def test_classifier_name_is_part_of_the_architecture() -> None:
+    model = tiny("slowfast_r50_8x8")
+    assert model.cfg.classifier == "head.proj"  # timm's pretrained_cfg["classifier"]
+    assert model.get_submodule(model.cfg.classifier) is model.get_classifier()
+    assert {k for k in model.state_dict() if k.startswith(model.cfg.classifier + ".")} == {
+        "head.proj.weight",
+        "head.proj.bias",
+    }
