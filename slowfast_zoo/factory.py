@@ -83,7 +83,7 @@ def create(
         found, source = pretrained_state_dict(cfg)  # tensors deserialized from the very bytes that were hashed
         loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
-        report = load_checkpoint(model, source, reset_head=num_classes is not None)
+        report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=model_cfg.classifier)
         if loaded is not None:  # the zoo's files are safetensors, read from one hashed buffer
             report.source, report.file_format = loaded.file, "safetensors"
         else:
@@ -153,6 +153,8 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
         )
     if "drop_rate" in overrides and "dropout" in overrides:
         raise TypeError("create(): give drop_rate (timm's name) or dropout, not both")
+
+
 #: what no longer applies once the weights are not the published ones
 _NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={})
 

@@ -23,6 +23,7 @@ import torch
 from . import cache as c
 from .convert import convert
 from .errors import CorruptCacheError, HashMismatchError, SourceFailed, WeightsNotFoundError
+from .formats import CheckpointError, damaged_upstream_note
 from .manifest import Mirror
 from .transfer import fetch
 
@@ -158,6 +159,11 @@ def download_origin(
             result = convert(raw, cfg, path, expected=expected)  # structural check + atomic write
             if file.sha256 is None and (allow_changed or not origin_record(file.url, zoo_cache).is_file()):
                 _record_first_download(cfg, file, zoo_cache, digest, size)
+        except CheckpointError as e:  # the authors' own file may be the damaged one: say so, with where to read
+            note = damaged_upstream_note(file.url)
+            if note is None:
+                raise
+            raise CheckpointError(f"{e}; {note}") from e
         except OSError as e:
             raise c.write_error(path.parent, e) from e
         finally:

@@ -534,3 +534,17 @@ def test_the_bytes_hashed_are_the_bytes_loaded(published, caches):
         stop.set()
         thread.join()
     assert loads > 0
+
+
+def test_damaged_authors_file_is_named_as_such(hub, caches):
+    """SlowFast #98 / #163: C2D_NOPOOL_8x8_R50.pkl is a gzip stream, not a checkpoint; the origin fallback says the
+    authors' file itself is damaged and where that is reported, and leaves nothing in the cache."""
+    import gzip
+
+    cfg = tiny_cfg("c2d_nopool_r50_8x8.k400_pysf")
+    url = hub.serve_file("kinetics400/C2D_NOPOOL_8x8_R50.pkl", gzip.compress(b"not a checkpoint" * 64))
+    cfg = cfg.replace(origin=Origin(url, "caffe2_pkl", "caffe2"))
+    with pytest.raises(slowfast_zoo.CheckpointError) as e:
+        resolve_weights(cfg)
+    assert "#98" in str(e.value) and "#163" in str(e.value)
+    assert_only_verified(caches.zoo, set())
