@@ -9,16 +9,14 @@ Read them back with ``slowfast_zoo.features.load_features("feats/")``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from slowfast_zoo import features
+from slowfast_zoo.cli import main as cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    features.add_arguments(parser)
-    return features.run(parser.parse_args(argv))
+    """``slowfast-zoo features ARGS``; in your own code call ``slowfast_zoo.features.extract`` directly."""
+    return cli(["features", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

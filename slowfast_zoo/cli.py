@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,6 +278,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", help="video files, or .txt/.csv/.lst files listing one video per line")
+    parser.add_argument("-o", "--out-dir", required=True, help="folder for the shard files")
+    parser.add_argument("--model", default="slowfast_r50_8x8", help="model name or hf-hub:org/repo (%(default)s)")
+    parser.add_argument("--checkpoint", help="weights file to use instead of the published ones")
+    parser.add_argument(
+        "--per", choices=["video", "window"], default="video", help="one embedding per video, or per sliding window"
+    )
+    parser.add_argument("--window", default="2,1", metavar="W,S", help="window length and stride, s (%(default)s)")
+    parser.add_argument("--views", choices=["fast", "reference"], default="fast")
+    parser.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
+    parser.add_argument("--shard-size", type=int, default=256, help="videos per shard file (%(default)s)")
+    parser.add_argument("--rank", type=int, help="this machine's share (default: $RANK or 0)")
+    parser.add_argument("--world-size", type=int, help="number of machines (default: $WORLD_SIZE or 1)")
+    parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    parser.add_argument("--batch-size", type=int, help="views per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    w, _, s = str(args.window).partition(",")
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+    summary = features.extract(
+        features.read_video_list(args.videos),
+        args.model,
+        args.out_dir,
+        per=args.per,
+        window_s=float(w),
+        stride_s=float(s or w),
+        views=args.views,
+        rank=rank,
+        world_size=world,
+        shard_size=args.shard_size,
+        format=args.format,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(summary)
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
@@ -321,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("features", help="write per-video or per-window embeddings to resumable shards")
-    features.add_arguments(p)
-    p.set_defaults(func=features.run)
+    _features_arguments(p)
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="classify videos with a model's own preprocessing and test protocol")
     p.add_argument("videos", nargs="*", help="video files (default: the embedded sample clip)")

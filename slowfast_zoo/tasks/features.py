@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
+from ..weights.cache import atomic_writer
 from .predict import load_model, plan_views, window_bounds
 
 __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
@@ -163,38 +163,28 @@ META_KEY = "slowfast_zoo.features"
 
 
 def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename it into place.
+    """Write a shard all or nothing (the cache's fsync'ed temp-file-and-rename writer).
 
     The bytes depend only on the contents (sorted JSON metadata, one entry), so reruns give identical files
     (safetensors; a zip archive as npz stores the time it was written).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     meta = json.dumps(metadata, sort_keys=True)
-    try:
+    with atomic_writer(path) as f:
         if format == "safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, tmp, metadata={META_KEY: meta})
+            f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={META_KEY: meta}))
         else:
             arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
             arrays["paths"] = np.array(metadata["paths"], dtype=str)
             arrays["metadata"] = np.array(meta)
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            np.savez(f, **arrays)
 
 
 def _remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
     """Temporary files an interrupted run of these shards left behind (a killed process cannot clean up)."""
     for name in names:
-        for stale in out_dir.glob(f".{name}.*.tmp"):
+        for stale in out_dir.glob(f".{name}.*.incomplete"):
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -459,50 +449,3 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "failed": failed,
         "shards": [f.name for f in files],
     }
-
-
-# ---- command line (``slowfast-zoo features`` and examples/extract_features.py) ---------------------------------------
-def add_arguments(parser: Any) -> None:
-    """The ``features`` command's arguments, added to an ``argparse`` parser."""
-    parser.add_argument("videos", nargs="+", help="video files, or .txt/.csv/.lst files listing one video per line")
-    parser.add_argument("-o", "--out-dir", required=True, help="folder for the shard files")
-    parser.add_argument("--model", default="slowfast_r50_8x8", help="model name or hf-hub:org/repo (%(default)s)")
-    parser.add_argument("--checkpoint", help="weights file to use instead of the published ones")
-    parser.add_argument(
-        "--per", choices=["video", "window"], default="video", help="one embedding per video, or per sliding window"
-    )
-    parser.add_argument("--window", default="2,1", metavar="W,S", help="window length and stride, s (%(default)s)")
-    parser.add_argument("--views", choices=["fast", "reference"], default="fast")
-    parser.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
-    parser.add_argument("--shard-size", type=int, default=256, help="videos per shard file (%(default)s)")
-    parser.add_argument("--rank", type=int, help="this machine's share (default: $RANK or 0)")
-    parser.add_argument("--world-size", type=int, help="number of machines (default: $WORLD_SIZE or 1)")
-    parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
-    parser.add_argument("--batch-size", type=int, help="views per forward pass")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: Any) -> int:
-    """Run the ``features`` command from parsed arguments; prints the summary, returns the exit status."""
-    w, _, s = str(args.window).partition(",")
-    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
-    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-    summary = extract(
-        read_video_list(args.videos),
-        args.model,
-        args.out_dir,
-        per=args.per,
-        window_s=float(w),
-        stride_s=float(s or w),
-        views=args.views,
-        rank=rank,
-        world_size=world,
-        shard_size=args.shard_size,
-        format=args.format,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    print(summary)
-    return 1 if summary.failed else 0
