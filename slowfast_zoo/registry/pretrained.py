@@ -38,6 +38,8 @@ class PretrainedCfg:
     labels: str | tuple[str, ...] | None = "kinetics400"
     #: model outputs the benchmark scores (AVA: the 60 of 80 actions in its mAP), or None for all of them
     evaluated_classes: tuple[int, ...] | None = None
+    #: detectors: person boxes of the proposals file kept at this score or above (``AVA.DETECTION_SCORE_THRESH``)
+    person_score_threshold: float | None = None
     # temporal sampling: the fast (or only) pathway takes model.num_frames frames every sampling_rate frames
     sampling_rate: int = 8
     target_fps: float = 30.0

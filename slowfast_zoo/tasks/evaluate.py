@@ -52,17 +52,6 @@ log = logging.getLogger(__name__)
 DATASETS = ("kinetics400", "kinetics600", "ssv2", "charades", "ava")
 FORMAT = "slowfast_zoo.evaluate/1"
 
-#: person-box score threshold of each AVA checkpoint's PySlowFast config (``AVA.DETECTION_SCORE_THRESH``)
-# (the pretrained config has no field for it yet; PyTorchVideo does not publish its AVA test configs)
-BOX_THRESHOLDS = {
-    "slow_r50_4x16_det.ava22_pysf": (0.9, "SF:configs/AVA/c2/SLOW_8x8_R50.yaml"),
-    "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": (0.8, "SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml"),
-    "slowfast_nln_r101_50_50_8x8_det.ava21_pysf": (0.8, "SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50_v2.1.yaml"),
-    "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": (0.8, "SF:configs/AVA/c2/SLOWFAST_64x2_R101_50_50.yaml"),
-    "slow_r50_4x16_det.ava22_ptv": (0.9, "assumed: PySlowFast's Slow AVA configs (PyTorchVideo does not say)"),
-    "slowfast_r50_8x8_det.ava22_ptv": (0.8, "assumed: PySlowFast's SlowFast AVA configs (PyTorchVideo does not say)"),
-}
-
 #: how many videos the published numbers were measured on: no source the zoo draws on states it
 PUBLISHED_VIDEOS_NOTE = "not stated by the authors (PySlowFast / PyTorchVideo model zoos)"
 #: the official split sizes, for comparison (the dataset papers); everyone's copy of Kinetics has fewer
@@ -304,10 +293,10 @@ def _classification_jobs(cfg: Any, dataset: str, root: Any, annotations: Any, la
 def _ava_jobs(cfg: Any, root: Any, proposals: Any, threshold: float | None) -> tuple[list, list, float]:
     notes = []
     if threshold is None:
-        if cfg.name not in BOX_THRESHOLDS:
+        threshold = cfg.person_score_threshold
+        if threshold is None:
             raise ValueError(f"{cfg.name}: no published person-box threshold; pass box_threshold (--box-threshold)")
-        threshold, source = BOX_THRESHOLDS[cfg.name]
-        notes.append(f"person boxes scoring >= {threshold:g} ({source})")
+        notes.append(f"person boxes scoring >= {threshold:g} (the checkpoint's person_score_threshold)")
     else:
         notes.append(f"person boxes scoring >= {threshold:g} (given)")
     ava: AvaSet = read_ava(proposals, root, threshold)

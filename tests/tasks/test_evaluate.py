@@ -257,12 +257,17 @@ def test_ava_map_equals_the_metric_on_detect_output(tmp_path):
 
 
 def test_ava_threshold_comes_from_the_checkpoint(tmp_path):
-    from slowfast_zoo.tasks.evaluate import BOX_THRESHOLDS
+    from slowfast_zoo import get_pretrained_cfg
 
-    # SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml and SLOW_8x8_R50.yaml: AVA.DETECTION_SCORE_THRESH
-    assert BOX_THRESHOLDS["slowfast_nln_r101_50_50_8x8_det.ava22_pysf"][0] == 0.8
-    assert BOX_THRESHOLDS["slow_r50_4x16_det.ava22_pysf"][0] == 0.9
-    model = create("slow_r50_4x16_det", width=8)  # no tag: no published threshold
+    # SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml, SLOWFAST_64x2_R101_50_50.yaml, SLOWFAST_32x2_R101_50_50_v2.1.yaml
+    # and SLOW_8x8_R50.yaml: AVA.DETECTION_SCORE_THRESH 0.8 (SlowFast) and 0.9 (Slow)
+    assert get_pretrained_cfg("slowfast_nln_r101_50_50_8x8_det.ava22_pysf").person_score_threshold == 0.8
+    assert get_pretrained_cfg("slowfast_nln_r101_50_50_8x8_det.ava21_pysf").person_score_threshold == 0.8
+    assert get_pretrained_cfg("slowfast_nln_r101_50_50_16x8_det.ava22_pysf").person_score_threshold == 0.8
+    assert get_pretrained_cfg("slow_r50_4x16_det.ava22_pysf").person_score_threshold == 0.9
+    assert get_pretrained_cfg("slowfast_r50_8x8.k400_pysf").person_score_threshold is None  # not a detector
+    model = create("slow_r50_4x16_det", width=8)
+    model.pretrained_cfg = model.pretrained_cfg.replace(person_score_threshold=None)  # e.g. a user's own detector
     with pytest.raises(ValueError, match="box_threshold"):
         evaluate(model, "ava", tmp_path, tmp_path / "gt.csv", proposals=tmp_path / "p.csv", label_map=tmp_path / "l")
 
