@@ -5,9 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +13,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from ddp import torchrun
 from safetensors.torch import load_file
 
 import slowfast_zoo
@@ -141,12 +139,6 @@ def test_finetune_lowers_the_loss_and_saves_labels(videos, tmp_path):
     assert "val_top1" not in log[0]  # --eval-every 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_gloo_processes_equal_one_process(videos, tmp_path):
     """2 processes x batch 1 x 2 accumulation steps == 1 process x batch 4: same samples, same averaged gradient.
 
@@ -159,14 +151,7 @@ def test_ddp_two_gloo_processes_equal_one_process(videos, tmp_path):
     finetune.main([*common, "--output", str(one), "--batch-size", "4"])
 
     two = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    cmd += [str(SCRIPT), *common, "--output", str(two), "--batch-size", "1", "--accum-steps", "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(SCRIPT, [*common, "--output", str(two), "--batch-size", "1", "--accum-steps", "2"], timeout=240)
 
     a, b = _weights(one), _weights(two)
     assert a.keys() == b.keys()

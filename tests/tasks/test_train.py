@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ddp import torchrun
 from safetensors.torch import load_file
 from video_factory import write_video
 
@@ -126,12 +124,6 @@ def test_every_variant_trains_from_scratch_with_the_preset_optimizer(name: str, 
     assert after < 0.7 * before, (before, after)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_gloo_processes_equal_one_process(videos, tmp_path) -> None:
     """As tests/tasks/test_finetune.py: 2 processes x batch 1 x 2 accumulation steps == 1 process x batch 4, with
     ``--bn eval`` so both compute the same function of the same samples; here from scratch with the preset."""
@@ -142,14 +134,7 @@ def test_ddp_two_gloo_processes_equal_one_process(videos, tmp_path) -> None:
     train.main([*common, "--output", str(one), "--batch-size", "4"])
 
     two = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    cmd += [str(SCRIPT), *common, "--output", str(two), "--batch-size", "1", "--accum-steps", "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(SCRIPT, [*common, "--output", str(two), "--batch-size", "1", "--accum-steps", "2"], timeout=300)
 
     a = load_file(str(one / "model" / "model.safetensors"))
     b = load_file(str(two / "model" / "model.safetensors"))
