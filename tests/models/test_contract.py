@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from tiny import tiny
 from torch import nn
 
 import slowfast_zoo
@@ -12,10 +13,6 @@ from slowfast_zoo import FrozenBatchNorm3d, freeze, param_groups
 
 ARCHS = slowfast_zoo.list_models()
 CLASSIFIERS = [a for a in ARCHS if not slowfast_zoo.get_pretrained_cfg(a).model.roi_head]
-
-
-def tiny(name: str, **kw) -> slowfast_zoo.ResNet3d:
-    return slowfast_zoo.create(name, width=8, **{"num_classes": 5, **kw})
 
 
 def clip(model, batch: int = 2, size: int = 64) -> list[torch.Tensor]:

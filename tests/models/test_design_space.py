@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 from einops import rearrange
+from tiny import tiny
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -198,9 +199,9 @@ def test_counts_equal_an_independent_pytorchvideo_build(name: str) -> None:
 
 
 # ---- build, forward, backward on tiny sizes -------------------------------------------------------------------------
-def tiny(name: str, **kw) -> slowfast_zoo.ResNet3d:
+def small(name: str, **kw) -> slowfast_zoo.ResNet3d:
     """Width 32 (beta = 1/32 keeps one Fast channel), 5 classes."""
-    return slowfast_zoo.create(name, width=32, num_classes=5, **kw)
+    return tiny(name, width=32, **kw)
 
 
 def tiny_input(model, batch: int = 2, size: int = 32) -> list[torch.Tensor] | torch.Tensor:
@@ -213,7 +214,7 @@ def tiny_input(model, batch: int = 2, size: int = 32) -> list[torch.Tensor] | to
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward_every_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
-    model = tiny(name)
+    model = small(name)
     x = tiny_input(model)
     out = model(x)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
@@ -227,7 +228,7 @@ def test_forward_backward_every_parameter_gets_a_gradient(name: str) -> None:
 @pytest.mark.parametrize("name", PARAMETER_FREE_INPUT)
 def test_export_equals_eager_for_the_in_model_input_steps(name: str) -> None:
     torch.manual_seed(0)
-    model = tiny(name).eval()
+    model = small(name).eval()
     clip = torch.randn(1, 3, 16, 32, 32)  # one RGB clip, as predict() feeds it
     exported = torch.export.export(model, (clip,))
     with torch.no_grad():
@@ -237,7 +238,7 @@ def test_export_equals_eager_for_the_in_model_input_steps(name: str) -> None:
 def test_rgb_variants_take_the_same_input_as_the_default() -> None:
     """Gray, time difference and half resolution are computed inside: an RGB clip or [slow, fast] RGB goes in."""
     for name in PARAMETER_FREE_INPUT:
-        model = tiny(name).eval()
+        model = small(name).eval()
         slow, fast = torch.randn(1, 3, 2, 64, 64), torch.randn(1, 3, 16, 64, 64)
         with torch.no_grad():
             assert model([slow, fast]).shape == (1, 5)
@@ -304,7 +305,7 @@ def test_impossible_combinations_are_refused(name: str, overrides: dict, message
 
 
 def test_flow_variant_names_its_input() -> None:
-    model = tiny("slowfast_r50_4x16_fast_flow")
+    model = small("slowfast_r50_4x16_fast_flow")
     with pytest.raises(ValueError, match=r"flow \(N, 2, alpha\*T, H, W\)"):
         model(torch.randn(1, 3, 16, 32, 32))  # one RGB clip cannot feed a flow pathway
     with pytest.raises(ValueError, match=r"\(N, 2, T, H, W\)"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import randomize, tiny
 from torch import nn
 
 import slowfast_zoo
@@ -11,27 +12,13 @@ from slowfast_zoo.models.freeze import freeze
 from slowfast_zoo.models.layers import ConvBnAct, NonLocal
 from slowfast_zoo.models.optimize import fold_conv_bn, fuse_bn, optimize_for_inference
 
-TINY = dict(width=8, num_classes=10, num_frames=16)
+TINY = dict(num_classes=10, num_frames=16)
 ARCHS = ["slowfast_r50_8x8", "slow_r50_8x8", "i3d_nln_r50_8x8", "c2d_r50_8x8", "slowfast_r101_50_50_16x8"]
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (the defaults would make folding an identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
-def tiny(arch: str) -> slowfast_zoo.ResNet3d:
+def small(arch: str) -> slowfast_zoo.ResNet3d:
     torch.manual_seed(0)
-    model = slowfast_zoo.create(arch, **TINY)
-    randomize_bn(model)
-    return model.eval()
+    return randomize(tiny(arch, **TINY)).eval()
 
 
 def inputs(model: slowfast_zoo.ResNet3d, n: int = 2, size: int = 64) -> list[torch.Tensor]:
@@ -48,7 +35,7 @@ def close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fuse_bn_keeps_logits(arch: str) -> None:
-    model = tiny(arch)
+    model = small(arch)
     x = inputs(model)
     with torch.no_grad():
         expected = model(x)
@@ -65,7 +52,7 @@ def test_fuse_bn_keeps_logits(arch: str) -> None:
 
 def test_every_conv_bn_pair_is_folded_including_fusion_and_nonlocal() -> None:
     for arch in ("slowfast_r50_8x8", "i3d_nln_r50_8x8"):
-        model = tiny(arch)
+        model = small(arch)
         units = sum(isinstance(m, ConvBnAct) for m in model.modules())
         nls = sum(isinstance(m, NonLocal) for m in model.modules())
         bns = sum(isinstance(m, nn.BatchNorm3d) for m in model.modules())
@@ -80,7 +67,7 @@ def test_every_conv_bn_pair_is_folded_including_fusion_and_nonlocal() -> None:
 
 @pytest.mark.parametrize("arch", ["slowfast_r50_8x8", "i3d_nln_r50_8x8"])
 def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
-    model = tiny(arch)
+    model = small(arch)
     x = inputs(model)
     with torch.no_grad():
         expected = model(x)
@@ -104,7 +91,7 @@ def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
 
 
 def test_training_mode_is_refused_or_copied() -> None:
-    model = tiny("slowfast_r50_8x8").train()
+    model = small("slowfast_r50_8x8").train()
     with pytest.raises(ValueError, match="training mode"):
         fuse_bn(model)
     with pytest.raises(ValueError, match="training mode"):
@@ -120,7 +107,7 @@ def test_training_mode_is_refused_or_copied() -> None:
 
 
 def test_inplace_fuses_the_given_model() -> None:
-    model = tiny("slow_r50_8x8")
+    model = small("slow_r50_8x8")
     x = inputs(model)
     with torch.no_grad():
         expected = model(x)
@@ -132,7 +119,7 @@ def test_inplace_fuses_the_given_model() -> None:
 
 
 def test_frozen_batchnorm_is_folded() -> None:
-    model = tiny("slowfast_r50_8x8")
+    model = small("slowfast_r50_8x8")
     freeze(model, up_to="res5")
     model.eval()
     x = inputs(model)
@@ -146,7 +133,7 @@ def test_frozen_batchnorm_is_folded() -> None:
 def test_fold_conv_bn_exact_on_one_unit() -> None:
     torch.manual_seed(0)
     unit = ConvBnAct(4, 6, (3, 3, 3), padding=(1, 1, 1), act=False)
-    randomize_bn(unit)
+    randomize(unit)
     unit.eval()
     x = torch.randn(2, 4, 5, 7, 7, dtype=torch.float64)
     unit.double()

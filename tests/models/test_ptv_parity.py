@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from tiny import randomize
 
 import slowfast_zoo
 from slowfast_zoo.weights.keys import from_zoo, to_zoo
@@ -48,21 +49,6 @@ BUILDERS = {
     "i3d_r50_8x8": hub.i3d_r50,
     "c2d_r50_8x8": hub.c2d_r50,
 }
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BN affine/statistics and classifier, so that a swapped or skipped tensor shows in the logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.05)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
 
 
 @pytest.mark.slow
