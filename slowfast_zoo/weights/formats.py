@@ -165,7 +165,9 @@ def _torch_load(path: Path, container: str, buf: Buffer, data: bytes | None, str
     try:
         return torch.load(source, map_location="cpu", weights_only=True, mmap=data is None and container == "torch_zip")
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {str(e).splitlines()[0]}") from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next((line for line in lines if "GLOBAL" in line.upper().split()), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {why}") from e
 
 
 def _read_safetensors(path: Path, data: bytes | None) -> dict[str, torch.Tensor]:
