@@ -4,6 +4,7 @@ from .factory import check_manifest, create, download_weights, verify_weights
 from .models.freeze import FrozenBatchNorm3d, freeze, param_groups
 from .models.optimize import fuse_bn, optimize_for_inference
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
+from .registry import design_space as _design_space  # noqa: F401  (registers the paper's ablations)
 from .registry import variants as _variants  # noqa: F401  (registers every model)
 from .registry.pretrained import PretrainedCfg
 from .registry.registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
