@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import register_arch
+from .registry import list_models, register_arch
 from .variants import FAST_BASES, SLOW_BASES, single_pathway, slowfast
+
+_PUBLISHED = frozenset(list_models())  # registered by .variants before this module runs
 
 # --- The paper's design space (SlowFast, ICCV 2019, Table 5 and Figure 2): config-only, trained from scratch --------
 # params / gflops: counted on PyTorchVideo 0.1.5 builds of the same design (create_slowfast / create_resnet with the
@@ -175,3 +177,6 @@ for _depth, _frames, _tau, _params, _gflops in (
         params=_params,
         gflops=_gflops,
     )
+
+#: every architecture this module registers (the ablations of Table 5 and the other points of Figure 2)
+NAMES: tuple[str, ...] = tuple(n for n in list_models() if n not in _PUBLISHED)
