@@ -122,7 +122,10 @@ def test_eval_pipeline_matches_pytorchvideo(frames):
         x = uniform_crop(x, 48, idx)
         ref_slow = torch.index_select(x, 1, torch.linspace(0, x.shape[1] - 1, x.shape[1] // 4).long())
         assert fast.shape == (3, 32, 48, 48)
-        assert torch.equal(fast, x) and torch.equal(slow, ref_slow)
+        # bit-identical with 2 intra-op threads; with 1 thread the two resize calls (other layouts) round one value
+        # differently by one float32 step (4.8e-7 measured), so the tolerance is one step at this scale
+        torch.testing.assert_close(fast, x, rtol=0, atol=1e-6)
+        torch.testing.assert_close(slow, ref_slow, rtol=0, atol=1e-6)
 
 
 def test_eval_pipeline_on_a_batch_and_layouts(frames):
