@@ -156,6 +156,11 @@ def load_model(
         return built.eval()
     if getattr(model, "pretrained_cfg", None) is None:
         raise TypeError("expected a model name or a model made by slowfast_zoo.create (it carries pretrained_cfg)")
+    if not hasattr(model, "position_logits") or getattr(model.cfg, "num_classes", 0) == 0:
+        raise TypeError(
+            f"{model.pretrained_cfg.name}: predict needs a classifier, and this model returns features "
+            "(features_only or num_classes=0); use slowfast_zoo.features.extract or model.forward_features"
+        )
     if model.cfg.roi_head:
         raise ValueError(
             f"{model.pretrained_cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)"
