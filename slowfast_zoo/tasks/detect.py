@@ -55,6 +55,7 @@ def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float,
     return out
 
 
+# long: mostly the docstring of the public entry point
 @torch.inference_mode()
 def detect(
     video: str | os.PathLike[str],

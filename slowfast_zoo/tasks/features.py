@@ -20,6 +20,8 @@ architecture, preprocessing, ``per``, ``views``, window) (``.npz``: arrays ``pat
 run refuses shards of another run, and :func:`load_features` refuses to merge shards of different runs.
 """
 
+# Over ~400 lines: extraction, the shard format and its run record belong together (resume checks all three).
+
 from __future__ import annotations
 
 import contextlib
@@ -197,6 +199,7 @@ def _progress(total: int, enabled: bool, rank: int) -> Any:
     return tqdm(total=total, desc=f"features[{rank}]", unit="video", file=sys.stderr, dynamic_ncols=True)
 
 
+# long: one resumable loop (plan shards, skip finished ones, decode, embed, write) sharing its state (to be split)
 def extract(
     videos: Sequence[str | os.PathLike[str]],
     model: Any,

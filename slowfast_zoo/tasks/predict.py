@@ -14,6 +14,8 @@ The activation is applied at every position of the head (a fixed-kernel head giv
 then averaged, as the reference's fully-convolutional test does. ``views="fast"`` is one centred clip and crop.
 """
 
+# Over ~400 lines: the protocol runner and its result types; views and transforms are already in video/.
+
 from __future__ import annotations
 
 import json

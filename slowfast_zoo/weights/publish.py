@@ -8,6 +8,8 @@
   and sha256 to paste into ``weights_manifest.json`` (:func:`~slowfast_zoo.weights.manifest.merge_entries`).
 """
 
+# Over ~400 lines: save_pretrained, push_to_hub, the model card and the maintainers' publish share one folder format.
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,6 +52,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+# long: the card's text, line by line
 def model_card(
     cfg: PretrainedCfg, *, sha256: str, size: int, repo_id: str | None = None, label_names: Sequence[str] | None = None
 ) -> str:

@@ -101,6 +101,7 @@ def _how_to_get(cfg: Any) -> str:
     )
 
 
+# long: the resolution order written out once, source after source, so it reads as the README states it
 def resolve_weights(
     cfg: Any,
     *,
