@@ -88,7 +88,7 @@ def hub_partials(hub: HubFile, cache_dir: str, *, remove: bool = False) -> list[
     return sorted(p for p in blobs.iterdir() if p.name.endswith(".incomplete") and str(hub.sha256) in p.name)
 
 
-# long: each response header is checked in line before huggingface_hub's cache names a file after it
+# long: each response header is checked in line, before it may name a file in the cache
 def download_hub_file(
     name: str,
     hub: HubFile,
