@@ -90,7 +90,9 @@ def create(
         else:
             from .weights.cache import sha256_file
 
-            loaded = LoadedWeights(str(source), sha256_file(source), "checkpoint")
+            # a local-dir: folder's weights were just hashed against its config.json (read_local_dir): reuse that
+            own = source is weights and cfg.hub is not None and cfg.hub.sha256
+            loaded = LoadedWeights(str(source), own or sha256_file(source), "checkpoint")
         if report.head_reset:
             model.reset_classifier(model_cfg.num_classes)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
@@ -100,7 +102,7 @@ def create(
         model = model.to(dtype=dtype)
 
     if loaded is not None:
-        from .weights.publish import tensors_sha256
+        from .weights.cache import tensors_sha256
 
         loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
     model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset))

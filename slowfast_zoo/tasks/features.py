@@ -362,7 +362,7 @@ _NOT_PREPROCESSING = {
 def run_record(model: Any, *, per: str, views: str, window_s: float, stride_s: float) -> dict[str, Any]:
     """The run a shard belongs to: model name, weights (file sha256 and the tensors used), architecture and
     preprocessing (every pretrained-config field that shapes the input), and the extraction settings."""
-    from ..weights.publish import tensors_sha256
+    from ..weights.cache import tensors_sha256
 
     cfg = model.pretrained_cfg
     record = {

@@ -16,10 +16,12 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import torch
 
 from .errors import CacheWriteError, WeightsError
 
@@ -130,6 +132,18 @@ def lock_timeout(deadline: float, timeout: float) -> float:
 
 
 # --- hashing -----------------------------------------------------------------------------------------------------
+def tensors_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (sorted by name): equal iff the tensors are equal."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -43,7 +42,6 @@ __all__ = [
     "push_to_hub",
     "read_local_dir",
     "save_pretrained",
-    "tensors_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,18 +119,6 @@ def model_card(
     return "\n".join(meta + lines)
 
 
-def tensors_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's names, dtypes, shapes and bytes (sorted by name): equal iff the tensors are equal."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _provenance_lines(cfg: PretrainedCfg) -> list[str]:
     """What the weights are, in words: the authors' file unchanged, derived from a parent, or neither."""
     loaded = cfg.weights
@@ -161,7 +147,7 @@ def _as_saved(model: torch.nn.Module, cfg: PretrainedCfg) -> PretrainedCfg:
     """``cfg`` as it describes the tensors being saved: if they changed since they were loaded (training, edits)
     or were never loaded from a known file, the published tag, origin and metrics no longer apply."""
     loaded = cfg.weights
-    if loaded is not None and loaded.tensors_sha256 == tensors_sha256(model.state_dict()):
+    if loaded is not None and loaded.tensors_sha256 == c.tensors_sha256(model.state_dict()):
         return cfg  # exactly the tensors that were loaded
     if loaded is None and not (cfg.tag or cfg.origin or cfg.metrics or cfg.parent):
         return cfg  # nothing published is claimed

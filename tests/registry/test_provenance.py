@@ -11,8 +11,8 @@ from hub_server import random_model, tiny_cfg
 
 import slowfast_zoo
 from slowfast_zoo.registry.pretrained import LoadedWeights, PretrainedCfg
-from slowfast_zoo.weights.cache import sha256_file
-from slowfast_zoo.weights.publish import save_pretrained, tensors_sha256
+from slowfast_zoo.weights.cache import sha256_file, tensors_sha256
+from slowfast_zoo.weights.publish import save_pretrained
 
 SF = "slowfast_r50_8x8.k400_pysf"
 
