@@ -96,8 +96,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from slowfast_zoo import publish
+    from slowfast_zoo.factory import expected_state_dict
 
-    result = publish.convert(args.upstream_file, get_pretrained_cfg(args.model), args.output)
+    cfg = get_pretrained_cfg(args.model)
+    result = publish.convert(args.upstream_file, cfg, args.output, expected=expected_state_dict(cfg))
     print(result)
     if result.source_matches_manifest is False:
         print(f"warning: {args.upstream_file} is not the file the manifest pins for {args.model}", file=sys.stderr)
@@ -140,11 +142,13 @@ def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | N
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from slowfast_zoo import publish
+    from slowfast_zoo.factory import expected_state_dict
     from slowfast_zoo.weights.manifest import merge_entries
 
     entries = {}
     for cfg, repo_id, source in _publish_todo(args):
-        result = publish.publish(cfg, repo_id, source=source, private=args.private)
+        expected = expected_state_dict(cfg)
+        result = publish.publish(cfg, repo_id, source=source, expected=expected, private=args.private)
         print(f"{cfg.name}: {result}", flush=True)
         entries[cfg.name] = result.manifest_entry()
         if args.update_manifest:  # one entry at a time: a failure later keeps what was published

@@ -18,7 +18,6 @@ from .registry.config_schema import MAX_PARAMS, check_param_count, validate_pret
 from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
-from .weights.convert import set_structure_provider
 
 __all__ = ["create", "download_weights", "expected_state_dict", "load_hf_hub_cfg", "resolve_cfg", "verify_weights"]
 
@@ -76,23 +75,26 @@ def create(
     model = model.to_empty(device=device)
 
     report: LoadReport | None = None
-    source: Any = checkpoint
     loaded: LoadedWeights | None = None
-    if source is None and pretrained:
+    source: Any = None
+    if checkpoint is not None:
+        from .weights.formats import read_verified
+
+        # read once, hash that buffer, deserialize that buffer: a file swapped meanwhile cannot load under this hash;
+        # a local-dir: folder's file must also hash to what its config.json records
+        own = cfg.hub.sha256 if checkpoint is weights and cfg.hub is not None else None
+        source = read_verified(checkpoint, own, recorded_in=f"{Path(checkpoint).parent / 'config.json'}")
+        loaded = LoadedWeights(str(checkpoint), source.sha256, "checkpoint")
+    elif pretrained:
         from .weights.sources import pretrained_state_dict  # network and cache code is loaded only when asked for
 
-        found, source = pretrained_state_dict(cfg)  # tensors deserialized from the very bytes that were hashed
+        expected = expected_state_dict(cfg) if cfg.origin is not None else None
+        found, source = pretrained_state_dict(cfg, expected=expected)  # deserialized from the bytes that were hashed
         loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=model_cfg.classifier)
-        if loaded is not None:  # the zoo's files are safetensors, read from one hashed buffer
+        if loaded.source == "pretrained":  # the zoo's files are safetensors, read from one hashed buffer
             report.source, report.file_format = loaded.file, "safetensors"
-        else:
-            from .weights.cache import sha256_file
-
-            # a local-dir: folder's weights were just hashed against its config.json (read_local_dir): reuse that
-            own = source is weights and cfg.hub is not None and cfg.hub.sha256
-            loaded = LoadedWeights(str(source), own or sha256_file(source), "checkpoint")
         if report.head_reset:
             model.reset_classifier(model_cfg.num_classes)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
@@ -101,17 +103,30 @@ def create(
     if dtype is not None:
         model = model.to(dtype=dtype)
 
-    if loaded is not None:
+    if loaded is not None and not _as_in_file(report, source, model, dtype):
         from .weights.cache import tensors_sha256
 
+        # the tensors differ from the file's (cast, renamed, filled, new head): fingerprint them as loaded
         loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
-    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset))
+    outside = name.startswith(("hf-hub:", "local-dir:"))
+    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset), outside=outside)
     model.load_report = report
     if features_only:
         features = ResNet3dFeatures(model, tuple(out_indices))
         features.pretrained_cfg = model.pretrained_cfg
         return features
     return model
+
+
+def _as_in_file(report: LoadReport | None, source: Any, model: torch.nn.Module, dtype: torch.dtype | None) -> bool:
+    """Whether the model holds exactly the file's tensors (zoo names, same dtypes, nothing filled or re-initialized):
+    then the file's sha256 stands for them and no second pass hashes the tensors (``save_pretrained`` compares
+    with the file itself when it needs to know)."""
+    if report is None or dtype is not None or report.key_scheme != "zoo" or report.filled or report.head_reset:
+        return False
+    tensors = source.tensors if hasattr(source, "tensors") else source
+    own = model.state_dict()
+    return tensors.keys() == own.keys() and all(t.dtype == own[k].dtype for k, t in tensors.items())
 
 
 def resolve_cfg(name: str) -> PretrainedCfg:
@@ -162,14 +177,28 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
 _NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={})
 
 
-def _verified(cfg: PretrainedCfg, loaded: LoadedWeights) -> bool:
-    """Whether the loaded file is the one ``cfg`` describes: fetched and verified by the registry, or hash-pinned."""
-    pinned = {h.sha256 for h in (cfg.origin, cfg.hub) if h is not None and h.sha256}
-    return loaded.source == "pretrained" or loaded.sha256 in pinned
+#: what only the installed package's manifest may say about a set of weights
+_PROVENANCE = ("tag", "origin", "hub", "metrics", "license", "citation")
+
+
+def _verified(cfg: PretrainedCfg, loaded: LoadedWeights, outside: bool) -> bool:
+    """Whether the loaded file is the published one of ``cfg.name``: resolved by the registry from the manifest, or
+    with a sha256 the installed manifest (or the zoo's own first download of the authors' file) pins. A folder's
+    or repo's ``config.json`` recording its own sha256 vouches for nothing."""
+    if loaded.source == "pretrained" and not outside:
+        return True
+    from .weights.sources import trusted_sha256s
+
+    return loaded.sha256 in trusted_sha256s(cfg)
 
 
 def _describe(
-    cfg: PretrainedCfg, model_cfg: ResNet3dConfig, loaded: LoadedWeights | None, *, head_reset: bool = False
+    cfg: PretrainedCfg,
+    model_cfg: ResNet3dConfig,
+    loaded: LoadedWeights | None,
+    *,
+    head_reset: bool = False,
+    outside: bool = False,
 ) -> PretrainedCfg:
     """The config of what was built: provenance follows what the weights are, derived from the load."""
     changes: dict[str, Any] = {"model": model_cfg, "weights": loaded}
@@ -181,7 +210,10 @@ def _describe(
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None, params=None, gflops=None)
     if loaded is None:  # random initialization: nothing of the published weights applies
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
-    verified = _verified(cfg, loaded)
+    verified = _verified(cfg, loaded, outside)
+    if verified and outside:  # the published file under a name from outside: the manifest's record, not the folder's
+        published = get_pretrained_cfg(cfg.name)
+        cfg = cfg.replace(**{f: getattr(published, f) for f in _PROVENANCE})
     if new_head:  # a new classifier on the loaded trunk: the loaded model is its parent
         step = f"classifier re-initialized for {model_cfg.num_classes} classes"
         steps = (*cfg.parent.changes, step) if verified and cfg.parent else (step,)
@@ -197,9 +229,6 @@ def expected_state_dict(cfg: PretrainedCfg) -> dict[str, torch.Tensor]:
     """The ``{key: tensor}`` (on the meta device: shapes and dtypes, no memory) a checkpoint of ``cfg`` must fit."""
     with torch.device("meta"):
         return ResNet3d(cfg.model).state_dict()
-
-
-set_structure_provider(expected_state_dict)  # weights/ checks converted files without importing models/
 
 
 def load_hf_hub_cfg(spec: str, **kwargs: Any) -> PretrainedCfg:
@@ -254,14 +283,15 @@ def download_weights(names: Iterable[str] | None = None, *, all: bool = False, *
     pretrained model with ``all=True``; one :class:`~slowfast_zoo.weights.sources.Weights` (path, sha256, source)
     per name. ``kwargs`` go to :func:`~slowfast_zoo.weights.sources.resolve_weights`."""
     from .registry.registry import list_pretrained
-    from .weights.sources import download
+    from .weights.sources import resolve_weights
 
     todo = list(list_pretrained()) if all else list(names or [])
     if not todo:
         raise ValueError("name at least one model, or pass all=True")
     keys = ("endpoint", "cache_dir", "local_files_only", "timeout", "token")
     cfg_kwargs = {k: v for k, v in kwargs.items() if k in keys}
-    return download([_cfg_for_weights(n, **cfg_kwargs) for n in todo], **kwargs)
+    cfgs = [_cfg_for_weights(n, **cfg_kwargs) for n in todo]
+    return [resolve_weights(cfg, expected=expected_state_dict(cfg), **kwargs) for cfg in cfgs]
 
 
 def verify_weights(names: Iterable[str] | None = None, **kwargs: Any) -> list[Any]:

@@ -41,6 +41,7 @@ import torch
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
 from ..weights.cache import atomic_writer
+from ..weights.formats import read_npz
 from .predict import load_model, plan_views, window_bounds
 
 __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
@@ -403,8 +404,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
         with safe_open(str(path), framework="pt") as sf:
             return json.loads(sf.metadata()[META_KEY])
-    with np.load(path, allow_pickle=False) as z:
-        return json.loads(str(z["metadata"]))
+    return json.loads(str(read_npz(path)["metadata"]))  # bounded by the file's size, unlike np.load
 
 
 def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -425,9 +425,9 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 meta = json.loads(sf.metadata()[META_KEY])
                 t = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118  (safe_open has no __iter__)
         else:
-            with np.load(f, allow_pickle=False) as z:
-                t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
-                meta = json.loads(str(z["metadata"]))
+            z = read_npz(f)  # bounded by the file's size, unlike np.load
+            t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
+            meta = json.loads(str(z["metadata"]))
         if files and f is not files[0]:
             differ = _run_differences(meta, first)
             if differ:

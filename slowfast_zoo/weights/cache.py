@@ -42,6 +42,7 @@ __all__ = [
     "lock",
     "lock_timeout",
     "looks_like_safetensors",
+    "read_hashed",
     "remove_incomplete",
     "sha256_file",
     "timeout_seconds",
@@ -151,6 +152,26 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_hashed(path: str | os.PathLike[str], *, limit: int | None = None) -> tuple[bytes, str]:
+    """A regular file's bytes, read once, and the sha256 of exactly those bytes (what is parsed next is what was
+    hashed: a file swapped or rewritten meanwhile cannot be loaded under the first one's hash).
+
+    ``limit``: refuse a larger file (``ValueError`` naming it) before reading it. A FIFO or device is refused too.
+    """
+    import stat
+
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise ValueError(f"{path}: {st.st_size} bytes, more than the {limit} allowed for it")
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:  # grew after the fstat
+        raise ValueError(f"{path}: more than the {limit} bytes allowed for it")
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def git_blob_sha1(data: bytes) -> str:

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .formats import CheckpointError, read_checkpoint, read_state_dict
+from .formats import CheckpointError, RawCheckpoint, read_checkpoint, read_state_dict
 from .keys import KeyMappingError, detect_scheme, to_zoo
 
 __all__ = [
     "CheckpointError",
     "LoadReport",
     "check_state_dict",
+    "fill_batch_counters",
     "load_checkpoint",
     "load_state_dict_strict",
     "read_state_dict",
@@ -106,6 +107,20 @@ def check_state_dict(
     return sorted(k for k in sd if head_reset and k.startswith(head)), head_reset
 
 
+def fill_batch_counters(sd: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """Add the BatchNorm batch counters ``expected`` has and ``sd`` lacks (Caffe2 files have none), as zeros.
+
+    A counter is filled only beside its BatchNorm's weight, so a file missing whole layers still fails the check.
+    Returns the keys filled.
+    """
+    filled = []
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in sd and key.rsplit(".", 1)[0] + ".weight" in sd:
+            sd[key] = torch.zeros((), dtype=value.dtype)
+            filled.append(key)
+    return filled
+
+
 def load_state_dict_strict(
     model: nn.Module,
     sd: dict[str, torch.Tensor],
@@ -134,7 +149,7 @@ def load_state_dict_strict(
 
 def load_checkpoint(
     model: nn.Module,
-    checkpoint: str | os.PathLike[str] | dict[str, torch.Tensor],
+    checkpoint: str | os.PathLike[str] | dict[str, torch.Tensor] | RawCheckpoint,
     *,
     reset_head: bool = False,
     classifier: str = DEFAULT_CLASSIFIER,
@@ -142,12 +157,13 @@ def load_checkpoint(
     """Load a checkpoint of any supported format and key scheme into a zoo model, strictly.
 
     ``reset_head=True`` allows the classifier (keys under ``classifier``) alone to differ in shape (it then keeps
-    its fresh initialization).
+    its fresh initialization). A :class:`~slowfast_zoo.weights.formats.RawCheckpoint` is a file already read (e.g.
+    by :func:`~slowfast_zoo.weights.formats.read_verified`, from the very bytes that were hashed).
     """
     from_file = not isinstance(checkpoint, dict)
     if from_file:
-        raw = read_checkpoint(checkpoint)
-        sd, fmt, skipped, source = raw.tensors, raw.format, raw.skipped, str(checkpoint)
+        raw = checkpoint if isinstance(checkpoint, RawCheckpoint) else read_checkpoint(checkpoint)
+        sd, fmt, skipped, source = raw.tensors, raw.format, raw.skipped, raw.source
     else:
         sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
     try:
@@ -155,12 +171,7 @@ def load_checkpoint(
         zoo_sd = to_zoo(sd, scheme)
     except KeyMappingError as e:
         raise CheckpointError(f"{source}: {e}") from None
-    own = model.state_dict()
-    filled = []
-    for key, value in own.items():  # files converted from Caffe2 have no BatchNorm batch counters
-        if key.endswith("num_batches_tracked") and key not in zoo_sd and key.rsplit(".", 1)[0] + ".weight" in zoo_sd:
-            zoo_sd[key] = torch.zeros_like(value, device="cpu")
-            filled.append(key)
+    filled = fill_batch_counters(zoo_sd, model.state_dict())
     try:
         # tensors read from a file belong to nobody else: they become the parameters, no second copy (for zip and
         # safetensors files they are copy-on-write maps of the file, paged in when used)

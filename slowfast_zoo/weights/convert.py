@@ -1,45 +1,26 @@
 """Convert an upstream checkpoint to a zoo-keyed safetensors file, checked against an expected structure.
 
-The expected ``{key: tensor}`` (shapes and dtypes; meta tensors do) comes from the caller, so this package never
-builds a network: :mod:`slowfast_zoo.factory` installs a provider that builds one on the meta device from a
-pretrained config, and any caller may pass ``expected=`` itself. The output is deterministic: the same input always
-gives the same bytes, whether converted by ``publish`` or by the origin fallback of ``create(pretrained=True)``.
+The expected ``{key: tensor}`` (shapes and dtypes; meta tensors do) comes from the caller (the factory builds it on
+the meta device: ``slowfast_zoo.factory.expected_state_dict(cfg)``), so this package never builds a network. The
+upstream file is read once; its sha256 is that of the very bytes converted. The output is deterministic: the same
+input always gives the same bytes, whether converted by ``publish`` or by the origin fallback of
+``create(pretrained=True)``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .cache import atomic_write, sha256_file
-from .errors import WeightsError
+from .cache import atomic_write
+from .formats import RawCheckpoint, read_verified
+from .manifest import WeightsCfg
 
-__all__ = ["ConvertResult", "convert", "expected_structure", "set_structure_provider", "write_safetensors"]
-
-StructureProvider = Callable[[Any], Mapping[str, torch.Tensor]]
-_provider: list[StructureProvider] = []
-
-
-def set_structure_provider(provider: StructureProvider) -> None:
-    """Install the function that gives the expected ``{key: tensor}`` of a pretrained config (the factory's)."""
-    _provider[:] = [provider]
-
-
-def expected_structure(cfg: Any, expected: Mapping[str, torch.Tensor] | None = None) -> Mapping[str, torch.Tensor]:
-    """``expected`` if given, else what the installed provider builds for ``cfg``."""
-    if expected is not None:
-        return expected
-    if not _provider:
-        raise WeightsError(
-            f"{getattr(cfg, 'name', cfg)}: no expected structure to check a converted file against; pass "
-            "expected=<state dict> (e.g. slowfast_zoo.create(name, device='meta').state_dict())"
-        )
-    return _provider[0](cfg)
+__all__ = ["ConvertResult", "convert", "convert_read", "write_safetensors", "zoo_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -63,47 +44,34 @@ class ConvertResult:
         return f"{self.path}  sha256 {self.sha256}  ({self.size} bytes, from {self.file_format}/{self.key_scheme})"
 
 
-def _problems(zoo: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
-    missing = sorted(set(own) - set(zoo))
-    unexpected = sorted(set(zoo) - set(own))
-    mismatched = [
-        f"{k}: {tuple(zoo[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(zoo))
-        if zoo[k].shape != own[k].shape
-    ]
-    problems = []
-    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-        if keys:
-            problems.append(f"{len(keys)} {title}: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
-    return problems
-
-
 def zoo_state_dict(
-    path: Path, cfg: Any, own: Mapping[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], str, str, int]:
-    """Read an upstream file, rename its keys to the zoo's and check them against ``own`` (the expected structure)."""
-    from .checkpoint import CheckpointError, read_state_dict
+    raw: RawCheckpoint, cfg: WeightsCfg, own: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], str, int]:
+    """A file's tensors renamed to the zoo's keys, checked against ``own`` (the expected structure) and finite.
+
+    Returns the tensors (sorted, in ``own``'s dtypes), the key scheme and the number of tensors in the file.
+    """
+    from .checkpoint import CheckpointError, check_state_dict, fill_batch_counters
     from .keys import KeyMappingError, detect_scheme, to_zoo
 
-    sd, fmt, _ = read_state_dict(path)
+    path, sd = raw.source, raw.tensors
     try:
         scheme = detect_scheme(sd)
         zoo = to_zoo(sd, scheme)
     except KeyMappingError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    for key, value in own.items():  # Caffe2 files have no BatchNorm batch counters
-        if key.endswith("num_batches_tracked") and key not in zoo and key.rsplit(".", 1)[0] + ".weight" in zoo:
-            zoo[key] = torch.zeros((), dtype=value.dtype)
-    problems = _problems(zoo, own)
-    if problems:
-        raise CheckpointError(f"{path} ({fmt}, {scheme} keys) does not fit {cfg.name}: " + "; ".join(problems))
+    fill_batch_counters(zoo, own)
+    try:
+        check_state_dict(zoo, own)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path} ({raw.format}, {scheme} keys) does not fit {cfg.name}: {e}") from None
     out = {}
     for key in sorted(own):
         value = zoo[key].to(own[key].dtype).contiguous().clone()
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
         out[key] = value
-    return out, fmt, scheme, len(sd)
+    return out, scheme, len(sd)
 
 
 def write_safetensors(sd: Mapping[str, torch.Tensor], path: Path) -> tuple[str, int]:
@@ -120,25 +88,34 @@ def write_safetensors(sd: Mapping[str, torch.Tensor], path: Path) -> tuple[str, 
 
 def convert(
     upstream_file: str | os.PathLike[str],
-    model: Any,
+    model: WeightsCfg,
     out_path: str | os.PathLike[str],
     *,
-    expected: Mapping[str, torch.Tensor] | None = None,
+    expected: Mapping[str, torch.Tensor],
 ) -> ConvertResult:
     """Convert an upstream checkpoint of a pretrained config (``model``) to a zoo ``.safetensors`` file.
 
-    The file's format and key scheme are detected from its bytes (Caffe2 pickles are read by a restricted
-    unpickler, PyTorch files with ``torch.load(weights_only=True)``); the result must fit ``expected`` (default:
-    the structure the factory builds for ``model``) exactly, every key and every shape, and hold finite values,
-    else :class:`~slowfast_zoo.CheckpointError`. Returns the output's path, sha256 and size, and the upstream
-    file's sha256.
+    The file is read once: its sha256 is computed over the buffer that is then deserialized. Its format and key
+    scheme are detected from those bytes (Caffe2 pickles are read by a restricted unpickler, PyTorch files with
+    ``torch.load(weights_only=True)``); the result must fit ``expected`` (e.g.
+    ``slowfast_zoo.factory.expected_state_dict(cfg)``) exactly, every key, shape and dtype kind, and hold finite
+    values, else :class:`~slowfast_zoo.CheckpointError`. Returns the output's path, sha256 and size, and the
+    upstream file's sha256 and size.
     """
     if isinstance(model, str):
         raise TypeError(f"pass a pretrained config, e.g. slowfast_zoo.get_pretrained_cfg({model!r})")
-    src = Path(upstream_file)
-    source_sha = sha256_file(src)
-    sd, fmt, scheme, n = zoo_state_dict(src, model, expected_structure(model, expected))
+    if expected is None:
+        raise TypeError("convert() needs expected=, the {key: tensor} the file must fit (expected_state_dict(cfg))")
+    return convert_read(read_verified(upstream_file), model, out_path, expected=expected)
+
+
+def convert_read(
+    raw: RawCheckpoint, model: WeightsCfg, out_path: str | os.PathLike[str], *, expected: Mapping[str, torch.Tensor]
+) -> ConvertResult:
+    """:func:`convert` of a file already read and hashed (:func:`~slowfast_zoo.weights.formats.read_verified`)."""
+    assert raw.sha256 is not None and raw.size is not None
+    sd, scheme, n = zoo_state_dict(raw, model, expected)
     digest, size = write_safetensors(sd, Path(out_path))
     pinned = model.origin.sha256 if model.origin is not None else None
-    matches = None if pinned is None else pinned == source_sha
-    return ConvertResult(Path(out_path), digest, size, source_sha, src.stat().st_size, fmt, scheme, n, matches)
+    matches = None if pinned is None else pinned == raw.sha256
+    return ConvertResult(Path(out_path), digest, size, raw.sha256, raw.size, raw.format, scheme, n, matches)

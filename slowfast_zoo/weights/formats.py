@@ -15,6 +15,8 @@ naming the file and the reason.
 from __future__ import annotations
 
 import io
+import json
+import math
 import mmap
 import os
 import pickle
@@ -26,16 +28,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import looks_like_safetensors, read_hashed
 from .keys import is_solver_blob
 from .pickles import Buffer, RefusedPickle, check_legacy_storages, restricted_load
 
 __all__ = [
+    "CONFIG_LIMIT",
     "KNOWN_DAMAGED",
     "CheckpointError",
     "RawCheckpoint",
     "damaged_upstream_note",
+    "parse_config",
     "read_checkpoint",
+    "read_config",
+    "read_npz",
     "read_state_dict",
+    "read_verified",
     "sniff_format",
 ]
 
@@ -47,6 +55,11 @@ _LEGACY_HEAD = b"\x80\x02\x8a\x0a" + TORCH_LEGACY_MAGIC.to_bytes(10, "little")
 REPORTED = {"safetensors": "safetensors", "torch_zip": "torch", "torch_legacy": "torch", "caffe2": "caffe2"}
 #: first byte of a protocol 0/1 pickle of a dict: MARK (``(dp0``), EMPTY_DICT, GLOBAL (``collections.OrderedDict``)
 _OLD_PICKLE_STARTS = b"(}c"
+
+#: the largest ``config.json`` read (Hub repos and ``local-dir:`` folders alike); real ones are a few kB
+CONFIG_LIMIT = 16 << 20
+#: the deepest nesting of lists and objects a config may have (the zoo's own are 3 deep)
+MAX_CONFIG_DEPTH = 32
 
 #: the authors' files reported damaged upstream, by their published file name
 KNOWN_DAMAGED = {
@@ -78,16 +91,14 @@ class RawCheckpoint:
     container: str
     #: Caffe2 solver blobs (momentum, lr, iteration) that were dropped
     skipped: list[str] = field(default_factory=list)
+    #: the file read (names it in messages)
+    source: str = ""
+    #: sha256 and length of the bytes the tensors were deserialized from (set by :func:`read_verified`)
+    sha256: str | None = None
+    size: int | None = None
 
 
 # --- sniffing ----------------------------------------------------------------------------------------------------
-def _is_safetensors(head: bytes) -> bool:
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 2 <= n < 100_000_000 and head[8:9] == b"{"
-
-
 def sniff_format(path: str | os.PathLike[str]) -> str:
     """The container of a file: ``safetensors``, ``torch_zip``, ``torch_legacy`` or ``caffe2``."""
     with open(path, "rb") as f:
@@ -95,7 +106,7 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
 
 
 def _sniff(path: Path, head: bytes) -> str:
-    if _is_safetensors(head):
+    if looks_like_safetensors(head):
         return "safetensors"
     if head.startswith(b"PK\x03\x04"):
         return "torch_zip"
@@ -232,9 +243,27 @@ def _read(path: Path, buf: Buffer, data: bytes | None, stream: Any = None) -> Ra
     return _finish(path, {k: v for k, v in blobs.items() if not is_solver_blob(str(k))}, container, skipped)
 
 
+def _check_stored(path: Path, archive: Any, what: str) -> list[zipfile.ZipInfo]:
+    """The members of a zip archive, refused if any is compressed: ``torch.save`` and ``np.savez`` store them as
+    they are, so what a member inflates to would not be bounded by the file's size (a 1 MB deflated member can
+    ask for gigabytes)."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt {what} (no readable zip directory: {e})") from None
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(
+            f"{path}: {what} with compressed member(s) {packed[:4]}; {what}s are written uncompressed, and a "
+            "compressed member could inflate far beyond the file's size"
+        )
+    return members
+
+
 def _read_torch(path: Path, container: str, buf: Buffer, data: bytes | None, stream: Any = None) -> RawCheckpoint:
-    if container == "torch_zip" and not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
-        raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip checkpoint (no zip directory)")
+    if container == "torch_zip":
+        _check_stored(path, io.BytesIO(data) if data is not None else path, "PyTorch zip checkpoint")
     what = "truncated or corrupt PyTorch checkpoint"
     obj = _with_reason(path, what, lambda: _state_of(_torch_load(path, container, buf, data, stream)))
     return _finish(path, obj, container, [])
@@ -250,7 +279,7 @@ def _finish(path: Path, obj: Any, container: str, skipped: list[str]) -> RawChec
         raise CheckpointError(f"{path}: {e}") from None
     if all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return RawCheckpoint(sd, REPORTED[container], container, skipped)
+    return RawCheckpoint(sd, REPORTED[container], container, skipped, str(path))
 
 
 def read_state_dict(
@@ -263,3 +292,95 @@ def read_state_dict(
     """
     raw = read_checkpoint(path, data)
     return raw.tensors, raw.format, raw.skipped
+
+
+def read_verified(
+    path: str | os.PathLike[str], sha256: str | None = None, *, recorded_in: str = "the caller"
+) -> RawCheckpoint:
+    """Read a checkpoint file once, hash that buffer and deserialize that same buffer.
+
+    With ``sha256`` (named in messages as recorded in ``recorded_in``), bytes that hash otherwise are refused
+    (:class:`CheckpointError`) before anything is deserialized. The result's ``sha256`` is the hash of the bytes its tensors came from, so a file swapped or
+    rewritten meanwhile can never be loaded under another file's hash.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        data, actual = read_hashed(path)
+    except ValueError as e:  # not a regular file
+        raise CheckpointError(str(e)) from None
+    if sha256 is not None and actual != sha256:
+        raise CheckpointError(f"{path}: sha256 {actual}, but {recorded_in} records {sha256}; nothing was loaded")
+    raw = read_checkpoint(path, data)
+    raw.sha256, raw.size = actual, len(data)
+    return raw
+
+
+# --- numpy archives ---------------------------------------------------------------------------------------------
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of an ``np.savez`` archive, bounded by the file's size: members stored uncompressed, each array's
+    declared shape checked against its member's bytes before anything is allocated, no pickled objects.
+
+    ``np.load`` would allocate what an ``.npy`` header declares (a 2 MB deflated shard can ask for gigabytes).
+    Raises :class:`CheckpointError` naming the file and the reason.
+    """
+    import stat
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        members = _check_stored(path, f, "numpy .npz archive")
+        out = {}
+        with zipfile.ZipFile(f) as z:
+            for info in members:
+                name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+                with z.open(info) as member:
+                    out[name] = _with_reason(path, f"bad array {name!r}", lambda m=member, i=info: _npy(m, i))
+    return out
+
+
+def _npy(member: Any, info: zipfile.ZipInfo) -> np.ndarray:
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError(f"dtype {dtype} holds Python objects (pickles); refused")
+    declared = math.prod(shape) * dtype.itemsize
+    left = info.file_size - member.tell()
+    if declared != left:
+        raise ValueError(f"shape {shape} of {dtype} declares {declared} bytes, but the member holds {left}")
+    data = member.read(declared)
+    if len(data) != declared:
+        raise ValueError(f"truncated: {len(data)} of {declared} bytes")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+# --- configs ----------------------------------------------------------------------------------------------------
+def parse_config(data: bytes, where: str | os.PathLike[str]) -> Any:
+    """A ``config.json``'s JSON, or a ``ValueError`` naming ``where``: invalid, or nested deeper than any config."""
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{where}: not a slowfast_zoo config (JSON nested too deep to parse)") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    todo, depth = ([obj] if isinstance(obj, (dict, list)) else []), 0
+    while todo:
+        depth += 1
+        if depth > MAX_CONFIG_DEPTH:
+            raise ValueError(f"{where}: not a slowfast_zoo config (nested more than {MAX_CONFIG_DEPTH} levels)")
+        todo = [v for x in todo for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, (dict, list))]
+    return obj
+
+
+def read_config(path: str | os.PathLike[str], limit: int = CONFIG_LIMIT) -> Any:
+    """Read and parse a ``config.json`` of at most ``limit`` bytes (see :func:`parse_config`)."""
+    data, _ = read_hashed(path, limit=limit)
+    return parse_config(data, path)

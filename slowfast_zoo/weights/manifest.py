@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "HEX40",
@@ -90,6 +90,22 @@ class HubFile:
     @property
     def published(self) -> bool:
         return bool(self.revision and self.sha256)
+
+
+class WeightsCfg(Protocol):
+    """What the weights subsystem reads of a pretrained config (:class:`slowfast_zoo.PretrainedCfg` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tag(self) -> str | None: ...
+
+    @property
+    def origin(self) -> Origin | None: ...
+
+    @property
+    def hub(self) -> HubFile | None: ...
 
 
 def read_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -147,11 +147,14 @@ def _as_saved(model: torch.nn.Module, cfg: PretrainedCfg) -> PretrainedCfg:
     """``cfg`` as it describes the tensors being saved: if they changed since they were loaded (training, edits)
     or were never loaded from a known file, the published tag, origin and metrics no longer apply."""
     loaded = cfg.weights
-    if loaded is not None and loaded.tensors_sha256 == c.tensors_sha256(model.state_dict()):
+    same = _unchanged(model, loaded) if loaded is not None else False
+    if same:
         return cfg  # exactly the tensors that were loaded
     if loaded is None and not (cfg.tag or cfg.origin or cfg.metrics or cfg.parent):
         return cfg  # nothing published is claimed
     step = "weights changed after loading (trained or edited)"
+    if same is None:
+        step = f"unchanged weights cannot be shown: {loaded.file} no longer holds the file they were loaded from"
     parent: Parent | None
     if cfg.parent is not None:
         parent = dataclasses.replace(cfg.parent, changes=(*cfg.parent.changes, step))
@@ -160,6 +163,27 @@ def _as_saved(model: torch.nn.Module, cfg: PretrainedCfg) -> PretrainedCfg:
     else:  # a config that claims published weights, but nothing was loaded into this model
         parent = Parent(cfg.name, None, None, ("tensors not loaded from its published file",))
     return cfg.replace(tag=None, origin=None, hub=None, metrics={}, weights=None, parent=parent)
+
+
+def _unchanged(model: torch.nn.Module, loaded: Any) -> bool | None:
+    """Whether the model's tensors are still those it was loaded with (None: the file to compare with is gone).
+
+    ``create`` fingerprints tensors that differ from their file's (``tensors_sha256``); tensors that are exactly
+    the file's are compared with that file, read once and checked against its sha256, only here.
+    """
+    sd = model.state_dict()
+    if loaded.tensors_sha256 is not None:
+        return loaded.tensors_sha256 == c.tensors_sha256(sd)
+    from .formats import CheckpointError, read_verified
+
+    try:
+        tensors = read_verified(loaded.file, loaded.sha256).tensors
+    except (OSError, CheckpointError):
+        return None
+    return tensors.keys() == sd.keys() and all(
+        t.dtype == sd[k].dtype and t.shape == sd[k].shape and torch.equal(t, sd[k].detach().cpu())
+        for k, t in tensors.items()
+    )
 
 
 # --- save / push ----------------------------------------------------------------------------------------------
@@ -231,23 +255,22 @@ def save_pretrained(
 
 
 def read_local_dir(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
-    """(parsed config.json, weights path) of a folder written by :func:`save_pretrained`; the sha256 is checked."""
-    from .checkpoint import CheckpointError
+    """(parsed config.json, weights path) of a folder written by :func:`save_pretrained`.
+
+    ``config.json`` is read under the same size and nesting limits as a Hub repo's. The weights are not read here:
+    the caller reads them once, checks that buffer's sha256 against the one ``config.json`` records and
+    deserializes the same buffer (:func:`~slowfast_zoo.weights.formats.read_verified`).
+    """
+    from .formats import read_config
 
     folder = Path(folder)
     config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{folder}: expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        hub = config["pretrained_cfg"].get("hub") or {}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{config_path}: not a slowfast_zoo config ({e})") from e
-    expected = hub.get("sha256") if isinstance(hub, Mapping) else None
-    if expected:
-        actual = c.sha256_file(weights)
-        if actual != expected:  # a user's own folder: report, never delete
-            raise CheckpointError(f"{weights}: sha256 {actual}, but {config_path} records {expected}")
+    config = read_config(config_path)
+    pretrained = config.get("pretrained_cfg") if isinstance(config, dict) else None
+    if not isinstance(pretrained, dict) or not isinstance(pretrained.get("hub") or {}, dict):
+        raise ValueError(f"{config_path}: not a slowfast_zoo config (no pretrained_cfg object)")
     return config, weights
 
 
@@ -333,41 +356,52 @@ def push_to_hub(
         return _upload(folder, repo_id, commit_message=commit_message, **kw)
 
 
-def _upstream(cfg: PretrainedCfg, source: str | os.PathLike[str] | None, tmp: Path, timeout: float | None) -> Path:
-    """The authors' file: ``source``, checked against the manifest's sha256 when known, or downloaded."""
-    from .transfer import fetch
+def _converted(
+    cfg: PretrainedCfg,
+    source: str | os.PathLike[str] | None,
+    expected: Mapping[str, torch.Tensor],
+    out: Path,
+    tmp: Path,
+    timeout: float | None,
+) -> tuple[str, int, str, int]:
+    """The authors' file converted into ``out``: (sha256, size, the authors' file's sha256 and size).
+
+    ``source`` is read once, and the sha256 of the very buffer converted must be the one the manifest pins (when
+    known). Without it, the file is fetched as ``create(pretrained=True)`` fetches it: the origin URL then its
+    mirrors, checked against the manifest's sha256 and size (:func:`~slowfast_zoo.weights.origin.download_origin`).
+    """
+    from .convert import convert_read
+    from .formats import read_checkpoint
+    from .origin import converted_paths, download_origin
 
     origin = cfg.origin
-    if source is None:
-        if origin is None:
-            raise ValueError(f"{cfg.name} has no origin URL; pass source=<file>")
-        raw = tmp / origin.url.rsplit("/", 1)[-1]
-
-        def check(digest: str, size: int) -> None:
-            if origin.sha256 and digest != origin.sha256:
-                raise HashMismatchError(
-                    source=origin.url, revision=None, filename=raw.name, expected=origin.sha256, actual=digest
-                )
-
-        timeout = c.timeout_seconds(timeout)
-        try:
-            fetch(origin.url, raw, check, timeout=timeout, deadline=c.deadline_seconds(), progress=raw.name)
-        except (SourceFailed, WeightsNotFoundError) as e:
-            raise WeightsUnavailableError(f"{cfg.name}: cannot download the authors' file: {e}") from None
-        return raw
-    raw = Path(source)
-    if origin is not None and origin.sha256:
-        actual = c.sha256_file(raw)
-        if actual != origin.sha256:
+    if source is not None:
+        data, actual = c.read_hashed(source)
+        if origin is not None and origin.sha256 and actual != origin.sha256:  # refused before it is deserialized
             raise HashMismatchError(
-                source=str(raw),
+                source=str(source),
                 revision=None,
-                filename=raw.name,
+                filename=Path(source).name,
                 expected=origin.sha256,
                 actual=actual,
                 detail=f"the manifest pins this sha256 for {origin.url}",
             )
-    return raw
+        raw = read_checkpoint(source, data)
+        raw.sha256, raw.size = actual, len(data)
+        result = convert_read(raw, cfg, out, expected=expected)
+        return result.sha256, result.size, result.source_sha256, result.source_size
+    if origin is None:
+        raise ValueError(f"{cfg.name} has no origin URL; pass source=<file>")
+    zoo = tmp / "zoo"
+    try:
+        path, digest, _, _ = download_origin(
+            cfg, expected, zoo, timeout=c.timeout_seconds(timeout), deadline=c.deadline_seconds(), allow_changed=False
+        )
+    except (SourceFailed, WeightsNotFoundError) as e:
+        raise WeightsUnavailableError(f"{cfg.name}: cannot download the authors' file: {e}") from None
+    meta = json.loads(converted_paths(cfg.name, zoo)[1].read_text())
+    os.replace(path, out)
+    return digest, out.stat().st_size, meta["origin_sha256"], meta["origin_size"]
 
 
 def publish(
@@ -375,7 +409,7 @@ def publish(
     repo_id: str | None = None,
     *,
     source: str | os.PathLike[str] | None = None,
-    expected: Mapping[str, torch.Tensor] | None = None,
+    expected: Mapping[str, torch.Tensor],
     endpoint: str | None = None,
     token: str | bool | None = None,
     private: bool | None = None,
@@ -387,9 +421,9 @@ def publish(
     Args:
         cfg: the pretrained config of an ``arch.tag`` (``slowfast_zoo.get_pretrained_cfg(name)``).
         repo_id: target repo (default: the manifest's ``hub.repo_id``).
-        source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL
-            (and must match the origin sha256 when the manifest knows it).
-        expected: the structure the converted file must fit (default: built by the factory from ``cfg``).
+        source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL or
+            its mirrors (and must match the origin sha256 and size when the manifest knows them).
+        expected: the structure the converted file must fit (``slowfast_zoo.factory.expected_state_dict(cfg)``).
         endpoint, token, private: passed to :class:`huggingface_hub.HfApi`.
 
     The converted file is the same, byte for byte, as what ``create(pretrained=True)`` would convert from the
@@ -405,11 +439,11 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="slowfast-zoo-publish-") as tmp:
         folder = Path(tmp, "repo")
         folder.mkdir()
-        raw = _upstream(cfg, source, Path(tmp), timeout)
-        result = convert(raw, cfg, folder / WEIGHTS_NAME, expected=expected)
-        _write_folder(folder, cfg, result.path, result.sha256, result.size, repo_id, None)
+        weights = folder / WEIGHTS_NAME
+        sha, size, origin_sha, origin_size = _converted(cfg, source, expected, weights, Path(tmp), timeout)
+        _write_folder(folder, cfg, weights, sha, size, repo_id, None)
         message = commit_message or f"Upload {cfg.name} converted from the authors' weights"
         kw = {"endpoint": endpoint, "token": token, "private": private, "branch": None}
-        out = _upload(folder, repo_id, origin=(result.source_sha256, result.source_size), commit_message=message, **kw)
+        out = _upload(folder, repo_id, origin=(origin_sha, origin_size), commit_message=message, **kw)
     log.info("published %s: %s", cfg.name, out)
     return out

@@ -11,7 +11,8 @@ Resolution order of :func:`resolve_weights` (an explicit ``checkpoint=`` path is
 
 Every file is hashed before use; a file whose sha256 differs is deleted and a :class:`HashMismatchError` names
 repo, revision, file, expected and actual hash. :func:`load_verified` reads a file once, hashes that buffer and
-deserializes the same buffer, so the bytes checked are the bytes loaded. Settings are read at call time:
+deserializes the same buffer, so the bytes checked are the bytes loaded; :func:`pretrained_state_dict` reads a
+warm Hugging Face cache file that way without hashing it beforehand (one pass over the bytes). Settings are read at call time:
 ``HF_ENDPOINT``, ``HF_HUB_CACHE`` (or ``HF_HOME``), ``HF_HUB_OFFLINE``, ``SLOWFAST_ZOO_CACHE``,
 ``SLOWFAST_ZOO_TIMEOUT``, ``SLOWFAST_ZOO_DEADLINE``, ``SLOWFAST_ZOO_LOCK_TIMEOUT``,
 ``SLOWFAST_ZOO_ALLOW_CHANGED_ORIGIN``.
@@ -38,8 +39,8 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .hub import HF_HUB_PREFIX, check_hf_cache, download_hub_file, hub_partials, hub_where
-from .manifest import load_manifest
-from .origin import check_zoo_cache, converted_paths, download_origin, origin_partials
+from .manifest import WeightsCfg, load_manifest
+from .origin import check_zoo_cache, converted_paths, download_origin, origin_partials, origin_record
 
 if TYPE_CHECKING:
     import torch
@@ -54,11 +55,10 @@ __all__ = [
     "WeightsError",
     "WeightsNotFoundError",
     "WeightsUnavailableError",
-    "download",
     "load_verified",
-    "pretrained_file",
     "pretrained_state_dict",
     "resolve_weights",
+    "trusted_sha256s",
     "verify",
 ]
 
@@ -81,7 +81,7 @@ class Weights:
         return str(self.path)
 
 
-def _origin_applies(cfg: Any) -> bool:
+def _origin_applies(cfg: WeightsCfg) -> bool:
     """The authors' file stands for these weights only when the config is the manifest's own record of them."""
     if cfg.origin is None or not cfg.tag:
         return False
@@ -92,7 +92,7 @@ def _origin_applies(cfg: Any) -> bool:
     return (record.get("hub") or {}).get("repo_id") == (cfg.hub.repo_id if cfg.hub else None)
 
 
-def _how_to_get(cfg: Any) -> str:
+def _how_to_get(cfg: WeightsCfg) -> str:
     return (
         f"Download them while online with `slowfast-zoo download {cfg.name}`, "
         "or pass checkpoint=<file> to create()"  # the CLI says --checkpoint FILE instead
@@ -103,7 +103,7 @@ def _how_to_get(cfg: Any) -> str:
 
 # long: the resolution order written out once, source after source, so it reads as the README states it
 def resolve_weights(
-    cfg: Any,
+    cfg: WeightsCfg,
     *,
     expected: Mapping[str, torch.Tensor] | None = None,
     endpoint: str | None = None,
@@ -119,8 +119,8 @@ def resolve_weights(
 
     Args:
         cfg: a :class:`~slowfast_zoo.PretrainedCfg` (its ``name``, ``tag``, ``hub`` and ``origin`` are used).
-        expected: the ``{key: tensor}`` (meta tensors do) a converted origin file must match; by default the
-            structure provider installed by :mod:`slowfast_zoo.factory` builds it from ``cfg``.
+        expected: the ``{key: tensor}`` (meta tensors do) a converted origin file must match
+            (``slowfast_zoo.factory.expected_state_dict(cfg)``); required when ``cfg`` has an origin file.
         endpoint, cache_dir, zoo_cache: Hub endpoint, Hugging Face cache and zoo cache (defaults from the environment).
         local_files_only: no network at all (default: ``HF_HUB_OFFLINE``).
         timeout: seconds to wait for a server to answer (default ``$SLOWFAST_ZOO_TIMEOUT`` or 10).
@@ -137,6 +137,8 @@ def resolve_weights(
     """
     hub = cfg.hub if cfg.hub is not None and cfg.hub.published else None
     origin_ok = _origin_applies(cfg)
+    if origin_ok and expected is None:
+        raise TypeError(f"{cfg.name}: pass expected= (expected_state_dict(cfg)) to check a converted origin file")
     if hub is None and not origin_ok:
         raise WeightsUnavailableError(
             f"{cfg.name} has no published weights: the manifest pins no Hub revision/sha256"
@@ -199,43 +201,72 @@ def load_verified(weights: Weights) -> dict[str, torch.Tensor]:
     A file that changed since it was resolved, or that is not safetensors (e.g. a pickle under a ``.safetensors``
     name), raises :class:`~slowfast_zoo.CheckpointError` and is never deserialized by another reader.
     """
-    import hashlib
+    data, actual = c.read_hashed(weights.path)
+    return _safetensors(weights.path, data, actual, weights.sha256)
 
-    from safetensors import SafetensorError
-    from safetensors.torch import load
 
-    from .checkpoint import CheckpointError
+def _safetensors(path: Path, data: bytes, actual: str, expected: str) -> dict[str, torch.Tensor]:
+    from .formats import CheckpointError, read_checkpoint
 
-    with open(weights.path, "rb") as f:
-        data = f.read()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != weights.sha256:
+    if actual != expected:
         raise CheckpointError(
-            f"{weights.path}: sha256 {actual} when loaded, {weights.sha256} when verified; the file changed "
+            f"{path}: sha256 {actual} when loaded, {expected} when verified; the file changed "
             "in between (another process writing the cache?), nothing was loaded"
         )
     if not c.looks_like_safetensors(data[:16]):
-        raise CheckpointError(f"{weights.path}: not a safetensors file (starts with {data[:8]!r}); refusing it")
-    try:
-        return load(data)
-    except (SafetensorError, ValueError) as e:
-        raise CheckpointError(f"{weights.path}: corrupt safetensors file ({e})") from e
+        raise CheckpointError(f"{path}: not a safetensors file (starts with {data[:8]!r}); refusing it")
+    return read_checkpoint(path, data).tensors
 
 
-def pretrained_file(cfg: Any, **kwargs: Any) -> str:
-    """The path of the verified weight file of ``cfg``; see :func:`resolve_weights` for arguments and errors."""
-    return str(resolve_weights(cfg, **kwargs).path)
+def pretrained_state_dict(cfg: WeightsCfg, **kwargs: Any) -> tuple[Weights, dict[str, torch.Tensor]]:
+    """The verified weights of ``cfg`` and their tensors, deserialized from the very bytes that were hashed.
 
+    A file in the Hugging Face cache at the pinned commit is read once, hashed and deserialized (one pass over its
+    bytes); anything else (missing, corrupt, the zoo cache, a download) goes through :func:`resolve_weights`.
+    """
+    hub = cfg.hub if cfg.hub is not None and cfg.hub.published else None
+    if hub is not None:
+        from huggingface_hub import try_to_load_from_cache
 
-def pretrained_state_dict(cfg: Any, **kwargs: Any) -> tuple[Weights, dict[str, torch.Tensor]]:
-    """The verified weights of ``cfg`` and their tensors, deserialized from the very bytes that were hashed."""
+        cache = str(kwargs["cache_dir"]) if kwargs.get("cache_dir") is not None else c.hf_cache_dir()
+        path = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=cache, revision=hub.revision)
+        if isinstance(path, str):
+            try:
+                data, actual = c.read_hashed(path)
+            except (OSError, ValueError):
+                actual = None
+            if actual == hub.sha256 and c.looks_like_safetensors(data[:16]):
+                log.info("%s: weights from the Hugging Face cache (%s): %s", cfg.name, hub_where(hub), path)
+                where = f"{hub.repo_id}@{hub.revision}"
+                return Weights(cfg.name, Path(path), actual, "hf-cache", where), _safetensors(
+                    Path(path), data, actual, hub.sha256
+                )
     weights = resolve_weights(cfg, **kwargs)
     return weights, load_verified(weights)
 
 
-def download(cfgs: Iterable[Any], **kwargs: Any) -> list[Weights]:
-    """Fetch and verify the weights of these pretrained configs; the first failure raises."""
-    return [resolve_weights(cfg, **kwargs) for cfg in cfgs]
+def trusted_sha256s(cfg: WeightsCfg, zoo_cache: str | os.PathLike[str] | None = None) -> set[str]:
+    """The sha256s that stand for the published weights of ``cfg.name``: pinned by the manifest inside the installed
+    package (Hub file, authors' file), or recorded by this zoo's own first download and conversion of the
+    authors' file. Never what a folder or repo says about itself."""
+    record = load_manifest().get(cfg.name) or {}
+    found = {(record.get(k) or {}).get("sha256") for k in ("hub", "origin")}
+    origin = record.get("origin") or {}
+    zoo = Path(zoo_cache) if zoo_cache is not None else c.zoo_cache_dir()
+    urls = [origin.get("url")] + [m.get("url") for m in origin.get("mirrors") or ()]
+    for url in filter(None, urls):
+        try:
+            found.add(json.loads(origin_record(url, zoo).read_text()).get("sha256"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    if origin:
+        try:
+            meta = json.loads(converted_paths(cfg.name, zoo)[1].read_text())
+            if meta.get("origin_url") in urls and (not origin.get("sha256") or meta.get("origin_sha256") == origin["sha256"]):
+                found.add(meta.get("sha256"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    return {s for s in found if isinstance(s, str) and len(s) == 64}
 
 
 @dataclass(frozen=True)
@@ -303,7 +334,7 @@ def _verify_hub(name: str, hub: Any, cache: str) -> VerifyResult:
     return VerifyResult(name, found.status, path, hub.sha256, found.sha256, where)
 
 
-def _verify_converted(cfg: Any, zoo: Path) -> VerifyResult:
+def _verify_converted(cfg: WeightsCfg, zoo: Path) -> VerifyResult:
     path, meta_path = converted_paths(cfg.name, zoo)
     try:
         meta = json.loads(meta_path.read_text())
