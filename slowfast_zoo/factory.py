@@ -109,7 +109,8 @@ def create(
         # the tensors differ from the file's (cast, renamed, filled, new head): fingerprint them as loaded
         loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
     outside = name.startswith(("hf-hub:", "local-dir:"))
-    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=bool(report and report.head_reset), outside=outside)
+    head_reset = bool(report and report.head_reset)
+    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)
     model.load_report = report
     if features_only:
         features = ResNet3dFeatures(model, tuple(out_indices))
@@ -220,7 +221,9 @@ def _describe(
         parent = Parent(cfg.name if verified else cfg.arch, loaded.sha256, loaded.location, steps)
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=parent)
     if not verified:  # some file loaded into this architecture: it speaks for itself only
-        return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
+        # an hf-hub: repo's commit and file, checked by the zoo on download, stay as where the weights came from
+        hub = cfg.hub if outside and loaded.source == "pretrained" else None
+        return cfg.replace(**changes, **{**_NOT_PUBLISHED, "hub": hub}, parent=None)
     return cfg.replace(**changes)
 
 

@@ -300,8 +300,8 @@ def read_verified(
     """Read a checkpoint file once, hash that buffer and deserialize that same buffer.
 
     With ``sha256`` (named in messages as recorded in ``recorded_in``), bytes that hash otherwise are refused
-    (:class:`CheckpointError`) before anything is deserialized. The result's ``sha256`` is the hash of the bytes its tensors came from, so a file swapped or
-    rewritten meanwhile can never be loaded under another file's hash.
+    (:class:`CheckpointError`) before anything is deserialized. The result's ``sha256`` is the hash of the bytes
+    its tensors came from, so a file swapped or rewritten meanwhile can never be loaded under another file's hash.
     """
     path = Path(path)
     if not path.is_file():

@@ -12,7 +12,8 @@ Resolution order of :func:`resolve_weights` (an explicit ``checkpoint=`` path is
 Every file is hashed before use; a file whose sha256 differs is deleted and a :class:`HashMismatchError` names
 repo, revision, file, expected and actual hash. :func:`load_verified` reads a file once, hashes that buffer and
 deserializes the same buffer, so the bytes checked are the bytes loaded; :func:`pretrained_state_dict` reads a
-warm Hugging Face cache file that way without hashing it beforehand (one pass over the bytes). Settings are read at call time:
+warm Hugging Face cache file that way without hashing it beforehand (one pass over the bytes). Settings are read
+at call time:
 ``HF_ENDPOINT``, ``HF_HUB_CACHE`` (or ``HF_HOME``), ``HF_HUB_OFFLINE``, ``SLOWFAST_ZOO_CACHE``,
 ``SLOWFAST_ZOO_TIMEOUT``, ``SLOWFAST_ZOO_DEADLINE``, ``SLOWFAST_ZOO_LOCK_TIMEOUT``,
 ``SLOWFAST_ZOO_ALLOW_CHANGED_ORIGIN``.
@@ -20,6 +21,7 @@ warm Hugging Face cache file that way without hashing it beforehand (one pass ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -255,17 +257,13 @@ def trusted_sha256s(cfg: WeightsCfg, zoo_cache: str | os.PathLike[str] | None = 
     zoo = Path(zoo_cache) if zoo_cache is not None else c.zoo_cache_dir()
     urls = [origin.get("url")] + [m.get("url") for m in origin.get("mirrors") or ()]
     for url in filter(None, urls):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             found.add(json.loads(origin_record(url, zoo).read_text()).get("sha256"))
-        except (OSError, ValueError, AttributeError):
-            pass
-    if origin:
-        try:
+    if origin:  # the zoo's own conversion of that file, of the origin file the manifest pins
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             meta = json.loads(converted_paths(cfg.name, zoo)[1].read_text())
-            if meta.get("origin_url") in urls and (not origin.get("sha256") or meta.get("origin_sha256") == origin["sha256"]):
+            if meta.get("origin_url") in urls and meta.get("origin_sha256") in {origin.get("sha256"), *found} - {None}:
                 found.add(meta.get("sha256"))
-        except (OSError, ValueError, AttributeError):
-            pass
     return {s for s in found if isinstance(s, str) and len(s) == 64}
 
 

@@ -30,6 +30,15 @@ def _published_folder(tmp_path):
     return save_pretrained(model, tmp_path / "published")
 
 
+def _pin(monkeypatch, folder) -> None:
+    """Make the installed manifest pin the folder's weights (as it will once they are published)."""
+    import slowfast_zoo.weights.sources as sources
+
+    record = dict(sources.load_manifest()[SF])
+    record["hub"] = {**record["hub"], "revision": "a" * 40, "sha256": sha256_file(folder / "model.safetensors")}
+    monkeypatch.setattr(sources, "load_manifest", lambda: {SF: record})
+
+
 def test_random_initialization_claims_no_published_weights() -> None:
     cfg = slowfast_zoo.create("slowfast_r50_8x8.ssv2_ptv", device="meta").pretrained_cfg
     assert cfg.weights is None and cfg.parent is None
@@ -37,13 +46,15 @@ def test_random_initialization_claims_no_published_weights() -> None:
     assert cfg.num_classes == 174 and len(cfg.label_names) == 174  # the architecture's label slots stay
 
 
-def test_unchanged_weights_keep_the_published_record(tmp_path) -> None:
+def test_unchanged_weights_keep_the_published_record(tmp_path, monkeypatch) -> None:
     folder = _published_folder(tmp_path)
     saved = _saved_cfg(folder)
     assert saved.tag == "k400_pysf" and saved.metrics["top1"] == 77.0  # PySlowFast MODEL_ZOO.md, SLOWFAST_8x8_R50
     card = (folder / "README.md").read_text()
     assert "Converted from the authors' file" in card and "| top1 | 77.0 |" in card
 
+    assert slowfast_zoo.create(f"local-dir:{folder}").pretrained_cfg.tag is None  # the folder's word is not enough
+    _pin(monkeypatch, folder)
     model = slowfast_zoo.create(f"local-dir:{folder}")
     cfg = model.pretrained_cfg
     assert cfg.tag == "k400_pysf" and cfg.metrics["top1"] == 77.0 and cfg.parent is None
@@ -51,8 +62,9 @@ def test_unchanged_weights_keep_the_published_record(tmp_path) -> None:
     assert cfg.weights.file == str(folder / "model.safetensors") and cfg.weights.source == "checkpoint"
 
 
-def test_new_classifier_records_the_parent_and_drops_metrics(tmp_path) -> None:
+def test_new_classifier_records_the_parent_and_drops_metrics(tmp_path, monkeypatch) -> None:
     folder = _published_folder(tmp_path)
+    _pin(monkeypatch, folder)
     sha = sha256_file(folder / "model.safetensors")
     model = slowfast_zoo.create(f"local-dir:{folder}", num_classes=3)
     cfg = model.pretrained_cfg

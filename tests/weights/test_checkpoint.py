@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 import slowfast_zoo
 from slowfast_zoo import CheckpointError
+from slowfast_zoo.factory import expected_state_dict
 from slowfast_zoo.weights.checkpoint import read_state_dict
 from slowfast_zoo.weights.keys import from_zoo
 
@@ -224,7 +225,7 @@ def test_ava_v22_r101_files_load_in_their_published_layout(tmp_path, name: str) 
     loaded = slowfast_zoo.create(name, checkpoint=path, width=8)
     assert loaded.load_report.file_format == "torch" and loaded.load_report.key_scheme == "pysf"
     assert same_weights(loaded, model)
-    result = convert(path, cfg, tmp_path / "model.safetensors")
+    result = convert(path, cfg, tmp_path / "model.safetensors", expected=expected_state_dict(cfg))
     assert (result.file_format, result.key_scheme) == ("torch", "pysf")
     converted = slowfast_zoo.create(name, checkpoint=result.path, width=8)
     assert same_weights(converted, model)

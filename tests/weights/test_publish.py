@@ -21,6 +21,7 @@ from hub_server import (  # noqa: F401  (fixtures)
 )
 
 import slowfast_zoo
+from slowfast_zoo.factory import expected_state_dict
 from slowfast_zoo.registry.pretrained import HubFile, Origin, PretrainedCfg
 from slowfast_zoo.weights.cache import sha256_file
 from slowfast_zoo.weights.publish import convert, publish, push_to_hub, save_pretrained
@@ -28,10 +29,15 @@ from slowfast_zoo.weights.sources import (
     HashMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
-    pretrained_file,
+    resolve_weights,
 )
 
 SF = "slowfast_r50_8x8.k400_pysf"
+
+
+def resolve(cfg, **kwargs):
+    """``resolve_weights`` as ``create`` calls it: a converted origin file is checked against the factory's."""
+    return resolve_weights(cfg, expected=expected_state_dict(cfg), **kwargs)
 
 
 def _same_outputs(a, b, cfg) -> bool:
@@ -126,12 +132,15 @@ def test_publish_from_origin_url(hub, caches, tmp_path):
     upstream = write_upstream(model.state_dict(), "ptv_pyth", tmp_path / "SLOW_8x8_R50.pyth")
     url = hub.serve_file("pytorchvideo/SLOW_8x8_R50.pyth", upstream.read_bytes())
     cfg = cfg.replace(origin=Origin(url, "ptv_pyth", "ptv", sha256_file(upstream), upstream.stat().st_size))
-    result = publish(cfg, "slowfast-zoo/slow_r50_8x8.k400_ptv", endpoint=hub.url)
+    result = publish(cfg, "slowfast-zoo/slow_r50_8x8.k400_ptv", endpoint=hub.url, expected=expected_state_dict(cfg))
     entry = result.manifest_entry()
     assert entry["hub"]["revision"] == result.revision and entry["origin"]["sha256"] == sha256_file(upstream)
-    assert entry["hub"]["sha256"] == convert(upstream, cfg, tmp_path / "again.safetensors").sha256  # deterministic
+    assert (
+        entry["hub"]["sha256"]
+        == convert(upstream, cfg, tmp_path / "again.safetensors", expected=expected_state_dict(cfg)).sha256
+    )  # deterministic
     pinned = cfg.replace(hub=HubFile(result.repo_id, result.revision, "model.safetensors", result.sha256, result.size))
-    loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=pretrained_file(pinned))
+    loaded = slowfast_zoo.create(cfg.name, width=8, checkpoint=resolve(pinned).path)
     assert _same_outputs(loaded, model, cfg)
 
 
@@ -140,7 +149,7 @@ def test_publish_refuses_a_source_the_manifest_does_not_pin(hub, caches, tmp_pat
     upstream = write_upstream(random_model(cfg).state_dict(), "caffe2_pkl", tmp_path / "x.pkl")
     cfg = cfg.replace(origin=Origin("https://example.invalid/x.pkl", "caffe2_pkl", "caffe2", "ef" * 32, 10))
     with pytest.raises(HashMismatchError, match="ef" * 32):
-        publish(cfg, "org/x", source=upstream, endpoint=hub.url)
+        publish(cfg, "org/x", source=upstream, endpoint=hub.url, expected=expected_state_dict(cfg))
     assert not [r for r in hub.requests if r.method == "POST"]
 
 
@@ -149,7 +158,7 @@ def test_convert_every_layout(tmp_path, fmt):
     cfg = tiny_cfg(SF)
     model = random_model(cfg, seed=11)
     upstream = write_upstream(model.state_dict(), fmt, tmp_path / "upstream")
-    result = convert(upstream, cfg, tmp_path / "out.safetensors")
+    result = convert(upstream, cfg, tmp_path / "out.safetensors", expected=expected_state_dict(cfg))
     assert result.sha256 == sha256_file(result.path) and result.source_sha256 == sha256_file(upstream)
     assert result.source_matches_manifest is None
     loaded = slowfast_zoo.create(SF, width=8, checkpoint=result.path)
@@ -162,9 +171,9 @@ def test_full_size_publish_round_trip(hub, caches, tmp_path, fmt, name):
     cfg = slowfast_zoo.get_pretrained_cfg(name).replace(origin=None)
     model = random_model(cfg, seed=13)
     upstream = write_upstream(model.state_dict(), fmt, tmp_path / "upstream")
-    result = publish(cfg, f"slowfast-zoo/{name}", source=upstream, endpoint=hub.url)
+    result = publish(cfg, f"slowfast-zoo/{name}", source=upstream, endpoint=hub.url, expected=expected_state_dict(cfg))
     pinned = cfg.replace(hub=HubFile(result.repo_id, result.revision, "model.safetensors", result.sha256, result.size))
-    loaded = slowfast_zoo.create(name, checkpoint=pretrained_file(pinned))
+    loaded = slowfast_zoo.create(name, checkpoint=resolve(pinned).path)
     assert _same_outputs(loaded, model, cfg)
     via_hub = slowfast_zoo.create(f"hf-hub:slowfast-zoo/{name}@{result.revision}", pretrained=True)
     assert _same_outputs(via_hub, model, cfg)
@@ -202,10 +211,10 @@ def test_publish_offline_is_one_clear_error(caches, dead_endpoint, tmp_path):
     upstream = write_upstream(random_model(cfg).state_dict(), "caffe2_pkl", tmp_path / "SLOWFAST_8x8_R50.pkl")
     refused, _ = dead_endpoint
     with pytest.raises(WeightsUnavailableError, match=f"cannot upload org/x to {refused}"):  # the CLI prints one line
-        publish(cfg, "org/x", source=upstream, endpoint=refused)
+        publish(cfg, "org/x", source=upstream, endpoint=refused, expected=expected_state_dict(cfg))
     dead_origin = cfg.replace(origin=Origin(refused + "/SLOWFAST_8x8_R50.pkl", "caffe2_pkl", "caffe2"))
     with pytest.raises(WeightsUnavailableError, match="cannot download the authors' file"):
-        publish(dead_origin, "org/x", endpoint=refused)
+        publish(dead_origin, "org/x", endpoint=refused, expected=expected_state_dict(dead_origin))
 
 
 # --- the maintainers' workflow: its commands are the README's, run here against the local Hub ---------------------

@@ -14,12 +14,18 @@ from hub_server import caches_fixture, hub_fixture, tiny_cfg  # noqa: F401  (fix
 
 import slowfast_zoo
 from slowfast_zoo import CheckpointError
+from slowfast_zoo.factory import expected_state_dict
 from slowfast_zoo.registry.pretrained import Origin
 from slowfast_zoo.weights.checkpoint import read_state_dict
 from slowfast_zoo.weights.publish import convert, publish
-from slowfast_zoo.weights.sources import pretrained_file
+from slowfast_zoo.weights.sources import resolve_weights
 
 NAME = "slow_r50_8x8.k400_pysf"
+
+
+def resolve(cfg, **kwargs):
+    """``resolve_weights`` as ``create`` calls it: a converted origin file is checked against the factory's."""
+    return resolve_weights(cfg, expected=expected_state_dict(cfg), **kwargs)
 
 
 class Evil:
@@ -74,7 +80,7 @@ def test_malicious_checkpoint_refused(tmp_path, fmt):
     with pytest.raises(CheckpointError):
         slowfast_zoo.create(NAME, width=8, checkpoint=path)
     with pytest.raises(CheckpointError):
-        convert(path, tiny_cfg(NAME), tmp_path / "out.safetensors")
+        convert(path, tiny_cfg(NAME), tmp_path / "out.safetensors", expected=expected_state_dict(tiny_cfg(NAME)))
     assert not marker.exists(), "the pickle's code ran"
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -84,7 +90,7 @@ def test_malicious_origin_download_refused(hub, caches, tmp_path):
     data = _payloads(marker)["caffe2_blob"]
     cfg = tiny_cfg(NAME, origin=Origin(hub.serve_file("evil/SLOW_8x8_R50.pkl", data), "caffe2_pkl", "caffe2"))
     with pytest.raises(CheckpointError):
-        pretrained_file(cfg)
+        resolve(cfg)
     assert not marker.exists()
     assert not [p for p in caches.zoo.rglob("*") if p.is_file() and ".locks" not in p.parts]
 
@@ -94,7 +100,7 @@ def test_malicious_publish_source_refused(hub, caches, tmp_path):
     path = tmp_path / "evil.pyth"
     path.write_bytes(_payloads(marker)["torch_legacy_pysf"])
     with pytest.raises(CheckpointError):
-        publish(tiny_cfg(NAME), "org/evil", source=path, endpoint=hub.url)
+        publish(tiny_cfg(NAME), "org/evil", source=path, endpoint=hub.url, expected=expected_state_dict(tiny_cfg(NAME)))
     assert not marker.exists()
     assert "org/evil" not in hub.repos and not [r for r in hub.requests if r.method == "POST"]
 
@@ -107,7 +113,7 @@ from hub_server import random_model, write_upstream  # noqa: E402
 
 from slowfast_zoo.registry.pretrained import HubFile  # noqa: E402
 from slowfast_zoo.weights.publish import push_to_hub  # noqa: E402
-from slowfast_zoo.weights.sources import WeightsError, resolve_weights  # noqa: E402
+from slowfast_zoo.weights.sources import WeightsError  # noqa: E402
 
 SF = "slowfast_r50_8x8.k400_pysf"
 SF_REPO = "slowfast-zoo/slowfast_r50_8x8.k400_pysf"  # the manifest's repo for SF
@@ -137,7 +143,7 @@ def test_hostile_etag_touches_nothing_outside_the_cache(pushed, hub, caches, tmp
         hub.faults.clear()
         hub.fault("model.safetensors", "headers", methods=("HEAD", "GET"), headers=headers)
         with pytest.raises(WeightsError, match="ETag"):
-            resolve_weights(pushed)
+            resolve(pushed)
         assert victim.read_text() == "precious" if exists else not victim.exists()
         assert not [r for r in hub.requests if r.server == "cdn"]
 
@@ -162,13 +168,13 @@ def test_user_revisions_are_validated_before_any_request(hub, caches, revision):
 @pytest.mark.parametrize("replaced", ["blob", "snapshot"])
 def test_eviction_never_follows_a_link_out_of_the_cache(pushed, caches, tmp_path, replaced):
     """A co-user replaces the blob (or the snapshot link) with a link to one of your files: it must survive."""
-    path = Path(resolve_weights(pushed).path)
+    path = Path(resolve(pushed).path)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     target = path.resolve() if replaced == "blob" else path
     target.unlink()
     target.symlink_to(victim)
-    w = resolve_weights(pushed)  # the bad copy is dropped and the file fetched again
+    w = resolve(pushed)  # the bad copy is dropped and the file fetched again
     assert w.source == "hub" and w.sha256 == pushed.hub.sha256
     assert victim.read_text() == "precious"
 
@@ -203,6 +209,6 @@ def test_a_pickle_under_a_safetensors_name_is_never_accepted(hub, caches, tmp_pa
     torch.save(model.state_dict(), folder / "model.safetensors")
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     (folder / "model.safetensors.json").write_text(json.dumps({"sha256": digest, "origin_url": "x"}))
-    w = resolve_weights(cfg)
+    w = resolve(cfg)
     assert w.source == "origin" and w.sha256 != digest
     assert (folder / "model.safetensors").read_bytes()[8:9] == b"{"  # safetensors now
