@@ -43,6 +43,7 @@ __all__ = [
     "lock_timeout",
     "looks_like_safetensors",
     "read_hashed",
+    "read_regular",
     "remove_incomplete",
     "sha256_file",
     "timeout_seconds",
@@ -154,12 +155,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def read_hashed(path: str | os.PathLike[str], *, limit: int | None = None) -> tuple[bytes, str]:
-    """A regular file's bytes, read once, and the sha256 of exactly those bytes (what is parsed next is what was
-    hashed: a file swapped or rewritten meanwhile cannot be loaded under the first one's hash).
-
-    ``limit``: refuse a larger file (``ValueError`` naming it) before reading it. A FIFO or device is refused too.
-    """
+def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> bytes:
+    """A regular file's bytes; a FIFO or device is refused (``ValueError``), and so is a file over ``limit`` bytes,
+    before anything is read."""
     import stat
 
     with open(path, "rb") as f:
@@ -167,10 +165,17 @@ def read_hashed(path: str | os.PathLike[str], *, limit: int | None = None) -> tu
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path}: not a regular file")
         if limit is not None and st.st_size > limit:
-            raise ValueError(f"{path}: {st.st_size} bytes, more than the {limit} allowed for it")
+            raise ValueError(f"{path}: {st.st_size} bytes, more than the {limit} bytes allowed for it")
         data = f.read() if limit is None else f.read(limit + 1)
     if limit is not None and len(data) > limit:  # grew after the fstat
         raise ValueError(f"{path}: more than the {limit} bytes allowed for it")
+    return data
+
+
+def read_hashed(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """A regular file's bytes, read once, and the sha256 of exactly those bytes (what is parsed next is what was
+    hashed: a file swapped or rewritten meanwhile cannot be loaded under the first one's hash)."""
+    data = read_regular(path)
     return data, hashlib.sha256(data).hexdigest()
 
 

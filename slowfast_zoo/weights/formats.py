@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cache import looks_like_safetensors, read_hashed
+from .cache import looks_like_safetensors, read_hashed, read_regular
 from .keys import is_solver_blob
 from .pickles import Buffer, RefusedPickle, check_legacy_storages, restricted_load
 
@@ -382,5 +382,4 @@ def parse_config(data: bytes, where: str | os.PathLike[str]) -> Any:
 
 def read_config(path: str | os.PathLike[str], limit: int = CONFIG_LIMIT) -> Any:
     """Read and parse a ``config.json`` of at most ``limit`` bytes (see :func:`parse_config`)."""
-    data, _ = read_hashed(path, limit=limit)
-    return parse_config(data, path)
+    return parse_config(read_regular(path, limit=limit), path)

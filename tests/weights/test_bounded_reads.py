@@ -51,12 +51,14 @@ def _torch_zip_bomb() -> bytes:
 
 def _deflate_npy(header: bytes) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        with z.open("embeddings.npy", "w", force_zip64=True) as f:
-            f.write(header)
-            chunk = bytes(1 << 20)
-            for _ in range(INFLATED >> 20):
-                f.write(chunk)
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z,
+        z.open("embeddings.npy", "w", force_zip64=True) as f,
+    ):
+        f.write(header)
+        chunk = bytes(1 << 20)
+        for _ in range(INFLATED >> 20):
+            f.write(chunk)
     return buf.getvalue()
 
 

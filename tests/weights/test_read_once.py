@@ -18,10 +18,10 @@ import slowfast_zoo
 from slowfast_zoo import CheckpointError
 from slowfast_zoo.factory import expected_state_dict
 from slowfast_zoo.registry.pretrained import HubFile, Origin
-from slowfast_zoo.weights.manifest import Mirror
 from slowfast_zoo.weights import cache as c
 from slowfast_zoo.weights import convert as convert_module
 from slowfast_zoo.weights.errors import WeightsError
+from slowfast_zoo.weights.manifest import Mirror
 from slowfast_zoo.weights.publish import _upload, convert, publish, push_to_hub, save_pretrained
 
 SF = "slowfast_r50_8x8.k400_pysf"
@@ -69,9 +69,11 @@ def test_local_dir_swap_right_after_the_hash_never_loads_other_weights(tmp_path,
 
         return wrapper
 
-    for name in ("sha256_file", "read_hashed"):  # today's reader and the hash-by-path one before it
-        if hasattr(c, name):
-            monkeypatch.setattr(c, name, swap_after(getattr(c, name)))
+    from slowfast_zoo.weights import formats
+
+    for module, name in ((c, "sha256_file"), (c, "read_hashed"), (formats, "read_hashed")):  # whoever hashes
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, swap_after(getattr(module, name)))
     wrong = 0
     for _ in range(5):
         _put(weights, data_a)
@@ -250,7 +252,9 @@ def test_publish_downloads_through_the_mirrors(hub, caches, tmp_path) -> None:
     mirror = hub.serve_file("mirror/SLOWFAST_8x8_R50.pkl", upstream.read_bytes())
     gone = mirror.replace("mirror/", "gone/")  # the authors' URL answers 404
     digest, size = c.sha256_file(upstream), upstream.stat().st_size
-    cfg = cfg.replace(origin=Origin(gone, "caffe2_pkl", "caffe2", digest, size, mirrors=(Mirror(mirror, "caffe2", digest, size),)))
+    cfg = cfg.replace(
+        origin=Origin(gone, "caffe2_pkl", "caffe2", digest, size, mirrors=(Mirror(mirror, "caffe2", digest, size),))
+    )
     result = publish(cfg, "org/mirrored", endpoint=hub.url, expected=expected_state_dict(cfg))
     assert result.origin_sha256 == digest and result.origin_size == size
 
