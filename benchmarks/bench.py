@@ -359,10 +359,14 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     mem = "peak MiB (CUDA alloc)" if results["machine"]["device"].startswith("cuda") else "peak RSS +MiB"
-    lines = [
-        f"| model | batch | GFLOPs | variant | median s | clips/s | GFLOP/s | x PTV | {mem} |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = (
+        [
+            f"| model | batch | GFLOPs | variant | median s | clips/s | GFLOP/s | x PTV | {mem} |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        if results["inference"]
+        else []
+    )
     for case in results["inference"]:
         if "compile_error" in case:
             lines.append(f"| {case['model']} | {case['batch']} | | zoo_compile | failed | | | | |")
