@@ -220,29 +220,45 @@ def _safetensors(path: Path, data: bytes, actual: str, expected: str) -> dict[st
     return read_checkpoint(path, data).tensors
 
 
-def pretrained_state_dict(cfg: WeightsCfg, **kwargs: Any) -> tuple[Weights, dict[str, torch.Tensor]]:
-    """The verified weights of ``cfg`` and their tensors, deserialized from the very bytes that were hashed.
-
-    A file in the Hugging Face cache at the pinned commit is read once, hashed and deserialized (one pass over its
-    bytes); anything else (missing, corrupt, the zoo cache, a download) goes through :func:`resolve_weights`.
-    """
+def _warm(cfg: WeightsCfg, kwargs: Mapping[str, Any]) -> tuple[Path, bytes, str, str, str] | None:
+    """The file a warm cache holds for ``cfg``, read once: (path, bytes, their sha256, source, where), if those
+    bytes are the ones the cache vouches for (the manifest's sha256, or the converted file's sidecar record)."""
     hub = cfg.hub if cfg.hub is not None and cfg.hub.published else None
     if hub is not None:
         from huggingface_hub import try_to_load_from_cache
 
         cache = str(kwargs["cache_dir"]) if kwargs.get("cache_dir") is not None else c.hf_cache_dir()
-        path = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=cache, revision=hub.revision)
-        if isinstance(path, str):
-            try:
-                data, actual = c.read_hashed(path)
-            except (OSError, ValueError):
-                actual = None
-            if actual == hub.sha256 and c.looks_like_safetensors(data[:16]):
-                log.info("%s: weights from the Hugging Face cache (%s): %s", cfg.name, hub_where(hub), path)
-                where = f"{hub.repo_id}@{hub.revision}"
-                return Weights(cfg.name, Path(path), actual, "hf-cache", where), _safetensors(
-                    Path(path), data, actual, hub.sha256
-                )
+        found = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=cache, revision=hub.revision)
+        if isinstance(found, str):
+            with contextlib.suppress(OSError, ValueError):
+                data, actual = c.read_hashed(found)
+                if actual == hub.sha256:
+                    return Path(found), data, actual, "hf-cache", f"{hub.repo_id}@{hub.revision}"
+    if cfg.origin is not None and _origin_applies(cfg):  # what check_zoo_cache accepts, from the bytes in hand
+        zoo = Path(kwargs["zoo_cache"]) if kwargs.get("zoo_cache") is not None else c.zoo_cache_dir()
+        path, meta_path = converted_paths(cfg.name, zoo)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            meta = json.loads(meta_path.read_text())
+            fresh = cfg.origin.sha256 is None or meta.get("origin_sha256") == cfg.origin.sha256
+            data, actual = c.read_hashed(path)
+            if fresh and actual == meta.get("sha256"):
+                return path, data, actual, "zoo-cache", str(meta.get("origin_url"))
+    return None
+
+
+def pretrained_state_dict(cfg: WeightsCfg, **kwargs: Any) -> tuple[Weights, dict[str, torch.Tensor]]:
+    """The verified weights of ``cfg`` and their tensors, deserialized from the very bytes that were hashed.
+
+    A warm cache file (the Hugging Face cache at the pinned commit, or the zoo's converted file) is read once,
+    hashed and deserialized: one pass over its bytes. Anything else (missing, corrupt, stale, to download) goes
+    through :func:`resolve_weights`, which repairs the cache, and is then re-hashed as it is read.
+    """
+    warm = _warm(cfg, kwargs)
+    if warm is not None:
+        path, data, actual, source, where = warm
+        cache = "Hugging Face cache" if source == "hf-cache" else "zoo cache, converted from"
+        log.info("%s: weights from the %s %s: %s", cfg.name, cache, where, path)
+        return Weights(cfg.name, path, actual, source, where), _safetensors(path, data, actual, actual)
     weights = resolve_weights(cfg, **kwargs)
     return weights, load_verified(weights)
 

@@ -192,6 +192,22 @@ def test_warm_create_from_the_hub_cache_hashes_the_weights_once(hub, caches, cou
     assert result.size <= count_hashing.total < result.size + 100_000, (count_hashing.total, result.size)
 
 
+def test_warm_zoo_cache_of_a_converted_origin_file_is_hashed_once(hub, caches, tmp_path, count_hashing) -> None:
+    from slowfast_zoo.weights.sources import pretrained_state_dict
+
+    cfg = tiny_cfg("slow_r50_8x8.k400_ptv")
+    model = random_model(cfg, seed=5)
+    upstream = write_upstream(model.state_dict(), "ptv_pyth", tmp_path / "SLOW_8x8_R50.pyth")
+    cfg = cfg.replace(origin=Origin(hub.serve_file("ptv/SLOW_8x8_R50.pyth", upstream.read_bytes()), "ptv_pyth", "ptv"))
+    cold, _ = pretrained_state_dict(cfg, expected=expected_state_dict(cfg))
+    assert cold.source == "origin"
+    count_hashing.total = 0
+    warm, tensors = pretrained_state_dict(cfg, expected=expected_state_dict(cfg))
+    assert warm.source == "zoo-cache" and warm.sha256 == cold.sha256
+    assert count_hashing.total == warm.path.stat().st_size
+    assert all(torch.equal(tensors[k], v) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("entry", ["local-dir", "checkpoint"])
 def test_create_from_a_file_hashes_it_once(tmp_path, count_hashing, entry: str) -> None:
     folder, data_a, *_ = _two_files(tmp_path)
