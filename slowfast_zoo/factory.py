@@ -179,7 +179,7 @@ _NOT_PUBLISHED: dict[str, Any] = dict(tag=None, origin=None, hub=None, metrics={
 
 
 #: what only the installed package's manifest may say about a set of weights
-_PROVENANCE = ("tag", "origin", "hub", "metrics", "license", "citation")
+_PROVENANCE = ("tag", "origin", "hub", "metrics", "license", "citation", "parent")
 
 
 def _verified(cfg: PretrainedCfg, loaded: LoadedWeights, outside: bool) -> bool:
