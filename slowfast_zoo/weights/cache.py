@@ -126,9 +126,10 @@ def deadline_seconds(deadline: float | None = None) -> float:
     return deadline if deadline is not None else _env_seconds("SLOWFAST_ZOO_DEADLINE", DEFAULT_DEADLINE)
 
 
-def lock_timeout(deadline: float, timeout: float) -> float:
-    """Seconds to wait for another process's download: ``$SLOWFAST_ZOO_LOCK_TIMEOUT``, else a bit over a deadline."""
-    return _env_seconds("SLOWFAST_ZOO_LOCK_TIMEOUT", deadline + 4 * timeout)
+def lock_timeout(remaining: float) -> float:
+    """Seconds to wait for another process's download: what is left of the deadline, or less with
+    ``$SLOWFAST_ZOO_LOCK_TIMEOUT``."""
+    return max(0.0, min(remaining, _env_seconds("SLOWFAST_ZOO_LOCK_TIMEOUT", remaining)))
 
 
 # --- hashing -----------------------------------------------------------------------------------------------------
@@ -312,8 +313,9 @@ def lock(name: str, zoo_cache: Path, timeout: float) -> Iterator[None]:
             log.warning("got %s after %.1f s", path, time.monotonic() - start)
     except Timeout:
         raise WeightsError(
-            f"gave up after {timeout:.0f} s waiting for another process that holds {path} "
-            "(set SLOWFAST_ZOO_LOCK_TIMEOUT to wait longer; delete the file if no process is running)"
+            f"gave up after {timeout:.0f} s waiting for another process that holds {path}: the wait counts against "
+            "SLOWFAST_ZOO_DEADLINE (and SLOWFAST_ZOO_LOCK_TIMEOUT, if set); set them to wait longer, or delete the "
+            "file if no process is running"
         ) from None
     except OSError as e:
         log.debug("no lock for %s (%s): %s", name, path, e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CacheWriteError",
     "CorruptCacheError",
+    "DeadlineExceeded",
     "HashMismatchError",
     "SourceFailed",
     "WeightsError",
@@ -51,3 +52,7 @@ class CorruptCacheError(CacheWriteError):
 
 class SourceFailed(Exception):
     """A source failed in a way that lets the next source be tried (network, timeout, 5xx, broken transfer)."""
+
+
+class DeadlineExceeded(SourceFailed):
+    """A download ran past its deadline (lock wait, connect, headers and body counted together); not retried."""
