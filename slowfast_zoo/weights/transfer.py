@@ -141,7 +141,7 @@ class _BoundedSocket:
         self.sock, self.timeout, self.deadline = sock, timeout, deadline
 
     def _arm(self) -> None:
-        self.sock.settimeout(min(self.timeout, self.deadline.left("no answer")))
+        self.sock.settimeout(min(self.timeout, self.deadline.left("socket")))
 
     def sendall(self, data: bytes) -> None:
         self._arm()
@@ -291,7 +291,7 @@ def head(
             if status == 404:
                 raise _not_found(None, what) from None
             raise SourceFailed(f"the Hub answered HTTP {status} for {what}") from None
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, http.client.HTTPException, DeadlineExceeded) as e:
         if deadline.remaining() <= 0:
             raise deadline.exceeded(f"HEAD of {what}") from None
         raise SourceFailed(f"the Hub could not be reached for {what}: {type(e).__name__}: {e}") from None
@@ -355,7 +355,7 @@ def stream(
         if e.code in (404, 410):
             raise WeightsNotFoundError(f"{url}: HTTP {e.code}") from None
         raise SourceFailed(f"{url}: HTTP {e.code}") from None
-    except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, IncompleteRead, BadStatusLine
+    except (OSError, http.client.HTTPException, DeadlineExceeded) as e:  # URLError, timeouts, resets, BadStatusLine
         if isinstance(e, OSError) and is_write_error(e):
             raise
         if deadline.remaining() <= 0:
