@@ -71,7 +71,7 @@ class Fault:
     hung_up: bool = False
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
-    #: set when the server has stopped sending (``trickle``, ``trickle_headers``, ``endless``)
+    #: set when the server has stopped sending (``trickle``, ``trickle_headers``, ``endless``) or waiting (``block``)
     finished: threading.Event = field(default_factory=threading.Event)
 
 
@@ -323,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault and fault.kind == "block":
             fault.entered.set()
             fault.release.wait(fault.budget)
+            fault.finished.set()
         elif fault and fault.kind == "status":
             self._json(fault.status, {"error": "injected fault"})
             return
