@@ -8,6 +8,7 @@ wall clock.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -324,7 +325,7 @@ def test_a_planted_self_consistent_config_json_is_caught_online(hub, caches):
     slowfast_zoo.create(spec, pretrained=True)
     folder = caches.hf / "models--org--tiny"
     evil = save({k: v.zero_() if v.is_floating_point() else v for k, v in random_model(cfg).state_dict().items()})
-    evil_sha = __import__("hashlib").sha256(evil).hexdigest()
+    evil_sha = hashlib.sha256(evil).hexdigest()
     config = json.loads((folder / "snapshots" / result.revision / "config.json").read_text())
     config["pretrained_cfg"]["hub"]["sha256"] = evil_sha
     config["pretrained_cfg"]["hub"]["size"] = len(evil)
