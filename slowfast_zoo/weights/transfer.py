@@ -14,6 +14,8 @@ announced for it (:data:`MAX_UNPINNED_BYTES` when nothing states one). Every req
 agent; the token goes to the Hub endpoint only and is dropped by any redirect that changes scheme, host or port.
 """
 
+# Over ~400 lines: the bounded socket, the redirect rule and the requests that use them are one HTTP layer.
+
 from __future__ import annotations
 
 import hashlib
