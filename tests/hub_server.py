@@ -13,7 +13,10 @@ It speaks the parts of the Hub protocol that ``huggingface_hub`` 2.4 uses for do
 - Any other URL is also servable as a plain file (``serve_file``), for the authors' origin downloads.
 
 Faults can be injected per file name (:meth:`HubServer.fault`): same-length corrupted bytes, a truncated body, a
-connection dropped mid-file, an HTTP status, a delay. Every request is logged in :attr:`HubServer.requests`.
+connection dropped mid-file, an HTTP status, a delay, a redirect, headers or a body that never end, an answer held
+until the test releases it. A fault's ``hook`` runs as it misbehaves (to move a test's clock), and its events say
+what happened, so tests wait on events instead of the wall clock. Every request is logged in
+:attr:`HubServer.requests`.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -196,6 +198,18 @@ def test_the_lock_wait_is_part_of_the_deadline(pushed, hub, caches, monkeypatch)
 
 
 # --- bounded in size --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def memory_cap(limit: int):
+    """The Python heap may grow by at most ``limit`` bytes inside the block (tracemalloc's peak, not wall time)."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak} bytes, cap {limit}"
+
+
 def _assert_stopped(fault, limit: int) -> None:
     assert fault.finished.wait(60) and fault.hung_up, "the client read the whole endless body"
     assert fault.sent < limit + (8 << 20), f"{fault.sent} bytes sent for a limit of {limit}"  # + socket buffers
@@ -208,7 +222,7 @@ def test_an_endless_hub_body_stops_at_the_size(pushed, hub, caches, pinned):
         cfg = cfg.replace(hub=HubFile(SF_REPO, cfg.hub.revision, "model.safetensors", cfg.hub.sha256, None))
     fault = hub.fault("model.safetensors", "endless", budget=32 << 20)
     why = "the pinned size" if pinned else "X-Linked-Size"
-    with pytest.raises(WeightsError, match=f"more than the {len(data)} bytes allowed .*{why}"):
+    with memory_cap(16 << 20), pytest.raises(WeightsError, match=f"more than the {len(data)} bytes allowed .*{why}"):
         resolve_weights(cfg)
     _assert_stopped(fault, len(data))
     assert len(hub.requests_for("model.safetensors", "GET")) == 1  # too big is not retried
@@ -249,10 +263,20 @@ def test_an_endless_unpinned_origin_body_stops_at_the_stated_maximum(hub, caches
     monkeypatch.setattr(origin_module, "MAX_UNPINNED_BYTES", 1 << 20)  # the real one is 2 GiB: too much for a test
     cfg, _ = _origin_cfg(hub, tmp_path)
     fault = hub.fault("SLOW_8x8_R50.pyth", "endless", budget=32 << 20)
-    with pytest.raises(WeightsError, match=f"more than the {1 << 20} bytes allowed .*MAX_UNPINNED_BYTES"):
+    with memory_cap(16 << 20), pytest.raises(WeightsError, match=f"more than the {1 << 20} bytes allowed .*MAX_UNP"):
         resolve_weights(cfg)
     _assert_stopped(fault, 1 << 20)
     assert not origin_record(cfg.origin.url, caches.zoo).exists()
+
+
+def test_an_endless_config_json_stops_at_its_limit(hub, caches):
+    """Not new (the 16 MiB limit was there): the endless form of it, under a memory cap."""
+    cfg = tiny_cfg(SF)
+    push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)
+    fault = hub.fault("config.json", "endless", budget=64 << 20)
+    with memory_cap(64 << 20), pytest.raises(WeightsError, match=r"limit for a config\.json"):
+        slowfast_zoo.create("hf-hub:org/tiny", pretrained=True)
+    _assert_stopped(fault, 16 << 20)
 
 
 # --- the origin pin record --------------------------------------------------------------------------------------------
