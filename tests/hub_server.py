@@ -13,7 +13,7 @@ It speaks the parts of the Hub protocol that ``huggingface_hub`` 2.4 uses for do
 - Any other URL is also servable as a plain file (``serve_file``), for the authors' origin downloads.
 
 Faults can be injected per file name (:meth:`HubServer.fault`): same-length corrupted bytes, a truncated body, a
-connection dropped mid-file, an HTTP status, a delay, a redirect, headers or a body that never end, an answer held
+connection dropped mid-file, an HTTP status, a redirect, headers or a body that never end, an answer held
 until the test releases it. A fault's ``hook`` runs as it misbehaves (to move a test's clock), and its events say
 what happened, so tests wait on events instead of the wall clock. Every request is logged in
 :attr:`HubServer.requests`.
@@ -48,7 +48,7 @@ class Fault:
 
     target: str
     #: ``corrupt`` (same length, other bytes), ``truncate`` (a complete but shorter body), ``drop`` (close the
-    #: connection half-way through the promised body), ``status`` (answer ``status``), ``delay`` (sleep first),
+    #: connection half-way through the promised body), ``status`` (answer ``status``),
     #: ``headers`` (answer with ``headers`` replacing the real ones: a hostile mirror), ``trickle`` (send 4 kB every
     #: ``delay`` seconds), ``drop_chunked`` (a chunked body whose first chunk is cut short), ``redirect`` (302 to
     #: ``location``), ``regular`` (serve an LFS-named file as a regular one: HEAD 200 on the Hub itself),
@@ -321,9 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._fault = fault
         if fault and fault.hook:
             fault.hook()
-        if fault and fault.kind == "delay":
-            time.sleep(fault.delay)
-        elif fault and fault.kind == "block":
+        if fault and fault.kind == "block":
             fault.entered.set()
             fault.release.wait(fault.budget)
             fault.finished.set()
