@@ -130,13 +130,12 @@ def test_a_redirect_to_another_scheme_is_refused(pushed, hub, caches, tmp_path):
 def test_every_request_names_the_library_and_origin_requests_carry_no_token(hub, caches, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     cfg = tiny_cfg(SF)
-    push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)
-    hub.requests.clear()
+    push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)  # huggingface_hub's own requests: POSTs
     slowfast_zoo.create("hf-hub:org/tiny", pretrained=True)  # config.json HEAD + GET, weights HEAD + CDN GET
     origin_cfg, _ = _origin_cfg(hub, tmp_path)
     resolve_weights(origin_cfg)  # the authors' file
     seen = {(r.server, r.method) for r in hub.requests}
-    assert seen == {("hub", "HEAD"), ("hub", "GET"), ("cdn", "GET")}
+    assert seen == {("hub", "POST"), ("hub", "HEAD"), ("hub", "GET"), ("cdn", "GET")}
     for r in hub.requests:
         agent = _header(r, "user-agent") or ""
         assert agent.startswith(f"slowfast-zoo/{__version__};") and "hf_hub/" in agent, r
