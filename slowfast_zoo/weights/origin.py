@@ -3,7 +3,9 @@
 The authors publish no checksums, so until a maintainer pins an origin file's sha256 in the manifest, the first
 download of each URL records the file's sha256 and size in the zoo cache (``origins/``) and prints them for the
 manifest; a later download of the same URL whose bytes differ is refused unless the user allows it
-(``allow_changed_origin=True`` or ``SLOWFAST_ZOO_ALLOW_CHANGED_ORIGIN=1``). The converted file vouches for itself
+(``allow_changed_origin=True`` or ``SLOWFAST_ZOO_ALLOW_CHANGED_ORIGIN=1``). Only a missing record means a first
+download; a record that cannot be read or is not well-formed is an error saying how to reset it, and its size bounds
+the next download as a pinned size would. The converted file vouches for itself
 through a sidecar ``model.safetensors.json`` in the same folder: that protects against accidental corruption and
 partial writes, not against someone who can write the cache.
 """
