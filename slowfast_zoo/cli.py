@@ -15,6 +15,7 @@ from typing import Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
+from slowfast_zoo.errors import SlowFastZooError
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -328,7 +329,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log where weights come from")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log (where weights come from, tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models")
@@ -419,28 +420,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors printed as one line: the package's own, and bad input (a value or a path the user gave)
+USER_ERRORS = (SlowFastZooError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slowfast-zoo`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("slowfast_zoo").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("slowfast-zoo: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # every error is one line, never a traceback (-v logs the details)
-        logging.getLogger("slowfast_zoo").debug("error", exc_info=True)
+    except USER_ERRORS as e:  # one line; -v also logs the traceback. Anything else is a bug: its traceback shows
+        logging.getLogger("slowfast_zoo").debug("traceback of the error below", exc_info=True)
         print(_one_line(e), file=sys.stderr)
         return 2
 
 
 def _one_line(e: BaseException, where: str | None = None) -> str:
-    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line, in the CLI's words (``--checkpoint FILE``)."""
+    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line."""
     text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, KeyError) and text.startswith("'") and not isinstance(e, slowfast_zoo.UnknownModelError):
-        text = f"missing key {text}"
-    text = text.replace("pass checkpoint=<file> to create()", "pass --checkpoint FILE")
-    text = text.replace("(or slowfast_zoo.weights.sources.download), ", "")
     if where and where not in text:
         text = f"{where}: {text}"
     return f"slowfast-zoo: error: {text}"

@@ -195,7 +195,7 @@ def write_error(where: str | os.PathLike[str], e: BaseException) -> CacheWriteEr
     return CacheWriteError(
         f"cannot write to the cache at {where}: {e}. Free some space or make it writable, or point "
         f"HF_HUB_CACHE (Hub downloads) / {ENV_CACHE} (converted weights) at another directory, "
-        f"or pass checkpoint=<file> to create()."
+        f"or give a weights file (create(..., checkpoint=FILE); --checkpoint FILE on the command line)."
     )
 
 
