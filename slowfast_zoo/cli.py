@@ -16,6 +16,7 @@ from typing import Any
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 from slowfast_zoo.errors import SlowFastZooError
+from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -267,6 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             excluded_timestamps=args.excluded_timestamps,
             box_threshold=args.box_threshold,
             ava_time_offset=args.ava_time_offset,
+            ava_protocol=args.ava_protocol,
             limit=args.limit,
             device=args.device,
             batch_size=args.batch_size,
@@ -398,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure a checkpoint on your copy of its benchmark (published vs measured)")
     p.add_argument("model", nargs="?", help="model name, hf-hub:org/name or local-dir:PATH")
-    p.add_argument("--dataset", choices=["kinetics400", "kinetics600", "ssv2", "charades", "ava"])
+    p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="folder of the videos (or frame folders)")
     p.add_argument(
         "--annotations", help="Kinetics list or official CSV, SSv2 validation JSON, Charades CSV, AVA ground-truth CSV"
@@ -408,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excluded-timestamps", help="AVA excluded keyframes (CSV)")
     p.add_argument("--box-threshold", type=float, help="AVA proposals kept (default: the checkpoint's)")
     p.add_argument("--ava-time-offset", type=float, default=900.0, help="movie second where AVA files start")
+    p.add_argument(
+        "--ava-protocol",
+        choices=AVA_PROTOCOLS,
+        default="pyslowfast",
+        help="AVA mAP equal to PySlowFast's evaluator (the published numbers', default) or the ActivityNet script's",
+    )
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")

@@ -9,7 +9,7 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["AnnotationError", "SlowFastZooError", "UnsafeOutputError"]
+__all__ = ["AnnotationError", "FeatureShardError", "SlowFastZooError", "UnsafeOutputError"]
 
 
 class SlowFastZooError(Exception):
@@ -22,3 +22,7 @@ class AnnotationError(SlowFastZooError, ValueError):
 
 class UnsafeOutputError(SlowFastZooError, OSError):
     """An output path is a link, a folder, a FIFO or another non-regular file: the zoo writes only regular files."""
+
+
+class FeatureShardError(SlowFastZooError, ValueError):
+    """A feature shard's metadata is missing or malformed (not a shard the zoo wrote, or a damaged one)."""

@@ -19,7 +19,7 @@ from ..errors import AnnotationError
 
 __all__ = ["MAX_JSON_BYTES", "MAX_LINE_BYTES", "csv_rows", "load_json", "open_regular"]
 
-#: a longer line is skipped (an annotation row is well under 1 KiB)
+#: a longer row is skipped (an annotation row is well under 1 KiB; a quoted field may span lines)
 MAX_LINE_BYTES = 1 << 16
 #: the largest JSON annotation file read (SSv2's validation list is about 3 MiB)
 MAX_JSON_BYTES = 256 << 20
@@ -46,10 +46,13 @@ def csv_rows(path: str | os.PathLike[str], skipped: list[tuple[str, str]]) -> It
         while raw := f.readline(MAX_LINE_BYTES + 1):
             lineno += 1
             where = f"{path}:{lineno}"
+            while raw.count(b'"') % 2 and len(raw) <= MAX_LINE_BYTES and (more := f.readline(MAX_LINE_BYTES + 1)):
+                raw += more  # a quoted field that goes on over the next line
+                lineno += 1
             if len(raw) > MAX_LINE_BYTES:
                 while raw and not raw.endswith(b"\n"):  # drop the rest of the overlong line
                     raw = f.readline(MAX_LINE_BYTES + 1)
-                skipped.append((where, f"line longer than {MAX_LINE_BYTES} bytes"))
+                skipped.append((where, f"row longer than {MAX_LINE_BYTES} bytes"))
                 continue
             try:
                 fields = next(csv.reader([raw.decode("utf-8-sig" if lineno == 1 else "utf-8")], strict=True), [])
