@@ -254,6 +254,14 @@ def test_ava_map_equals_the_metric_on_detect_output(tmp_path):
     assert (mAP.used, mAP.skipped) == (2, 1) and result.skipped == {"movieCCCCCC": "not found under root"}
     assert mAP.published is None  # a freshly built detector has no published number
     assert (tmp_path / "ava.json.detections.csv").is_file()
+    assert any("PySlowFast's evaluator" in n for n in result.notes)  # it says whose rules the mAP follows
+
+    anet = evaluate(
+        model, "ava", root, gt, out=tmp_path / "anet.json", progress=False, ava_protocol="activitynet", **kwargs
+    )
+    expected = ava_frame_map(gt, mine, labels, excluded, protocol="activitynet")
+    assert anet.metrics[0].measured == pytest.approx(100 * expected.map, abs=1e-4)
+    assert any("ActivityNet challenge script" in n for n in anet.notes)
 
 
 def test_ava_threshold_comes_from_the_checkpoint(tmp_path):
