@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import AnnotationError
 from ..weights.cache import atomic_write
-from .annotations import MAX_LINE_BYTES, csv_rows, open_regular
+from .annotations import csv_rows, open_regular
 
 __all__ = [
     "AVA_PROTOCOLS",
@@ -136,6 +136,8 @@ def voc_average_precision(scores: object, is_true_positive: object, num_positive
 AVA_PROTOCOLS = ("pyslowfast", "activitynet")
 #: detections kept per keyframe by the ActivityNet challenge script (``read_csv(detections, ..., 50)``)
 ACTIVITYNET_CAPACITY = 50
+#: the largest label map read (AVA's is 3 KiB)
+MAX_LABEL_MAP_BYTES = 4 << 20
 #: the largest action id accepted (AVA has 80; the evaluators allocate per-id arrays)
 MAX_ACTION_ID = 100_000
 
@@ -168,7 +170,10 @@ _PBTXT_ITEM = re.compile(r"item\s*\{(.*?)\}", re.S)
 def read_ava_label_map(path: str | os.PathLike[str]) -> dict[int, str]:
     """``{id: name}`` of an AVA label map ``.pbtxt`` (``item { name: "..." id: N }``, ``label_id`` also read)."""
     with open_regular(path) as f:
-        text = f.read(MAX_LINE_BYTES * 64).decode("utf-8", "replace")
+        raw = f.read(MAX_LABEL_MAP_BYTES + 1)
+    if len(raw) > MAX_LABEL_MAP_BYTES:
+        raise AnnotationError(f"{path}: larger than {MAX_LABEL_MAP_BYTES >> 20} MiB (expected an AVA label map .pbtxt)")
+    text = raw.decode("utf-8", "replace")
     out: dict[int, str] = {}
     for body in _PBTXT_ITEM.findall(text):
         name = re.search(r'name:\s*"([^"]*)"', body)
