@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import decimal
 import heapq
+import io
 import os
 import re
 from collections import defaultdict
@@ -198,12 +199,22 @@ class _AvaRow:
 
 
 def _ava_rows(
-    path: str | os.PathLike[str], key: Callable[[str, str], tuple[str, object]], scored: bool, skipped: list
+    path: str | os.PathLike[str],
+    key: Callable[[str, str], tuple[str, object]],
+    scored: bool,
+    skipped: list,
+    sizes: tuple[int, ...] = (2, 7, 8),
 ) -> Iterator[_AvaRow]:
-    """The rows of an AVA CSV; ``scored``: an 8th column is the score (else it is ignored, e.g. a person id)."""
+    """The rows of an AVA CSV with ``sizes`` fields; ``scored``: an 8th column is the score (else it is ignored)."""
     for where, r in csv_rows(path, skipped):
-        if len(r) not in (2, 7, 8):
-            skipped.append((where, f"expected video,timestamp[,x1,y1,x2,y2,action[,score]], got {len(r)} fields"))
+        if len(r) not in sizes:
+            skipped.append(
+                (
+                    where,
+                    f"expected {' or '.join(map(str, sizes))} fields (video,timestamp,x1,y1,x2,y2,"
+                    f"action,score), got {len(r)}",
+                )
+            )
             continue
         try:
             k = key(r[0], r[1])
@@ -331,7 +342,8 @@ def ava_frame_map(
     gt_rows = [r for r in _ava_rows(groundtruth_csv, key, not pysf, skipped) if r.key not in excluded]
     scored_keys = {r.key for r in gt_rows}  # activitynet: every keyframe the file lists, with or without actions
     gt = _by_keyframe(gt_rows, classes)
-    det = _by_keyframe(_ava_rows(detections_csv, key, True, skipped), classes)
+    det_sizes = (8,) if pysf else (2, 7, 8)  # PySlowFast reads row[7] of every detection; ActivityNet: 1.0 if absent
+    det = _by_keyframe(_ava_rows(detections_csv, key, True, skipped, det_sizes), classes)
     if pysf:
         det = {k: rows for k, rows in det.items() if k not in excluded}
     else:
@@ -370,8 +382,6 @@ def ava_frame_map(
 
 def write_ava_csv(path: str | os.PathLike[str], rows: Iterable[tuple[object, ...]]) -> None:
     """Write AVA CSV rows (``video,timestamp,x1,y1,x2,y2,action[,score]``) all or nothing (the atomic writer)."""
-    import io
-
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     atomic_write(path, text.getvalue())

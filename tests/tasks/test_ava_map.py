@@ -138,8 +138,13 @@ def test_ava_label_map_and_bad_rows(tmp_path, ava_files):
     good = ava_frame_map(gt, det, labels, excluded)
     result = ava_frame_map(bad, det, labels, excluded)
     assert [w.rsplit(":", 1)[1] for w, _ in result.skipped] == ["7", "8", "9", "10", "11"]
-    assert "got 4 fields" in result.skipped[0][1] and "ValueError" in result.skipped[1][1]
+    assert result.skipped[0][1].endswith("got 4") and "ValueError" in result.skipped[1][1]
     assert result.map == good.map and good.skipped == []
+    # a detection without a score: PySlowFast's reader needs row[7] (skipped here), ActivityNet's takes 1.0
+    unscored = tmp_path / "unscored.csv"
+    unscored.write_text(det.read_text() + "vid1,0903,0.5,0.5,0.9,0.9,2\n")
+    assert [w for w, _ in ava_frame_map(gt, unscored, labels, excluded).skipped] == [f"{unscored}:10"]
+    assert ava_frame_map(gt, unscored, labels, excluded, protocol="activitynet").num_detections == 8
     (tmp_path / "empty.pbtxt").write_text("")
     with pytest.raises(AnnotationError, match="no 'item"):
         read_ava_label_map(tmp_path / "empty.pbtxt")
