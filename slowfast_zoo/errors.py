@@ -9,7 +9,7 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["AnnotationError", "FeatureShardError", "SlowFastZooError", "UnsafeOutputError"]
+__all__ = ["AnnotationError", "DeviceUnavailableError", "FeatureShardError", "SlowFastZooError", "UnsafeOutputError"]
 
 
 class SlowFastZooError(Exception):
@@ -26,3 +26,7 @@ class UnsafeOutputError(SlowFastZooError, OSError):
 
 class FeatureShardError(SlowFastZooError, ValueError):
     """A feature shard's metadata is missing or malformed (not a shard the zoo wrote, or a damaged one)."""
+
+
+class DeviceUnavailableError(SlowFastZooError, RuntimeError):
+    """The device asked for (e.g. ``cuda``) does not exist on this machine."""
