@@ -319,7 +319,8 @@ def ava_frame_map(
         groundtruth_csv: ``video,timestamp,x1,y1,x2,y2,action[,person]`` rows (e.g. ``ava_val_v2.2.csv``).
         detections_csv: ``video,timestamp,x1,y1,x2,y2,action,score`` rows, one per box and action.
         label_map: the ``.pbtxt`` of the scored actions (or ``{id: name}``, ids from 1); other actions are ignored.
-        excluded_timestamps: ``video,timestamp`` keyframes left out of both files.
+        excluded_timestamps: ``video,timestamp`` keyframes left out of both files (PySlowFast's layout; the
+            ActivityNet script takes none, its ground truth lists what is scored: pass None to equal it).
     """
     if protocol not in AVA_PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {protocol!r}")
