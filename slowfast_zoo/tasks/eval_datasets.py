@@ -17,6 +17,7 @@ row (bad fields, not UTF-8, an unusable path) is left out with its reason in ``s
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections import defaultdict
@@ -129,7 +130,7 @@ def read_kinetics(
     first = next(rows, None)
     if first is not None and "youtube_id" in first[1]:
         return _read_kinetics_official(path, first[1], rows, root, class_names, skipped)
-    return _read_path_label(path, [first, *rows] if first else [], root, class_names, skipped)
+    return _read_path_label(path, itertools.chain([first] if first else [], rows), root, class_names, skipped)
 
 
 def _read_kinetics_official(

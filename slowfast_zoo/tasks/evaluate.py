@@ -293,8 +293,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         header["videos"],
         skipped,
         official_split=OFFICIAL_SPLIT.get(header["dataset"], ""),
-        notes=header["notes"]
-        + ([f"annotation rows left out: {n_bad} (rows_skipped_first lists why)"] if n_bad else []),
+        notes=header["notes"] + ([f"annotation rows left out: {n_bad} (see rows_skipped_first)"] if n_bad else []),
         rows_skipped=n_bad,
         rows_skipped_first=bad_rows[:MAX_LISTED_ROWS],
     )

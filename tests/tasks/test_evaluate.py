@@ -160,6 +160,15 @@ def test_shards_merge_to_the_same_file(kinetics_like, tmp_path):
     assert out.read_bytes() == whole.read_bytes()
 
 
+def test_malformed_annotation_rows_are_skipped_and_counted(kinetics_like, tmp_path):
+    root, ann, name = kinetics_like
+    bad = tmp_path / "with_bad_rows.txt"  # an overlong path (OSError before) and a row that is not UTF-8
+    bad.write_bytes(ann.read_bytes() + b"x" * 5000 + b".mp4 1\n" + b"\xff.mp4 2\n")
+    result = evaluate(name, "kinetics400", root, bad, out=tmp_path / "r.json", limit=2, progress=False)
+    assert result.rows_skipped == 2 and [w for w, _ in result.rows_skipped_first] == [f"{bad}:9", f"{bad}:10"]
+    assert "annotation rows left out: 2 (see rows_skipped_first)" in result.table()
+
+
 def test_a_results_file_of_another_run_is_refused(kinetics_like, tmp_path):
     root, ann, name = kinetics_like
     out = tmp_path / "r.json"
