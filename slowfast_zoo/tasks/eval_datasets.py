@@ -89,7 +89,7 @@ class _FileIndex:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise AnnotationError(f"{self.root}: not a folder (expected the dataset's videos or frames)")
+            raise FileNotFoundError(f"{self.root}: not a folder (expected the dataset's videos or frames)")
         self.files: dict[str, str] = {}
         self.folders: dict[str, str] = {}
         for dirpath, dirnames, filenames in os.walk(self.root):
