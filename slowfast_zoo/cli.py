@@ -435,7 +435,7 @@ USER_ERRORS = (SlowFastZooError, ValueError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slowfast-zoo`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.verbose:
         logging.getLogger("slowfast_zoo").setLevel(logging.DEBUG)
     try:
