@@ -247,7 +247,7 @@ def open_output(path: str | os.PathLike[str], flags: int) -> int:
     """
     extra = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # O_NONBLOCK: a FIFO cannot block the open
     try:
-        fd = os.open(path, flags | extra, _umask_mode())
+        fd = os.open(path, flags | extra, 0o666)  # the kernel applies the umask
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
             raise UnsafeOutputError(f"{path}: a link or not a regular file (refused as an output)") from None
