@@ -454,12 +454,11 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             first = meta
         shard_paths = meta["paths"]
         shard_failed = meta["failed"]
-        index = t.get("video_index")
-        if (
-            index is None
-            or "embeddings" not in t
-            or (index.numel() and not 0 <= index.min() <= index.max() < len(shard_paths))
-        ):
+        missing = [k for k in ("embeddings", "video_index", "start", "end") if k not in t]
+        if missing:
+            raise FeatureShardError(f"{f}: no {', '.join(missing)} tensor(s) (not a shard this zoo wrote, or damaged)")
+        index = t["video_index"]
+        if index.numel() and not 0 <= index.min() <= index.max() < len(shard_paths):
             raise FeatureShardError(f"{f}: its video_index does not point into its {len(shard_paths)} paths (damaged)")
         embs.append(t["embeddings"])
         row_paths += [shard_paths[i] for i in t["video_index"].tolist()]

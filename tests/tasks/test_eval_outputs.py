@@ -201,6 +201,13 @@ def test_malformed_shard_metadata_names_the_file(tmp_path, metadata, index):
     assert isinstance(e.value, SlowFastZooError)
 
 
+def test_shard_without_its_tensors_names_the_file(tmp_path):
+    shard = tmp_path / "features-00000-of-00001.npz"
+    np.savez(shard, embeddings=np.zeros((1, 4)), metadata=np.array(json.dumps({"paths": ["v"], "failed": {}})))
+    with pytest.raises(FeatureShardError, match="no video_index, start, end tensor"):  # before: KeyError
+        load_features(tmp_path)
+
+
 def test_safetensors_shard_without_metadata_names_the_file(tmp_path):
     from safetensors.torch import save_file
 
