@@ -180,6 +180,8 @@ def _positive_int(text: str) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks import predict as inference
 
+    if args.live:
+        return _predict_live(args)
     videos = args.videos or [inference.sample_video()]
     model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     failed = 0
@@ -205,6 +207,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def _predict_live(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.live import predict_stream
+
+    if len(args.videos) != 1:
+        raise ValueError("--live reads one source (a URL, a device, pipe:0 or a growing file)")
+    window, hop = args.windows or (2.0, 0.5)
+    run = predict_stream(args.videos[0], args.model, window, hop, top_k=args.top_k, device=args.device)
+    with run:
+        for w in run:
+            if args.json:
+                print(json.dumps(w.to_dict(), ensure_ascii=False), flush=True)
+            else:
+                p = w.prediction
+                top = ", ".join(f"{x.label} {x.score:.3f}" for x in p.top)
+                skipped = f" ({w.dropped} skipped)" if w.dropped else ""
+                print(f"{p.start:8.2f}-{p.end:.2f}s  {top}  [latency {w.latency:.2f}s]{skipped}", flush=True)
+    print(f"slowfast-zoo: {run.stats.summary()}", file=sys.stderr)
     return 0
 
 
@@ -381,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
+    p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +24,29 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video_factory import index_frame
+
+
+class Server:
+    """``stream_server.py`` in its own process; ``url`` to connect to, ``copy`` holds every byte it sent."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.copy = tmp_path / "sent.ts"
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--copy", str(self.copy), *args],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"tcp://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
 
 
 class Tee:

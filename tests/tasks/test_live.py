@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("av")
 
+from stream_server import Server
+
 from slowfast_zoo import create
 from slowfast_zoo.tasks.live import predict_stream
 from slowfast_zoo.tasks.predict import predict_windows
 from slowfast_zoo.video.io import VideoError
-
-SERVER = Path(__file__).resolve().parents[1] / "stream_server.py"
 
 
 def tiny(name="slow_r50_8x8", **cfg_changes):
@@ -25,29 +22,6 @@ def tiny(name="slow_r50_8x8", **cfg_changes):
     m = create(name, width=8, num_classes=10, num_frames=frames, crop_size=64).eval()
     m.pretrained_cfg = m.pretrained_cfg.replace(test_short_side=64, test_crop_size=64, **cfg_changes)
     return m
-
-
-class Server:
-    """``stream_server.py`` in its own process; ``url`` to connect to, ``copy`` holds every byte it sent."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.copy = tmp_path / "sent.ts"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), "--copy", str(self.copy), *args],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.PIPE,
-            text=True,
-        )
-        self.url = f"tcp://127.0.0.1:{int(self.proc.stdout.readline())}"
-
-    def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
 
 
 @pytest.fixture
