@@ -183,6 +183,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.live:
         return _predict_live(args)
     videos = args.videos or [inference.sample_video()]
+    if args.render and len(videos) != 1:
+        raise ValueError("--render draws on one video; pass exactly one")
     model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     failed = 0
     for video in videos:
@@ -199,11 +201,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(_one_line(e, str(video)), file=sys.stderr, flush=True)
             continue
+        results = list(results)
         if args.json:
             for line in inference.to_json_lines(results):
                 print(line, flush=True)
         else:
             print(inference.format_table(results))
+        if args.render:
+            from slowfast_zoo.tasks.render import render_predictions
+
+            print(f"slowfast-zoo: wrote {render_predictions(video, results, args.render)}", file=sys.stderr)
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
@@ -404,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
     p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
+    p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")

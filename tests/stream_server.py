@@ -8,7 +8,7 @@ Every byte it sends is also written to ``--copy`` so a test can decode the very 
 - ``garbage``: random bytes, then close.
 - ``huge``: a YUV4MPEG2 header declaring a ``--width`` x ``--height`` picture, then 64 KiB, then close.
 
-Run: ``python stream_server.py --copy out.ts [--frames 120] [--fps 30] [--hold] [--mode frames|garbage|huge]``.
+Run: ``python stream_server.py --copy out.ts [--frames 120] [--fps 30] [--realtime] [--hold] [--mode ...]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import socket
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def serve_frames(out: Tee, args: argparse.Namespace) -> None:
         stream = container.add_stream("mpeg2video", rate=Fraction(args.fps))
         stream.width, stream.height, stream.pix_fmt = args.width, args.height, "yuv420p"
         stream.codec_context.options = {"bf": "0", "g": "15", "qscale": "2"}
+        began = time.monotonic()
         for i in range(args.frames):
+            if args.realtime:  # send each frame when a camera would have
+                time.sleep(max(0.0, began + i / args.fps - time.monotonic()))
             vf = av.VideoFrame.from_ndarray(frame(i, args.width, args.height), format="rgb24")
             for packet in stream.encode(vf):
                 container.mux(packet)
@@ -98,6 +102,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=48)
+    parser.add_argument("--realtime", action="store_true", help="send frames at --fps, as a camera does")
     parser.add_argument("--hold", action="store_true", help="keep the connection open until stdin closes")
     args = parser.parse_args()
     with socket.create_server(("127.0.0.1", 0)) as server:
