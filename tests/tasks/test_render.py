@@ -6,9 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-
-av = pytest.importorskip("av")
-
 from video_factory import write_video
 
 from slowfast_zoo import create
@@ -16,6 +13,8 @@ from slowfast_zoo.tasks.detect import BoxPrediction
 from slowfast_zoo.tasks.predict import predict_windows
 from slowfast_zoo.tasks.render import draw_boxes, draw_labels, render_detections, render_predictions
 from slowfast_zoo.video.io import VideoReader
+
+av = pytest.importorskip("av")
 
 
 def tiny():
