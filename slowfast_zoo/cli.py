@@ -239,16 +239,20 @@ def _predict_live(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks.detect import detect, parse_boxes
-
-    try:
-        spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{args.boxes}: not JSON ({e})") from None
-    boxes = parse_boxes(spec, args.keyframe)
     from slowfast_zoo.video.io import probe
 
+    from_file = (args.boxes_from or ("file" if args.boxes else "detector")) == "file"
+    if from_file != bool(args.boxes):
+        raise ValueError("--boxes FILE goes with --boxes-from file (the default when given); drop it for the detector")
+    boxes = None
+    if from_file:
+        try:
+            spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.boxes}: not JSON ({e})") from None
+        boxes = parse_boxes(spec, args.keyframe)
     duration = probe(args.video).duration
-    outside = [t for t in boxes if not 0 <= t <= duration]
+    outside = [t for t in (boxes or args.keyframes or []) if not 0 <= t <= duration]
     if outside:
         raise ValueError(
             f"{args.video}: keyframe(s) {', '.join(f'{t:g}' for t in sorted(outside))} s outside the video "
@@ -259,10 +263,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
         args.model,
         boxes,
         normalized=args.normalized,
+        keyframes=args.keyframes,
         top_k=args.top_k,
         checkpoint=args.checkpoint,
         device=args.device,
     )
+    if args.render:
+        from slowfast_zoo.tasks.render import render_detections
+
+        print(f"slowfast-zoo: wrote {render_detections(args.video, results, args.render)}", file=sys.stderr)
     if args.json:
         for r in results:
             print(json.dumps(r.to_dict()))
@@ -416,9 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
     p.add_argument("video")
-    p.add_argument("--boxes", required=True, help='JSON: {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list')
+    p.add_argument("--boxes", help='JSON: {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list')
+    p.add_argument("--boxes-from", choices=["detector", "file"], help="default: file with --boxes, else detector")
+    p.add_argument(
+        "--keyframes", type=lambda v: [float(t) for t in v.split(",")], help="detector keyframes, s (every second)"
+    )
     p.add_argument("--keyframe", type=float, help="keyframe (seconds) for a plain list of boxes")
     p.add_argument("--normalized", action="store_true", help="boxes are in [0, 1] (AVA csv), not pixels")
+    p.add_argument("--render", metavar="OUT", help="write the video with boxes and actions drawn (.mp4 or .mkv)")
     p.add_argument("--model", default="slowfast_r50_8x8_det", help="detector name (default: %(default)s)")
     p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
     p.add_argument("--top-k", type=_positive_int, default=5, help="actions per box (at least 1)")
