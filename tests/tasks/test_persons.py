@@ -75,10 +75,7 @@ def test_detector_boxes_reach_the_action_model_as_given_boxes(video, stub_detect
         handle.remove()
     # the detector saw the frames at the keyframes (the drawn index: frame 30 and 60 of a 30 fps video)
     assert [read_index((img * 255).round().byte().permute(1, 2, 0).numpy()) for img in stub_detector.seen] == [30, 60]
-    assert [(r.keyframe, r.box) for r in found] == [(1.0, expected[0]), (1.0, expected[1])] + [
-        (2.0, expected[0]),
-        (2.0, expected[1]),
-    ]
+    assert [(r.keyframe, r.box) for r in found] == [(t, box) for t in (1.0, 2.0) for box in expected]
     assert [(r.keyframe, r.box, r.actions) for r in found] == [(r.keyframe, r.box, r.actions) for r in given]
     assert len(by_detector) == len(calls) == 2
     for a, b in zip(by_detector, calls):
