@@ -315,6 +315,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"this shard is done; when every shard is, run: slowfast-zoo evaluate --merge --out {args.out}")
         return 0
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    if args.plot:
+        from slowfast_zoo.tasks import plots
+
+        per_class = getattr(result, "per_class", None)  # {class name: value}, where the result carries one
+        title = f"{result.model} on {result.dataset}"
+        fig = plots.per_class_figure(per_class, title) if per_class else plots.metrics_figure(result)
+        print(f"slowfast-zoo: wrote {plots.save_png(fig, args.plot)}", file=sys.stderr)
     return 0
 
 
@@ -452,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excluded-timestamps", help="AVA excluded keyframes (CSV)")
     p.add_argument("--box-threshold", type=float, help="AVA proposals kept (default: the checkpoint's)")
     p.add_argument("--ava-time-offset", type=float, default=900.0, help="movie second where AVA files start")
+    p.add_argument("--plot", metavar="PNG", help="write the results as a bar chart (needs slowfast-zoo[plot])")
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
