@@ -325,6 +325,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.demo import build_demo
+
+    build_demo(args.model or None).launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
 def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", help="video files, or .txt/.csv/.lst files listing one video per line")
     parser.add_argument("-o", "--out-dir", required=True, help="folder for the shard files")
@@ -446,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--device")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("demo", help="a local web page: upload a video, see the labels and the annotated video")
+    p.add_argument("--model", action="append", help="model offered (repeat for several; default: three)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (%(default)s)")
+    p.add_argument("--port", type=int, default=7860, help="port (%(default)s)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", help="measure a checkpoint on your copy of its benchmark (published vs measured)")
     p.add_argument("model", nargs="?", help="model name, hf-hub:org/name or local-dir:PATH")
