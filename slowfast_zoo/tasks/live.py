@@ -283,7 +283,8 @@ def predict_stream(
 
     Args:
         source: anything PyAV opens: ``rtsp://``/``rtmp://``/``http://``/``tcp://`` URLs, ``"/dev/video0"`` with
-            ``format="v4l2"``, ``"pipe:0"``, a file still being written. It is read as a live stream: no seeking.
+            ``format="v4l2"``, ``"pipe:0"``, a file still being written (``options={"follow": "1"}``: FFmpeg's
+            file protocol waits for more). It is read as a live stream: no seeking.
         model: a classifier name or a model from ``create`` (as for :func:`predict`).
         skip: when the model falls behind, skip to the newest complete window (a camera); ``False`` scores every
             window and lets the decoder wait instead (a pipe or a growing file; the sender is slowed down).
@@ -314,7 +315,6 @@ def predict_stream(
         open_timeout=open_timeout,
         read_timeout=read_timeout,
         max_pixels=max_pixels,
-        clock=clock,
     )
     try:
         return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, autocast=autocast, clock=clock)

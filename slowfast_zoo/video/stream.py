@@ -16,7 +16,6 @@ a source that sends no data for ``read_timeout`` seconds ends as *stalled*, unde
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,13 +68,11 @@ class LiveSource:
         open_timeout: float = 10.0,
         read_timeout: float = 10.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         av = require_av()
         self.path = str(source)
         self.read_timeout = read_timeout
         self.max_pixels = max_pixels
-        self.clock = clock
         try:
             self._container = av.open(
                 self.path, mode="r", format=format, options=dict(options or {}), timeout=(open_timeout, read_timeout)

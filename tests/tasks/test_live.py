@@ -6,15 +6,14 @@ import threading
 
 import pytest
 import torch
-
-pytest.importorskip("av")
-
 from stream_server import Server
 
 from slowfast_zoo import create
 from slowfast_zoo.tasks.live import predict_stream
 from slowfast_zoo.tasks.predict import predict_windows
 from slowfast_zoo.video.io import VideoError
+
+av = pytest.importorskip("av")
 
 
 def tiny(name="slow_r50_8x8", **cfg_changes):
@@ -162,3 +161,24 @@ def test_fast_path_folds_batchnorm_and_agrees(serve, one_thread):
     server.stop()
     (ref,) = list(predict_windows(server.copy, model, 2.0, 2.0, views="fast"))
     torch.testing.assert_close(w.prediction.scores, ref.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_growing_file_is_followed(serve, tmp_path, one_thread):
+    server = serve("--frames", "90", "--fps", "30")
+    with av.open(server.url) as c:  # take the stream once, to have its bytes
+        list(c.demux())
+    server.stop()
+    data = server.copy.read_bytes()
+    growing = tmp_path / "growing.ts"
+    growing.write_bytes(data[: len(data) // 2])  # about 1.5 s of 3
+    run = predict_stream(
+        str(growing), tiny(), 1.0, 0.5, skip=False, fast=False, options={"follow": "1"}, read_timeout=2
+    )
+    starts = []
+    for w in run:
+        starts.append(w.prediction.start)
+        if len(starts) == 1:  # the writer catches up only after the first window was scored
+            with growing.open("ab") as f:
+                f.write(data[len(data) // 2 :])
+    assert starts[:4] == [0.0, 0.5, 1.0, 1.5]  # windows that need the appended 1.5 s
+    assert run.stats.end == "stalled: no data for 2 s"  # a followed file never ends: it goes quiet
