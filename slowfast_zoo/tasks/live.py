@@ -37,7 +37,7 @@ class LiveWindow:
 
     #: ``start``/``end``: the window in stream seconds (from the first frame)
     prediction: VideoPrediction
-    #: seconds from the window's last frame arriving to its prediction being ready
+    #: seconds from the window being complete (a frame past its last instant decoded) to its prediction
     latency: float
     #: seconds the model took on it
     compute: float
@@ -168,8 +168,10 @@ class LiveRun:
                 with src.lock:  # the newest window that is complete now
                     while self.skip and wins.ready(newest + 1):
                         newest += 1
-                ready_at = self.clock()
                 dropped, j = newest - j, newest
+                # the window was complete when a frame past its last instant arrived (or the source stopped)
+                arrived = src.arrived_after(wins.times(j)[-1] + src.eps)
+                ready_at = arrived if arrived is not None else self.clock()
                 frames = src.frames_at(wins.times(j))
                 wins.first = j + 1
                 src.release(wins.times(j + 1)[0])
@@ -315,6 +317,7 @@ def predict_stream(
         open_timeout=open_timeout,
         read_timeout=read_timeout,
         max_pixels=max_pixels,
+        clock=clock,
     )
     try:
         return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, autocast=autocast, clock=clock)

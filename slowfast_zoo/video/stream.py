@@ -16,7 +16,8 @@ a source that sends no data for ``read_timeout`` seconds ends as *stalled*, unde
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -68,11 +69,13 @@ class LiveSource:
         open_timeout: float = 10.0,
         read_timeout: float = 10.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         av = require_av()
         self.path = str(source)
         self.read_timeout = read_timeout
         self.max_pixels = max_pixels
+        self.clock = clock
         try:
             self._container = av.open(
                 self.path, mode="r", format=format, options=dict(options or {}), timeout=(open_timeout, read_timeout)
@@ -111,6 +114,9 @@ class LiveSource:
         self.latest: Fraction | None = None
         #: the last decoded frame: on screen from its time on once the source has ended
         self._last: tuple[Fraction, Any] | None = None
+        #: ``(stream time, clock())`` of the recent frames as they were decoded, and when the source stopped
+        self.arrivals: deque[tuple[Fraction, float]] = deque(maxlen=4096)
+        self.stopped_at: float | None = None
         self.frames_decoded = 0
         self.evicted = 0
         self.peak_buffered = 0
@@ -184,6 +190,7 @@ class LiveSource:
                 self.frames_decoded += 1
                 with self._cond:
                     self.latest = t
+                    self.arrivals.append((t, self.clock()))
                     self._cond.notify_all()
         except av.error.ExitError:
             state = "stalled"
@@ -201,6 +208,7 @@ class LiveSource:
             if self.frames_decoded == 0 and state in ("ended", "stalled") and error is None:
                 state = "failed"
                 error = VideoError(self.path, f"the source {state_text(state, self.read_timeout)} before any frame")
+            self.stopped_at = self.clock()
             self.state = state if self.state != "closed" else "closed"
             self.error = error
             self._cond.notify_all()
@@ -240,6 +248,14 @@ class LiveSource:
     def lock(self) -> threading.Condition:
         """The lock the decode thread updates ``latest`` and the buffer under."""
         return self._cond
+
+    def arrived_after(self, t: Fraction) -> float | None:
+        """``clock()`` when the first frame later than ``t`` was decoded (or the source stopped); None: not yet."""
+        with self._cond:
+            for when, at in self.arrivals:
+                if when > t:
+                    return at
+            return self.stopped_at
 
     @property
     def end_time(self) -> Fraction | None:

@@ -88,7 +88,8 @@ def test_window_frames_are_the_ones_the_file_reader_picks(serve, one_thread):
 def test_slow_model_skips_windows_and_the_buffer_stays_bounded(serve, one_thread):
     model = tiny()
     server = serve("--frames", "300", "--fps", "30")  # 10 s: 17 windows of 2 s every 0.5 s
-    run = predict_stream(server.url, model, window=2.0, hop=0.5, fast=False)
+    now = [0.0]  # an injected clock: frames arrive at 0, the first window's model call ends at 100
+    run = predict_stream(server.url, model, window=2.0, hop=0.5, fast=False, clock=lambda: now[0])
     inner = model.position_logits
     calls = []
 
@@ -96,6 +97,7 @@ def test_slow_model_skips_windows_and_the_buffer_stays_bounded(serve, one_thread
         if not calls:  # the first window waits until the source has sent everything
             assert run.source.wait(lambda: False, timeout=60) is False
             assert run.source.state == "ended"
+            now[0] = 100.0
         calls.append(1)
         return inner(x)
 
@@ -105,6 +107,8 @@ def test_slow_model_skips_windows_and_the_buffer_stays_bounded(serve, one_thread
     assert windows[0].prediction.start == 0.0 and windows[0].dropped == 0
     assert windows[1].prediction.start == 8.0 and windows[1].dropped == 15
     assert run.stats.dropped == 15 and run.stats.sustained_hop == 8.0
+    # latency counts from when the window was complete (clock 0), not from when the model got to it (clock 100)
+    assert [(w.latency, w.compute) for w in windows] == [(100.0, 100.0), (100.0, 0.0)]
     # every frame of all 17 windows was wanted; the buffer held a fixed number, the oldest dropped as they came
     assert run.source.evicted > 0
     assert run.stats.peak_buffered <= run.stats.capacity < 17 * 4
