@@ -13,6 +13,7 @@ autocast on CPUs with native bf16, CUDA when present.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -98,25 +99,28 @@ class _Windows:
         self.cfg, self.source, self.window, self.hop = cfg, source, window, hop
         self._starts = [0.0]
         self._times: dict[int, tuple[Fraction, ...]] = {}
+        self._lock = threading.Lock()  # the decode thread and the scorer both ask
         #: windows before this one are past (scored or skipped): their frames are no longer wanted
         self.first = 0
 
     def start(self, j: int) -> float:
-        while len(self._starts) <= j:  # the same rounded running sum as predict_windows / window_bounds
-            self._starts.append(round(self._starts[-1] + self.hop, 9))
-        return self._starts[j]
+        with self._lock:
+            while len(self._starts) <= j:  # the same rounded running sum as predict_windows / window_bounds
+                self._starts.append(round(self._starts[-1] + self.hop, 9))
+            return self._starts[j]
 
     def times(self, j: int) -> tuple[Fraction, ...]:
-        got = self._times.get(j)
-        if got is None:
-            s = self.start(j)
-            (view,) = plan_views(self.cfg, self.source.info, "fast", window=(s, s + self.window))
-            fps = self.source.fps
-            got = tuple(Fraction(float(p)) / fps for p in view.positions.tolist())  # as VideoReader.frames_at_positions
-            if len(self._times) > 512:
-                self._times.pop(min(self._times))
-            self._times[j] = got
-        return got
+        s = self.start(j)
+        with self._lock:
+            got = self._times.get(j)
+            if got is None:
+                (view,) = plan_views(self.cfg, self.source.info, "fast", window=(s, s + self.window))
+                fps = self.source.fps
+                got = tuple(Fraction(float(p)) / fps for p in view.positions.tolist())  # as VideoReader does
+                if len(self._times) > 512:
+                    self._times.pop(min(self._times))
+                self._times[j] = got
+            return got
 
     def wanted(self, lo: Fraction, hi: Fraction) -> list[Fraction]:
         """Instants of any window in ``[lo, hi)``."""
