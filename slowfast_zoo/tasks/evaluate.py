@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -96,6 +97,8 @@ class EvalResult:
     published_videos_note: str = PUBLISHED_VIDEOS_NOTE
     official_split: str = ""
     notes: list[str] = field(default_factory=list)
+    #: class name -> AP (percent) where the metric is per class (AVA), for ``evaluate --plot``
+    per_class: dict[str, float] = field(default_factory=dict)
 
     @property
     def used(self) -> int:
@@ -224,7 +227,9 @@ def _score_classification(header: dict[str, Any], records: list[dict[str, Any]],
     return rows
 
 
-def _score_ava(header: dict[str, Any], records: list[dict[str, Any]], skipped: int, out: Path) -> list[MetricRow]:
+def _score_ava(
+    header: dict[str, Any], records: list[dict[str, Any]], skipped: int, out: Path
+) -> tuple[list[MetricRow], dict[str, float]]:
     ava = header["ava"]
     names = {int(k): v for k, v in ava["classes"].items()}
     det_csv = out.with_name(out.name + ".detections.csv")
@@ -237,7 +242,8 @@ def _score_ava(header: dict[str, Any], records: list[dict[str, Any]], skipped: i
     os.replace(tmp, det_csv)
     result = M.ava_frame_map(ava["groundtruth"], det_csv, names, ava["excluded"])
     used = sum(r["status"] == "ok" for r in records)
-    return [MetricRow("mAP", 100 * result.map, _published(header["published"], "mAP"), used, skipped)]
+    per_class = {name: 100 * ap for name, ap in result.named().items() if not math.isnan(ap)}  # NaN: no ground truth
+    return [MetricRow("mAP", 100 * result.map, _published(header["published"], "mAP"), used, skipped)], per_class
 
 
 def merge(out: str | os.PathLike[str]) -> EvalResult | None:
@@ -256,8 +262,9 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         return None
     ordered = [records[i] for i in range(header["videos"])]
     skipped = {r["id"]: r["reason"] for r in ordered if r["status"] != "ok"}
+    per_class: dict[str, float] = {}
     if header["dataset"] == "ava":
-        rows = _score_ava(header, ordered, len(skipped), out)
+        rows, per_class = _score_ava(header, ordered, len(skipped), out)
     else:
         rows = _score_classification(header, ordered, len(skipped))
     result = EvalResult(
@@ -268,6 +275,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         skipped,
         official_split=OFFICIAL_SPLIT.get(header["dataset"], ""),
         notes=header["notes"],
+        per_class=per_class,
     )
     write_json_atomic(out, result.to_dict())
     return result

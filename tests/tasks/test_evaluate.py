@@ -254,6 +254,7 @@ def test_ava_map_equals_the_metric_on_detect_output(tmp_path):
     assert (mAP.used, mAP.skipped) == (2, 1) and result.skipped == {"movieCCCCCC": "not found under root"}
     assert mAP.published is None  # a freshly built detector has no published number
     assert (tmp_path / "ava.json.detections.csv").is_file()
+    assert result.per_class == pytest.approx({k: 100 * v for k, v in expected.named().items() if v == v})  # not NaN
 
 
 def test_ava_threshold_comes_from_the_checkpoint(tmp_path):
