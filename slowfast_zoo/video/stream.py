@@ -168,32 +168,19 @@ class LiveSource:
     # ---- decode thread ------------------------------------------------------------------------------------------
     def _run(self) -> None:
         av = require_av()
-        start_pts = None
-        prev: tuple[Fraction, Any] | None = None
+        self._start_pts: int | None = None
+        self._prev: tuple[Fraction, Any] | None = None
         state, error = "ended", None
         try:
             for frame in self._container.decode(self._stream):
                 if self._stop:
                     state = "closed"
                     break
-                self._check_size(frame.width, frame.height)
-                pts = frame.pts if frame.pts is not None else frame.dts
-                if pts is None:
-                    raise VideoError(self.path, "decoded frame has no timestamp")
-                start_pts = pts if start_pts is None else start_pts
-                t = (pts - start_pts) * self._tb
-                if prev is not None and t <= prev[0]:
-                    continue  # a repeated or out-of-order timestamp: the frame on screen does not change
-                if prev is not None:
-                    self._keep(prev, prev[0] - self.eps if self.frames_decoded > 1 else None, t - self.eps)
-                prev = (t, frame)
-                self.frames_decoded += 1
-                with self._cond:
-                    self.latest = t
-                    self.arrivals.append((t, self.clock()))
-                    self._cond.notify_all()
+                self._take(frame)
         except av.error.ExitError:
             state = "stalled"
+            error = self._flush()  # the frames the decoder still holds are the newest ones the source sent
+            state = "failed" if error is not None else state
         except av.error.EOFError:
             state = "ended"
         except av.error.FFmpegError as e:
@@ -202,16 +189,49 @@ class LiveSource:
             state, error = "failed", e
         except BaseException as e:  # pragma: no cover - reported to the reader, not lost in the thread
             state, error = "failed", e
+        prev = self._prev
         with self._cond:
             if prev is not None and error is None:
                 self._last = (prev[0], prev[1])
             if self.frames_decoded == 0 and state in ("ended", "stalled") and error is None:
-                state = "failed"
                 error = VideoError(self.path, f"the source {state_text(state, self.read_timeout)} before any frame")
+                state = "failed"
             self.stopped_at = self.clock()
             self.state = state if self.state != "closed" else "closed"
             self.error = error
             self._cond.notify_all()
+
+    def _take(self, frame: Any) -> None:
+        """One decoded frame: the previous one now has a known span on screen; buffer it where wanted."""
+        self._check_size(frame.width, frame.height)
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            raise VideoError(self.path, "decoded frame has no timestamp")
+        self._start_pts = pts if self._start_pts is None else self._start_pts
+        t = (pts - self._start_pts) * self._tb
+        prev = self._prev
+        if prev is not None and t <= prev[0]:
+            return  # a repeated or out-of-order timestamp: the frame on screen does not change
+        if prev is not None:
+            self._keep(prev, prev[0] - self.eps if self.frames_decoded > 1 else None, t - self.eps)
+        self._prev = (t, frame)
+        self.frames_decoded += 1
+        with self._cond:
+            self.latest = t
+            self.arrivals.append((t, self.clock()))
+            self._cond.notify_all()
+
+    def _flush(self) -> VideoError | None:
+        """Hand out the frames the decoder holds back (a stalled source sends no packet that would push them)."""
+        av = require_av()
+        try:
+            for frame in self._stream.codec_context.decode(None):
+                self._take(frame)
+        except av.error.FFmpegError:
+            pass  # nothing more to get; the source has stalled either way
+        except VideoError as e:
+            return e
+        return None
 
     def _keep(self, entry: tuple[Fraction, Any], lo: Fraction | None, hi: Fraction) -> None:
         """Buffer ``entry``'s frame for every wanted instant it covers, ``[lo, hi)`` (``lo=None``: from -inf)."""
