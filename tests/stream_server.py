@@ -1,5 +1,6 @@
 """A live video server for the tests, run as its own process: encodes synthetic frames with PyAV as MPEG-TS and
-streams them over TCP on 127.0.0.1 (OS-assigned port, printed as the first line of stdout).
+streams them over TCP (or as an HTTP response body, ``--http``) on 127.0.0.1 (OS-assigned port, printed as the
+first line of stdout).
 
 Every byte it sends is also written to ``--copy`` so a test can decode the very same stream from a file. Modes:
 
@@ -38,7 +39,8 @@ class Server:
             stdin=subprocess.PIPE,
             text=True,
         )
-        self.url = f"tcp://127.0.0.1:{int(self.proc.stdout.readline())}"
+        port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{port}/live.ts" if "--http" in args else f"tcp://127.0.0.1:{port}"
 
     def stop(self) -> None:
         if self.proc.stdin:
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=48)
+    parser.add_argument("--http", action="store_true", help="answer an HTTP GET with the stream (else raw TCP)")
     parser.add_argument("--realtime", action="store_true", help="send frames at --fps, as a camera does")
     parser.add_argument("--hold", action="store_true", help="keep the connection open until stdin closes")
     args = parser.parse_args()
@@ -109,6 +112,11 @@ def main() -> None:
         print(server.getsockname()[1], flush=True)
         conn, _ = server.accept()
         with conn:
+            if args.http:  # one GET, answered with a body of unknown length, as live HTTP streams are
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 65536:
+                    request += conn.recv(4096) or b"\r\n\r\n"
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp2t\r\nConnection: close\r\n\r\n")
             out = Tee(conn, args.copy)
             try:
                 if args.mode == "frames":

@@ -223,7 +223,7 @@ class LiveRun:
         state = self.source.state
         if state == "failed":
             return f"failed: {self.source.error}"
-        return state_text(state, self.source.read_timeout)
+        return state_text(state, self.source.read_timeout, self.source.reason)
 
     def __enter__(self) -> LiveRun:
         return self

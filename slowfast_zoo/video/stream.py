@@ -109,6 +109,8 @@ class LiveSource:
         self._thread: threading.Thread | None = None
         self._stop = False
         self.state = "running"
+        #: details of how the source stopped, if any (e.g. the connection's error after the last frame)
+        self.reason = ""
         self.error: BaseException | None = None
         #: stream time (s) of the newest decoded frame, None before the first
         self.latest: Fraction | None = None
@@ -183,6 +185,13 @@ class LiveSource:
             state = "failed" if error is not None else state
         except av.error.EOFError:
             state = "ended"
+        except av.error.OSError as e:
+            if self.frames_decoded == 0:
+                state, error = "failed", VideoError(self.path, f"reading failed ({getattr(e, 'strerror', None) or e})")
+            else:  # the connection went away after video came: the source has ended (HTTP without a length does)
+                state, self.reason = "ended", f"connection closed ({getattr(e, 'strerror', None) or e})"
+                error = self._flush()
+                state = "failed" if error is not None else state
         except av.error.FFmpegError as e:
             state, error = "failed", VideoError(self.path, f"decoding failed ({getattr(e, 'strerror', None) or e})")
         except VideoError as e:
@@ -330,10 +339,10 @@ class LiveSource:
         self.close()
 
 
-def state_text(state: str, read_timeout: float) -> str:
+def state_text(state: str, read_timeout: float, reason: str = "") -> str:
     """How a source stopped, in words."""
     if state == "stalled":
         return f"stalled: no data for {read_timeout:g} s"
     if state == "closed":
         return "was closed"
-    return "ended"
+    return f"ended: {reason}" if reason else "ended"

@@ -55,6 +55,20 @@ def test_stream_windows_equal_predict_windows_on_the_same_frames(serve, one_thre
     assert run.stats.peak_buffered <= run.stats.capacity
 
 
+def test_http_stream_equals_the_file(serve, one_thread):
+    model = tiny()
+    server = serve("--http", "--frames", "90", "--fps", "30")
+    assert server.url.startswith("http://127.0.0.1:")
+    run = predict_stream(server.url, model, window=1.0, hop=0.5, skip=False, fast=False)
+    live = list(run)
+    server.stop()
+    ref = list(predict_windows(server.copy, model, 1.0, 0.5, views="fast"))
+    assert [w.prediction.start for w in live] == [r.start for r in ref] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    for w, r in zip(live, ref):
+        torch.testing.assert_close(w.prediction.scores, r.scores, rtol=0, atol=0)
+    assert run.stats.end.startswith("ended")  # FFmpeg reports the closed body as an I/O error: named, not raised
+
+
 def test_window_frames_are_the_ones_the_file_reader_picks(serve, one_thread):
     """The clip scored holds the frames predict_windows reads from the file (told apart by the index drawn on them)."""
     from video_factory import read_index
