@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -118,6 +119,8 @@ class EvalResult:
     #: malformed annotation rows left out (ground truth, proposals, lists), and the first of them with the reason
     rows_skipped: int = 0
     rows_skipped_first: list[tuple[str, str]] = field(default_factory=list)
+    #: class name -> AP (percent) where the metric is per class (AVA), for ``evaluate --plot``
+    per_class: dict[str, float] = field(default_factory=dict)
 
     @property
     def used(self) -> int:
@@ -248,7 +251,7 @@ def _score_classification(header: dict[str, Any], records: list[dict[str, Any]],
 
 def _score_ava(
     header: dict[str, Any], records: list[dict[str, Any]], skipped: int, out: Path
-) -> tuple[list[MetricRow], list[tuple[str, str]]]:
+) -> tuple[list[MetricRow], list[tuple[str, str]], dict[str, float]]:
     ava = header["ava"]
     names = {int(k): v for k, v in ava["classes"].items()}
     det_csv = out.with_name(out.name + ".detections.csv")
@@ -261,7 +264,8 @@ def _score_ava(
     result = M.ava_frame_map(ava["groundtruth"], det_csv, names, ava["excluded"], protocol=protocol)
     used = sum(r["status"] == "ok" for r in records)
     metric = MetricRow("mAP", 100 * result.map, _published(header["published"], "mAP"), used, skipped)
-    return [metric], result.skipped
+    per_class = {name: 100 * ap for name, ap in result.named().items() if not math.isnan(ap)}  # NaN: no ground truth
+    return [metric], result.skipped, per_class
 
 
 def merge(out: str | os.PathLike[str]) -> EvalResult | None:
@@ -281,8 +285,9 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
     skipped = {r["id"]: r["reason"] for r in ordered if r["status"] != "ok"}
     bad_rows = [tuple(x) for x in header.get("rows_skipped", [])]
     n_bad = header.get("rows_skipped_count", len(bad_rows))
+    per_class: dict[str, float] = {}
     if header["dataset"] == "ava":
-        rows, more = _score_ava(header, ordered, len(skipped), out)
+        rows, more, per_class = _score_ava(header, ordered, len(skipped), out)
         bad_rows, n_bad = bad_rows + more, n_bad + len(more)
     else:
         rows = _score_classification(header, ordered, len(skipped))
@@ -296,6 +301,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         notes=header["notes"] + ([f"annotation rows left out: {n_bad} (see rows_skipped_first)"] if n_bad else []),
         rows_skipped=n_bad,
         rows_skipped_first=bad_rows[:MAX_LISTED_ROWS],
+        per_class=per_class,
     )
     write_json_atomic(out, result.to_dict())
     return result

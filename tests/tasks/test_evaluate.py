@@ -271,6 +271,7 @@ def test_ava_map_equals_the_metric_on_detect_output(tmp_path):
     expected = ava_frame_map(gt, mine, labels, excluded, protocol="activitynet")
     assert anet.metrics[0].measured == pytest.approx(100 * expected.map, abs=1e-4)
     assert any("ActivityNet challenge script" in n for n in anet.notes)
+    assert result.per_class == pytest.approx({k: 100 * v for k, v in expected.named().items() if v == v})  # not NaN
 
 
 def test_ava_threshold_comes_from_the_checkpoint(tmp_path):
