@@ -35,7 +35,7 @@ from slowfast_zoo.weights import origin as origin_module
 from slowfast_zoo.weights.cache import sha256_file
 from slowfast_zoo.weights.origin import origin_record
 from slowfast_zoo.weights.publish import push_to_hub
-from slowfast_zoo.weights.sources import WeightsError, WeightsUnavailableError, resolve_weights
+from slowfast_zoo.weights.sources import WeightsError, WeightsNotFoundError, WeightsUnavailableError, resolve_weights
 from slowfast_zoo.weights.transfer import Deadline
 
 SF = "slowfast_r50_8x8.k400_pysf"
@@ -366,3 +366,17 @@ def test_a_planted_self_consistent_config_json_is_caught_online(hub, caches):
     assert loaded.pretrained_cfg.hub.sha256 == result.sha256
     assert all(v.equal(real.state_dict()[k]) for k, v in loaded.state_dict().items())
     assert [r.method for r in hub.requests_for("config.json")] == ["HEAD", "GET"]
+
+
+def test_a_cached_pinned_commit_survives_its_repo_going_away(hub, caches, caplog):
+    """The confirming HEAD answers 404: the pinned commit's cached files are used (as offline), and said so."""
+    cfg = tiny_cfg(SF)
+    result = push_to_hub(random_model(cfg), "org/tiny", endpoint=hub.url)
+    spec = f"hf-hub:org/tiny@{result.revision}"
+    slowfast_zoo.create(spec, pretrained=True)
+    del hub.repos["org/tiny"]
+    with caplog.at_level("WARNING", logger="slowfast_zoo.weights"):
+        assert slowfast_zoo.create(spec, pretrained=True).pretrained_cfg.hub.revision == result.revision
+    assert "using the cached copy" in caplog.text
+    with pytest.raises(WeightsNotFoundError):  # a branch is not pinned: not found
+        slowfast_zoo.create("hf-hub:org/tiny", pretrained=True)
