@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import re
@@ -22,6 +23,9 @@ def test_readme_name_imports_as_written(name):
     """``a.b.c`` works as ``from a.b import c`` and as ``import a.b`` (when ``a.b`` is a module or alias)."""
     parent, _, last = name.rpartition(".")
     module = importlib.import_module(parent)  # ModuleNotFoundError for an attribute that only looks like a module
+    if not hasattr(module, last):  # a submodule not imported yet: ``from a.b import c`` imports it
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(name)
     assert hasattr(module, last), f"from {parent} import {last}: no such name"
     if inspect.ismodule(getattr(module, last)):  # a module shown by name: ``import slowfast_zoo.data`` works too
         assert importlib.import_module(name) is getattr(module, last)
