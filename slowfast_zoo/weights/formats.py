@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SlowFastZooError
 from .cache import looks_like_safetensors, read_hashed, read_regular
 from .keys import is_solver_blob
 from .pickles import Buffer, RefusedPickle, check_legacy_storages, restricted_load
@@ -71,7 +72,7 @@ KNOWN_DAMAGED = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SlowFastZooError, ValueError):
     """A checkpoint file cannot be read, or does not fit the model it is loaded into."""
 
 

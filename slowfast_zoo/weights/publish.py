@@ -29,6 +29,7 @@ from . import cache as c
 from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
 from .manifest import HubFile, Parent
+from .transfer import LIBRARY_NAME
 
 #: a :class:`slowfast_zoo.PretrainedCfg`; weights/ reads its fields and never imports registry/
 PretrainedCfg = Any
@@ -314,7 +315,7 @@ def _upload(folder: Path, repo_id: str, *, origin: tuple[str, int] | None = None
     config = json.loads((folder / CONFIG_NAME).read_text())
     hub = config["pretrained_cfg"]["hub"]
     endpoint = c.endpoint_url(kw["endpoint"])
-    api = HfApi(endpoint=endpoint, token=kw["token"])
+    api = HfApi(endpoint=endpoint, token=kw["token"], library_name=LIBRARY_NAME, library_version=__version__)
     try:
         api.create_repo(repo_id, exist_ok=True, private=kw["private"])
         info = api.upload_folder(
@@ -373,6 +374,7 @@ def _converted(
     from .convert import convert_read
     from .formats import read_checkpoint
     from .origin import converted_paths, download_origin
+    from .transfer import Deadline
 
     origin = cfg.origin
     if source is not None:
@@ -395,7 +397,7 @@ def _converted(
     zoo = tmp / "zoo"
     try:
         path, digest, _, _ = download_origin(
-            cfg, expected, zoo, timeout=c.timeout_seconds(timeout), deadline=c.deadline_seconds(), allow_changed=False
+            cfg, expected, zoo, timeout=c.timeout_seconds(timeout), deadline=Deadline.of(None), allow_changed=False
         )
     except (SourceFailed, WeightsNotFoundError) as e:
         raise WeightsUnavailableError(f"{cfg.name}: cannot download the authors' file: {e}") from None
