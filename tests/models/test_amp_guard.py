@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slowfast_zoo.models.layers import Bottleneck, ConvBnAct, FuseFastToSlow
+from slowfast_zoo.models.layers import Bottleneck, ConvBnAct, TimeStridedConv
 
 
 def bf16_weight_grad(conv: torch.nn.Conv3d, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,6 @@ def test_full_length_clips_and_inference_stay_bf16(one_thread) -> None:
         with torch.no_grad():
             assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.bfloat16
         assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.float32  # the guarded case
-    lateral = FuseFastToSlow(8, alpha=4, kernel_t=7).conv  # stride-4 laterals were right for every length
+    lateral = TimeStridedConv(8, alpha=4, kernel_t=7).conv  # stride-4 laterals were right for every length
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lateral(torch.randn(1, 8, 8, 4, 4)).dtype == torch.bfloat16

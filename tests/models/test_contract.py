@@ -107,8 +107,8 @@ def test_freeze_up_to_res4_with_frozen_bn() -> None:
     for name, p in model.named_parameters():
         trainable = name.startswith(("res5.", "head."))
         assert p.requires_grad == trainable, name
-    assert not any(isinstance(m, nn.BatchNorm3d) for m in (model.stem, model.res2, model.res4, model.fuse))
-    assert isinstance(model.res5[0][0].a.bn, nn.BatchNorm3d) and isinstance(model.res4[0][0].a.bn, FrozenBatchNorm3d)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in (model.stem, model.res2, model.res4, model.lateral))
+    assert isinstance(model.res5.slow[0].a.bn, nn.BatchNorm3d) and isinstance(model.res4.slow[0].a.bn, FrozenBatchNorm3d)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -251,7 +251,7 @@ def test_features_only_leaves_no_parameter_without_a_gradient(out_indices: tuple
 def test_freeze_and_param_groups_work_on_features_only_models() -> None:
     model = tiny("slowfast_r50_8x8", features_only=True, out_indices=(1, 2, 3))
     assert freeze(model, up_to="res2") == ["stem", "res2"]
-    assert isinstance(model.model.res2[0][0].a.bn, FrozenBatchNorm3d)
+    assert isinstance(model.model.res2.slow[0].a.bn, FrozenBatchNorm3d)
     groups = param_groups(model, lr=0.1, stage_decay=0.5)
     assert {g["name"] for g in groups} == {"res3", "res3.no_decay", "res4", "res4.no_decay"}
     grouped = sorted(id(p) for g in groups for p in g["params"])
@@ -296,7 +296,7 @@ def test_drop_rate_and_drop_path_rate_as_timm() -> None:
         assert len(blocks) == 16 and isinstance(blocks[0].drop_path, nn.Identity)
         rates = [b.drop_path.p for b in blocks[1:]]
         assert rates == pytest.approx([0.01 * k for k in range(1, 16)])
-    assert all(b.drop_path.mode == "row" for b in model.res5[0])  # per sample, as timm's DropPath
+    assert all(b.drop_path.mode == "row" for b in model.res5.slow)  # per sample, as timm's DropPath
     with torch.no_grad():
         for prm in model.parameters():  # no zero-init gammas, so that dropping a branch changes the output
             prm.add_(torch.randn_like(prm) * 0.05)
@@ -334,8 +334,8 @@ def test_global_pool_avg_max_and_none() -> None:
 def test_no_weight_decay_names_bn_and_biases() -> None:
     model = tiny("i3d_nln_r50_8x8")
     names = model.no_weight_decay()
-    assert "head.proj.bias" in names and "head.proj.weight" not in names and "stem.0.bn.weight" in names
-    assert "stem.0.conv.weight" not in names
+    assert "head.proj.bias" in names and "head.proj.weight" not in names and "stem.slow.bn.weight" in names
+    assert "stem.slow.conv.weight" not in names
     bn_params = {
         f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, nn.BatchNorm3d) for p in ["weight", "bias"]
     }

@@ -121,7 +121,7 @@ def test_wrong_checkpoint_for_the_model_lists_the_keys() -> None:
         slowfast_zoo.create("slowfast_r50_8x8", checkpoint=DATA / "slow_r50_8x8.caffe2.pkl", width=8, num_classes=10)
     message = str(err.value)
     assert "slow_r50_8x8.caffe2.pkl (caffe2, caffe2 keys)" in message
-    assert "missing from the checkpoint: fuse.0.bn.bias" in message and "shape mismatch" in message
+    assert "missing from the checkpoint: lateral.res2.bn.bias" in message and "shape mismatch" in message
 
 
 def test_other_num_classes_reinitializes_only_the_classifier(reference) -> None:
@@ -311,7 +311,7 @@ def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
     sd["s2.pathway0_res0.branch2.a.weight"] = torch.zeros(7, 3, dtype=torch.float64)
     path = tmp_path / "f64.pyth"
     torch.save({"model_state": sd}, path)
-    with pytest.raises(CheckpointError, match=r"res2\.0\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
+    with pytest.raises(CheckpointError, match=r"res2\.slow\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
         slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
     good = from_zoo(reference.state_dict(), "pysf")
     torch.save({"model_state": {k: v.double() if v.is_floating_point() else v for k, v in good.items()}}, path)

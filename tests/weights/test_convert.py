@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,61 @@ def test_zoo_writes_exactly_the_upstream_names(file: str) -> None:
     upstream, _, _ = read_state_dict(DATA / file)
     assert set(written) == set(upstream)
     assert all(written[k].shape == upstream[k].shape for k in upstream)
+
+
+@pytest.mark.parametrize("file", [*FILES, "ava_slowfast_r101_50_50_nl.caffe2.pkl"])
+def test_zoo_reads_exactly_the_upstream_names(file: str) -> None:
+    """The reading rules turn every name in a file the authors' code wrote into one of the model's own names."""
+    stem, _ = file.split(".", 1)
+    arch, frames = FIXTURE_ARCH[stem]
+    model = slowfast_zoo.create(
+        arch, num_frames=frames, device="meta", width=8, num_classes=80 if "det" in arch else 10
+    )
+    upstream, _, _ = read_state_dict(DATA / file)
+    expected = {k for k in model.state_dict() if not (file.endswith(".pkl") and k.endswith("num_batches_tracked"))}
+    assert set(to_zoo(upstream)) == expected
+
+
+def _ptv_builders() -> dict[str, object]:
+    """Zoo arch -> PyTorchVideo 0.1.5 builder of the same network (pytorchvideo/models/hub/*.py, resnet.py)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pytorchvideo.models import hub
+        from pytorchvideo.models.resnet import create_resnet
+        from pytorchvideo.models.slowfast import create_slowfast
+
+    return {
+        "slow_r50_8x8": hub.slow_r50,
+        "slow_r50_4x16": lambda: create_resnet(head_pool_kernel_size=(4, 7, 7), stem_conv_kernel_size=(1, 7, 7)),
+        "slowfast_r50_8x8": hub.slowfast_r50,
+        "slowfast_r50_4x16": lambda: create_slowfast(
+            slowfast_fusion_conv_kernel_size=(5, 1, 1),
+            slowfast_fusion_conv_stride=(8, 1, 1),
+            head_pool_kernel_sizes=((4, 7, 7), (32, 7, 7)),
+        ),
+        "slowfast_r101_8x8": hub.slowfast_r101,
+        "slowfast_r101_50_50_16x8": hub.slowfast_16x8_r101_50_50,
+        "i3d_r50_8x8": hub.i3d_r50,
+        "c2d_r50_8x8": hub.c2d_r50,
+        "slow_r50_4x16_det": hub.slow_r50_detection,
+        "slowfast_r50_8x8_det": hub.slowfast_r50_detection,
+    }
+
+
+@pytest.mark.parametrize("arch", list(_ptv_builders()))
+def test_names_of_pytorchvideo_reference_builds_map_both_ways(arch: str) -> None:
+    """Each direction against the names PyTorchVideo's own builders give (built on meta: no weights are made)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ptv = _ptv_builders()[arch]()
+    ptv_keys = set(ptv.state_dict())
+    model = slowfast_zoo.create(arch, device="meta")
+    zoo = model.state_dict()
+    assert set(to_zoo(dict.fromkeys(ptv_keys))) == set(zoo)
+    written = from_zoo(
+        zoo, detect_scheme(ptv_keys), temporal_pool=model.cfg.temporal_pool > 1, detection=model.cfg.roi_head
+    )
+    assert set(written) == ptv_keys
 
 
 @pytest.mark.parametrize("arch", slowfast_zoo.list_models())
