@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 
+#: where a test crop sits along the frame's long side, or the whole frame
+Crop = Literal["left", "top", "center", "centre", "right", "bottom", "full"]
+
+
 @dataclass(frozen=True)
 class PretrainedCfg:
     """Architecture, preprocessing, evaluation protocol and provenance of one ``arch.tag``."""
@@ -57,7 +61,7 @@ class PretrainedCfg:
     train_crop_size: int = 224
     test_short_side: int = 256
     test_crop_size: int = 256
-    interpolation: str = "bilinear"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
     #: random horizontal flip in training (off where labels depend on direction, e.g. Something-Something)
     train_flip: bool = True
     #: normalize before resizing (PySlowFast Kinetics) or after (PySlowFast AVA)
@@ -65,11 +69,11 @@ class PretrainedCfg:
     # pixel values: RGB in [0, 1], then (x - mean) / std
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
-    channel_order: str = "RGB"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
     # evaluation protocol
     test_clips: int = 10
     #: spatial crops per clip along the long side (``left`` = left or top); ``("full",)``: the whole frame (AVA)
-    test_crops: tuple[str, ...] = ("left", "center", "right")
+    test_crops: tuple[Crop, ...] = ("left", "center", "right")
     activation: Literal["softmax", "sigmoid"] = "softmax"
     #: how view scores are combined: ``mean`` or ``max``
     ensemble: Literal["mean", "max"] = "mean"
