@@ -1,4 +1,4 @@
-"""bf16 autocast on CPU: conv weight gradients stay right for the shapes that hit a oneDNN bug (issue 11 §4)."""
+"""bf16 autocast on CPU: conv weight gradients stay right for the shapes that hit a oneDNN bug."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def fp32_weight_grad(conv: torch.nn.Conv3d, x: torch.Tensor, grad_out: torch.Ten
 
 
 def test_issue_repro_through_the_bottleneck_conv(one_thread) -> None:
-    """Issue 11's repro: 2 frames into conv ``a`` with a 3-deep temporal kernel, as res4/res5 of a 2-frame slow path.
+    """The repro: 2 frames into conv ``a`` with a 3-deep temporal kernel, as res4/res5 of a 2-frame slow path.
 
     On an AVX-512 BF16 CPU without AMX the unguarded bf16 weight gradient is non-finite in every call.
     """

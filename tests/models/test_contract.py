@@ -108,7 +108,8 @@ def test_freeze_up_to_res4_with_frozen_bn() -> None:
         trainable = name.startswith(("res5.", "head."))
         assert p.requires_grad == trainable, name
     assert not any(isinstance(m, nn.BatchNorm3d) for m in (model.stem, model.res2, model.res4, model.lateral))
-    assert isinstance(model.res5.slow[0].a.bn, nn.BatchNorm3d) and isinstance(model.res4.slow[0].a.bn, FrozenBatchNorm3d)
+    assert isinstance(model.res5.slow[0].a.bn, nn.BatchNorm3d)
+    assert isinstance(model.res4.slow[0].a.bn, FrozenBatchNorm3d)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -240,7 +241,7 @@ def test_local_dir_with_other_weights_is_refused_and_kept(tmp_path) -> None:
 
 @pytest.mark.parametrize("out_indices", [(1, 2), (0,), (2, 3), (0, 1, 2, 3, 4)])
 def test_features_only_leaves_no_parameter_without_a_gradient(out_indices: tuple[int, ...]) -> None:
-    """DDP raises on parameters that get no gradient: unused fusion laterals must not stay behind (issue 11 §4)."""
+    """DDP raises on parameters that get no gradient: unused laterals must not stay behind."""
     model = tiny("slowfast_r50_8x8", features_only=True, out_indices=out_indices)
     out = model(clip(model.model))
     sum(m.square().mean() for maps in out for m in maps).backward()

@@ -1,4 +1,4 @@
-"""Hostile config.json files get a ValueError naming the field, never an allocation (issue 12 §4)."""
+"""Hostile config.json files get a ValueError naming the field, never an allocation."""
 
 from __future__ import annotations
 

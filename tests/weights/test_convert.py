@@ -123,7 +123,8 @@ def test_every_arch_round_trips_through_every_scheme(arch: str, scheme: str) -> 
 
 
 def test_ptv_block_indices_follow_the_temporal_pool() -> None:
-    """I3D/C2D put a parameter-free pool at blocks.2, shifting res3..res5 and the head (published_models.md §C2)."""
+    """I3D/C2D put a parameter-free pool at blocks.2, shifting res3..res5 and the head
+    (PTV:pytorchvideo/models/resnet.py, create_resnet)."""
     i3d = from_zoo(slowfast_zoo.create("i3d_r50_8x8", device="meta").state_dict(), "ptv", temporal_pool=True)
     slow = from_zoo(slowfast_zoo.create("slow_r50_8x8", device="meta").state_dict(), "ptv")
     assert "blocks.1.res_blocks.0.branch1_conv.weight" in i3d and "blocks.5.res_blocks.2.branch2.conv_c.weight" in i3d
@@ -192,7 +193,7 @@ def test_synthesized_caffe2_pickle_round_trips(tmp_path) -> None:
     ],
 )
 def test_two_source_keys_for_one_target_are_refused_naming_both(scheme: str, first: str, second: str) -> None:
-    """Issue 11 §4: conversion must never keep one of two tensors silently."""
+    """Conversion must never keep one of two tensors silently."""
     model = slowfast_zoo.create("i3d_nln_r50_8x8", device="meta", **TINY)
     sd = from_zoo(model.state_dict(), "pysf")
     if scheme == "ptv":
