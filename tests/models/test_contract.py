@@ -292,7 +292,7 @@ def test_autocast_takes_low_precision_input() -> None:
 def test_drop_rate_and_drop_path_rate_as_timm() -> None:
     model = tiny("slowfast_r50_8x8", drop_rate=0.3, drop_path_rate=0.15)
     assert model.head.drop.p == 0.3 and model.cfg.dropout == 0.3
-    for p in range(2):  # 3 + 4 + 6 + 3 = 16 blocks per pathway: rate 0.15 * k / 15 for block k (timm's schedule)
+    for p in ("slow", "fast"):  # 3 + 4 + 6 + 3 = 16 blocks per pathway: rate 0.15 * k / 15 for block k (timm)
         blocks = [b for stage in (model.res2, model.res3, model.res4, model.res5) for b in stage[p]]
         assert len(blocks) == 16 and isinstance(blocks[0].drop_path, nn.Identity)
         rates = [b.drop_path.p for b in blocks[1:]]
