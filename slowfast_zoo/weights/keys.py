@@ -123,32 +123,33 @@ CAFFE2_TO_ZOO: list[Rule] = [
 ]
 
 
+def _zoo_bn(zoo: str, blob: str) -> list[Rule]:
+    """The four BatchNorm tensors ``<zoo>.bn.<name>`` -> ``<blob>_bn_{s,b,rm,riv}``, as (zoo -> caffe2) pairs."""
+    return [(rf"{zoo}\.bn\.{name}", rf"{blob}_bn_{c2}") for c2, name in CAFFE2_BN.items()]
+
+
 def zoo_to_caffe2(last_fast_block: Mapping[int, int]) -> list[Rule]:
     """Rules writing Caffe2 blob names; ``last_fast_block[stage]`` numbers the lateral after res2..res4."""
-
-    def bn_rules(zoo: str, blob: str) -> list[Rule]:  # the four BatchNorm tensors, zoo -> caffe2
-        return [(rf"{zoo}\.bn\.{name}", rf"{blob}_bn_{c2}") for c2, name in CAFFE2_BN.items()]
-
     rules: list[Rule] = []
     for pw, t in CAFFE2_PREFIX.items():
         rules += [
             (rf"stem\.{pw}\.conv\.weight", f"{t}conv1_w"),
-            *bn_rules(rf"stem\.{pw}", f"{t}res_conv1"),
+            *_zoo_bn(rf"stem\.{pw}", f"{t}res_conv1"),
             (rf"res{S}\.{pw}\.{B}\.{L}\.conv\.weight", rf"{t}res\g<s>_\g<b>_branch2\g<l>_w"),
-            *bn_rules(rf"res{S}\.{pw}\.{B}\.{L}", rf"{t}res\g<s>_\g<b>_branch2\g<l>"),
+            *_zoo_bn(rf"res{S}\.{pw}\.{B}\.{L}", rf"{t}res\g<s>_\g<b>_branch2\g<l>"),
             (rf"res{S}\.{pw}\.{B}\.shortcut\.conv\.weight", rf"{t}res\g<s>_\g<b>_branch1_w"),
-            *bn_rules(rf"res{S}\.{pw}\.{B}\.shortcut", rf"{t}res\g<s>_\g<b>_branch1"),
+            *_zoo_bn(rf"res{S}\.{pw}\.{B}\.shortcut", rf"{t}res\g<s>_\g<b>_branch1"),
         ]
     rules += [
         (rf"res{S}\.slow\.{B}\.nl\.{NL}\.weight", r"nonlocal_conv\g<s>_\g<b>_\g<n>_w"),
         (rf"res{S}\.slow\.{B}\.nl\.{NL}\.bias", r"nonlocal_conv\g<s>_\g<b>_\g<n>_b"),
-        *bn_rules(rf"res{S}\.slow\.{B}\.nl", r"nonlocal_conv\g<s>_\g<b>"),
+        *_zoo_bn(rf"res{S}\.slow\.{B}\.nl", r"nonlocal_conv\g<s>_\g<b>"),
         (r"lateral\.stem\.conv\.weight", "t_pool1_subsample_w"),
-        *bn_rules(r"lateral\.stem", "t_pool1_subsample"),
+        *_zoo_bn(r"lateral\.stem", "t_pool1_subsample"),
     ]
     for stage, last in last_fast_block.items():
         blob = f"t_res{stage}_{last}_branch2c_bn_subsample"
-        rules += [(rf"lateral\.res{stage}\.conv\.weight", f"{blob}_w"), *bn_rules(rf"lateral\.res{stage}", blob)]
+        rules += [(rf"lateral\.res{stage}\.conv\.weight", f"{blob}_w"), *_zoo_bn(rf"lateral\.res{stage}", blob)]
     return [*rules, (r"head\.proj\.weight", "pred_w"), (r"head\.proj\.bias", "pred_b")]
 
 
