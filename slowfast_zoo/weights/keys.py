@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
+from ..errors import SlowFastZooError
+
 __all__ = ["SCHEMES", "KeyMappingError", "detect_scheme", "from_zoo", "is_solver_blob", "to_zoo"]
 
 V = TypeVar("V")
@@ -27,7 +29,7 @@ SCHEMES = ("zoo", "pysf", "caffe2", "ptv", "ptv_wrapper")
 Rule = tuple[str, str]  # (regex matching a whole key, replacement with \g<name> groups)
 
 
-class KeyMappingError(KeyError):
+class KeyMappingError(SlowFastZooError, KeyError):
     """A state dict holds names that its key scheme cannot map."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
