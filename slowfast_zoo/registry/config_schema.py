@@ -244,8 +244,10 @@ def _plain_json(field: str, value: Any, depth: int = 0) -> None:
     if isinstance(value, list) and depth < 4 and len(value) <= _MAX_ITEMS:
         for i, v in enumerate(value):
             _plain_json(f"{field}[{i}]", v, depth + 1)
+    elif isinstance(value, (float, str)):
+        _check(field, value, type(value))
     elif value is not None and not isinstance(value, (bool, int)):
-        _check(field, value, float if isinstance(value, float) else str)
+        raise _fail(field, "a number, string, or a short list of them", value)
 
 
 def validate_config(config: Any) -> dict[str, Any]:
