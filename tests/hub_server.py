@@ -1,7 +1,7 @@
 """A Hugging Face Hub-compatible HTTP server on 127.0.0.1 for the tests: the real client talks to it over real HTTP.
 
 It speaks the parts of the Hub protocol that ``huggingface_hub`` 2.4 uses for downloads and uploads
-(``../shared/reference/hf_hub_offline_testing.md``):
+(``huggingface_hub/file_download.py`` and ``hf_api.py`` of that release):
 
 - ``HEAD``/``GET /{repo}/resolve/{revision}/{path}``: ``X-Repo-Commit``, ``ETag`` (git blob sha1) for regular files;
   large files (LFS) answer ``302`` to a second server on another port (a different origin, like the real CDN) with

@@ -1,6 +1,6 @@
 """The package's import graph is its architecture: these tests fail when a module crosses a line of the house plan.
 
-The plan (README "Code map", ../shared/reference/architecture.md): cli -> tasks -> video; cli/tasks -> factory;
+The plan (README "Code map"): cli -> tasks -> video; cli/tasks -> factory;
 factory -> registry -> models; factory -> weights; registry -> weights/manifest.py (the records naming where weights
 live). ``models/`` needs only torch, torchvision.ops and einops; ``weights/`` imports no other part of the package and
 ``video/`` none but itself; nothing imports ``cli``; no cycles; no module imports another module's private names.

@@ -1,8 +1,9 @@
 """A Conv3d that steps around a oneDNN bf16 weight-gradient bug on CPUs with AVX-512 BF16 and no AMX.
 
 The bug: oneDNN's ``jit_bf16:avx512_core_bf16`` convolution, ``backward_weights``, returns garbage or NaN weight
-gradients for temporal kernels deeper than the clip is long (no upstream report found; slowfast_zoo issue 11 §4 has
-the repro). Measured here (AMD EPYC, AVX-512 BF16, no AMX; torch 2.14.1; ``(N, C_in, T, 4, 4)`` inputs with
+gradients for temporal kernels deeper than the clip is long (no upstream report found; the repro is in
+``tests/models/test_amp_guard.py``).
+Measured here (AMD EPYC, AVX-512 BF16, no AMX; torch 2.14.1; ``(N, C_in, T, 4, 4)`` inputs with
 ``C_in`` 16-256, kernel ``(k, 1, 1)`` or ``(k, 3, 3)``, padding ``k // 2``; bad = non-finite or off by > 5 %):
 
 - temporal stride 1: wrong in every call for ``1 < T < k`` (k = 3: T = 2; k = 5: T = 2..4; k = 7: T = 2..6);

@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-__all__ = ["STAGES", "FeatureInfo", "stage_feature_info"]
+__all__ = ["FAST", "PATHWAYS", "SLOW", "STAGES", "FeatureInfo", "stage_feature_info"]
 
+#: the residual stages after the stem, named as in the ResNet and SlowFast papers
 STAGES = ("res2", "res3", "res4", "res5")
+#: the two pathways of the SlowFast paper's Figure 1; a single-pathway network (Slow-only, I3D, C2D) has the first
+SLOW, FAST = "slow", "fast"
+PATHWAYS = (SLOW, FAST)
 
 
 class _Widths(Protocol):

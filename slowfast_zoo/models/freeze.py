@@ -11,7 +11,7 @@ from .resnet3d import STAGES, ResNet3d, ResNet3dFeatures
 
 __all__ = ["FrozenBatchNorm3d", "freeze", "param_groups", "stage_of"]
 
-#: stage order, input to output; ``fuse.i`` belongs to the stage before it (0 = stem)
+#: stage order, input to output; ``lateral.<stage>`` belongs to the stage it follows
 ORDER = ("stem", *STAGES, "head")
 
 
@@ -63,8 +63,8 @@ def _freeze_bn(module: nn.Module) -> None:
 def stage_of(param_name: str) -> str:
     """The stage (``stem``, ``res2``..``res5``, ``head``) a parameter or module name belongs to."""
     first = param_name.split(".", 1)[0]
-    if first == "fuse":  # fuse.i runs after stage i (0 = stem)
-        return ORDER[int(param_name.split(".")[1])]
+    if first == "lateral":  # lateral.<stage> runs after that stage
+        first = param_name.split(".")[1] if "." in param_name else ""
     if first in ORDER:
         return first
     raise ValueError(f"{param_name!r} belongs to no stage of a ResNet3d")
@@ -91,7 +91,7 @@ def freeze(
     model = _backbone(model)
     frozen = ORDER[: ORDER.index(up_to) + 1]
     modules = [getattr(model, name) for name in frozen]
-    modules += [f for i, f in enumerate(model.fuse) if ORDER[i] in frozen]
+    modules += [lateral for after, lateral in model.lateral.items() if after in frozen]
     for module in modules:
         module.requires_grad_(False)
         if bn == "frozen":

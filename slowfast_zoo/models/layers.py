@@ -1,4 +1,4 @@
-"""Building blocks of the ResNet-3D family: conv-BN-ReLU, stem, bottleneck, fast-to-slow fusion, non-local.
+"""Building blocks of the ResNet-3D family: conv-BN-ReLU, stem, bottleneck, fast-to-slow laterals, non-local.
 
 Only torch and einops are imported here: a block knows its shapes, never files, names or weights.
 """
@@ -19,9 +19,9 @@ __all__ = [
     "Bottleneck",
     "ConvBnAct",
     "FastInput",
-    "FuseFastToSlow",
     "NonLocal",
     "Stem",
+    "TimeStridedConv",
     "TimeStridedSample",
     "TimeToChannel",
     "linspace_indices",
@@ -199,8 +199,11 @@ def merge_lateral(
     return torch.cat([slow, lateral], dim=1) if how == "concat" else slow + lateral
 
 
-class FuseFastToSlow(ConvBnAct):
-    """Lateral connection: time-strided (k, 1, 1) conv-BN-ReLU on the fast pathway, concatenated onto the slow one."""
+class TimeStridedConv(ConvBnAct):
+    """Lateral by time-strided convolution: a (k, 1, 1) conv-BN-ReLU of stride ``alpha`` on the Fast map, concatenated.
+
+    The SlowFast paper's default lateral (section 3.4, option iii); ``forward(slow, fast)`` returns the joined slow map.
+    """
 
     def __init__(
         self, fast_chs: int, alpha: int, kernel_t: int, channel_ratio: int = 2, upsample: int = 1, **bn: float
@@ -212,9 +215,9 @@ class FuseFastToSlow(ConvBnAct):
         self.upsample = upsample
         self.out_chs = fast_chs * channel_ratio
 
-    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         lateral = super().forward(fast)
-        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, f"stride-{self.alpha} conv"), fast
+        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, f"stride-{self.alpha} conv")
 
 
 class TimeStridedSample(nn.Module):
@@ -226,9 +229,9 @@ class TimeStridedSample(nn.Module):
         self.upsample = upsample
         self.out_chs = fast_chs
 
-    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:
         lateral = fast[:, :, :: self.alpha]
-        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, "time-strided sampling"), fast
+        return merge_lateral(slow, lateral, self.alpha, "concat", self.upsample, "time-strided sampling")
 
 
 class TimeToChannel(nn.Module):
@@ -246,10 +249,10 @@ class TimeToChannel(nn.Module):
         self.upsample = upsample
         self.out_chs = fast_chs * alpha if how == "concat" else 0
 
-    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:
         if fast.shape[2] % self.alpha:
             raise ValueError(
                 f"time-to-channel fusion needs T_fast divisible by alpha={self.alpha}, got {fast.shape[2]}"
             )
         lateral = rearrange(fast, "n c (t a) h w -> n (a c) t h w", a=self.alpha)
-        return merge_lateral(slow, lateral, self.alpha, self.how, self.upsample, f"time-to-channel {self.how}"), fast
+        return merge_lateral(slow, lateral, self.alpha, self.how, self.upsample, f"time-to-channel {self.how}")

@@ -6,19 +6,22 @@ import torch
 from torch import nn
 
 from .config import DEPTHS, ResNet3dConfig, temporal_kernels
-from .features import STAGES, FeatureInfo, stage_feature_info
+from .features import FAST, PATHWAYS, SLOW, STAGES, FeatureInfo, stage_feature_info
 from .heads import ClassifierHead, RoIHead, as_rois
 from .inputs import as_pathways
-from .layers import Bottleneck, FastInput, FuseFastToSlow, NonLocal, Stem, TimeStridedSample, TimeToChannel
+from .layers import Bottleneck, FastInput, NonLocal, Stem, TimeStridedConv, TimeStridedSample, TimeToChannel
 
-__all__ = ["DEPTHS", "STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
+__all__ = ["DEPTHS", "PATHWAYS", "STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
+
+#: the stages a lateral connection follows, as in the SlowFast paper (section 3.4: after pool1, res2, res3, res4)
+LATERAL_AFTER = ("stem", *STAGES[:3])
 
 
-def fusion(cfg: ResNet3dConfig, fast_chs: int, bn: dict[str, float]) -> nn.Module:
+def make_lateral(cfg: ResNet3dConfig, fast_chs: int, bn: dict[str, float]) -> nn.Module:
     """The fast-to-slow lateral of ``cfg.fusion`` for a Fast map of ``fast_chs`` channels (``out_chs``: added)."""
     up = cfg.fast_downsample
     if cfg.fusion == "tconv":
-        return FuseFastToSlow(fast_chs, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, up, **bn)
+        return TimeStridedConv(fast_chs, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, up, **bn)
     if cfg.fusion == "tsample":
         return TimeStridedSample(fast_chs, cfg.alpha, up)
     return TimeToChannel(fast_chs, cfg.alpha, cfg.fusion.removeprefix("ttoc_"), up)
@@ -29,59 +32,66 @@ class ResNet3d(nn.Module):
 
     ``forward`` takes ``[slow, fast]`` (two-pathway) or one tensor (single pathway), each ``(N, 3, T, H, W)``,
     and returns logits ``(N, num_classes)`` in train and eval mode.
+
+    Modules, as in the SlowFast paper's Figure 1: ``stem[pathway]``, ``res2[pathway]`` .. ``res5[pathway]`` (each a
+    sequence of bottlenecks), ``lateral[stage]`` (the Fast-to-Slow connection after that stage) and ``head``; the
+    pathways are ``"slow"`` and ``"fast"`` (:data:`PATHWAYS`). State-dict keys follow: ``res2.fast.0.a.conv.weight``
+    is the first convolution (a) of block 0 of the Fast pathway's res2.
     """
 
     def __init__(self, cfg: ResNet3dConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.grad_checkpointing = False
+        self.pathways = PATHWAYS[: cfg.num_pathways]
         bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
-        paths = range(cfg.num_pathways)
-        widths = [cfg.stage_widths(p) for p in paths]
-        stem_out = [cfg.pathway_width(p) for p in paths]
-        pre = [None, FastInput(cfg.fast_input, cfg.fast_downsample)]  # the Fast pathway's parameter-free first step
-        pre = [m if m is not None and (m.mode in ("gray", "timediff") or m.downsample > 1) else None for m in pre]
-        self.stem = nn.ModuleList(
-            Stem(pre[p].out_chans if pre[p] else cfg.input_chans(p), stem_out[p], cfg.stem_kernel_t[p], pre[p], **bn)
-            for p in paths
-        )
+        index = {name: p for p, name in enumerate(self.pathways)}  # the config's per-pathway tuples are in this order
+        widths = {name: cfg.stage_widths(p) for name, p in index.items()}
+        in_chs = {name: cfg.pathway_width(p) for name, p in index.items()}  # what the next module takes, per pathway
+        fast_input = FastInput(cfg.fast_input, cfg.fast_downsample)  # the Fast pathway's parameter-free first step
+        pre = {
+            SLOW: None,
+            FAST: fast_input if fast_input.mode in ("gray", "timediff") or fast_input.downsample > 1 else None,
+        }
+        self.stem = nn.ModuleDict()
+        for name, p in index.items():
+            chans = pre[name].out_chans if pre[name] else cfg.input_chans(p)
+            self.stem[name] = Stem(chans, in_chs[name], cfg.stem_kernel_t[p], pre[name], **bn)
 
-        # fuse[i] runs after the stem (i = 0) and after res2..res4 (i = 1..3); never after res5
-        fast_out = [stem_out[1]] + [w[1] for w in widths[1][:3]] if cfg.alpha and cfg.fusion != "none" else []
-        self.fuse = nn.ModuleList(fusion(cfg, c, bn) for c in fast_out)
-        in_chs = list(stem_out)
+        # lateral[stage] joins the Fast output of the stem and of res2..res4 onto the Slow one; never after res5
+        self.lateral = nn.ModuleDict()
+        if FAST in index and cfg.alpha and cfg.fusion != "none":
+            fast_out = [in_chs[FAST]] + [out for _, out in widths[FAST][:3]]
+            for after, chs in zip(LATERAL_AFTER, fast_out):
+                self.lateral[after] = make_lateral(cfg, chs, bn)
         for s, name in enumerate(STAGES):
-            if self.fuse:
-                in_chs[0] += self.fuse[s].out_chs
-            pathways = nn.ModuleList()
-            for p in paths:
-                inner, out = widths[p][s]
+            if self.lateral:
+                in_chs[SLOW] += self.lateral[LATERAL_AFTER[s]].out_chs
+            stage = nn.ModuleDict()
+            for pathway, p in index.items():
+                inner, out = widths[pathway][s]
                 blocks = []
                 for j, kt in enumerate(cfg.block_kernel_t[p][s]):
                     nl = None
-                    if p == 0 and j in cfg.nonlocal_blocks[s]:
+                    if pathway == SLOW and j in cfg.nonlocal_blocks[s]:
                         nl = NonLocal(out, cfg.nonlocal_pool[s], cfg.nonlocal_mode, **bn)
                     stride = cfg.spatial_strides[s] if j == 0 else 1
-                    blocks.append(
-                        Bottleneck(
-                            in_chs[p] if j == 0 else out, out, inner, kt, stride, cfg.spatial_dilations[s], nl, **bn
-                        )
-                    )
-                pathways.append(nn.Sequential(*blocks))
-                in_chs[p] = out
-            self.add_module(name, pathways)
+                    first = in_chs[pathway] if j == 0 else out
+                    blocks.append(Bottleneck(first, out, inner, kt, stride, cfg.spatial_dilations[s], nl, **bn))
+                stage[pathway] = nn.Sequential(*blocks)
+                in_chs[pathway] = out
+            self.add_module(name, stage)
         pool = cfg.temporal_pool
         self.temporal_pool = nn.MaxPool3d((pool, 1, 1), (pool, 1, 1)) if pool > 1 else nn.Identity()
-        self.num_features = sum(in_chs)
+        self.num_features = sum(in_chs.values())
+        head_chs = tuple(in_chs.values())  # the head concatenates the pathways in PATHWAYS order
         self.head: ClassifierHead | RoIHead
         if cfg.roi_head:
             scale = 1 / (32 if cfg.spatial_strides[3] == 2 else 16)
-            self.head = RoIHead(
-                tuple(in_chs), cfg.num_classes, cfg.dropout, spatial_scale=scale, aligned=cfg.roi_aligned
-            )
+            self.head = RoIHead(head_chs, cfg.num_classes, cfg.dropout, spatial_scale=scale, aligned=cfg.roi_aligned)
         else:
             self.head = ClassifierHead(
-                tuple(in_chs), cfg.num_classes, cfg.dropout, cfg.head_pool_size, pool_type=cfg.global_pool
+                head_chs, cfg.num_classes, cfg.dropout, cfg.head_pool_size, pool_type=cfg.global_pool
             )
         self._set_drop_path(cfg.drop_path_rate)
         if not next(self.parameters()).is_meta:  # create() builds on meta and initializes on the target device
@@ -93,8 +103,8 @@ class ResNet3d(nn.Module):
 
     def _set_drop_path(self, rate: float) -> None:
         """Stochastic depth in every bottleneck, rate ``rate * k / (blocks - 1)`` for block k of each pathway (timm)."""
-        for p in range(self.cfg.num_pathways):
-            blocks = [b for name in STAGES for b in getattr(self, name)[p] if isinstance(b, Bottleneck)]
+        for pathway in self.pathways:
+            blocks = [b for name in STAGES for b in getattr(self, name)[pathway] if isinstance(b, Bottleneck)]
             for k, block in enumerate(blocks):
                 block.set_drop_path(rate * k / max(len(blocks) - 1, 1))
 
@@ -117,36 +127,40 @@ class ResNet3d(nn.Module):
             elif isinstance(m, NonLocal):
                 nn.init.zeros_(m.bn.weight)
 
-    def _stage(self, name: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _stage(self, name: str, xs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stage = getattr(self, name)
         if self.grad_checkpointing and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint_sequential
 
-            return [checkpoint_sequential(stage[p], len(stage[p]), x, use_reentrant=False) for p, x in enumerate(xs)]
-        return [stage[p](x) for p, x in enumerate(xs)]
+            return {p: checkpoint_sequential(stage[p], len(stage[p]), x, use_reentrant=False) for p, x in xs.items()}
+        return {p: stage[p](x) for p, x in xs.items()}
 
-    def _fuse(self, i: int, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.fuse[i](*xs)) if self.fuse else xs
+    def _lateral(self, after: str, xs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Join the Fast map onto the Slow one with the lateral connection that follows stage ``after``."""
+        if after in self.lateral:
+            xs[SLOW] = self.lateral[after](xs[SLOW], xs[FAST])  # rebinding frees the unjoined map before the stage
+        return xs
 
     def _run(self, x: torch.Tensor | list[torch.Tensor], indices: tuple[int, ...] = ()) -> list[list[torch.Tensor]]:
         """The backbone, keeping the output of the stages in ``indices`` (0 = stem, 1..4 = res2..res5).
 
-        Returns the kept outputs in order, then the final (fused) maps; stops after the last stage needed.
+        Returns the kept outputs in order, then the final (laterally joined) maps, each a list in :data:`PATHWAYS`
+        order; stops after the last stage needed.
         """
-        xs = as_pathways(x, self.cfg, self.stem[0].conv.weight.dtype)
-        xs = [stem(t) for stem, t in zip(self.stem, xs)]
-        kept = [list(xs)] if 0 in indices else []
+        inputs = as_pathways(x, self.cfg, self.stem[SLOW].conv.weight.dtype)
+        xs = {p: self.stem[p](t) for p, t in zip(self.pathways, inputs)}
+        kept = [list(xs.values())] if 0 in indices else []
         last = max(indices, default=4)
         for s, name in enumerate(STAGES, start=1):
             if last < s:
                 break
-            xs = self._fuse(s - 1, xs)  # rebinding frees the unfused maps before the stage runs
+            xs = self._lateral(LATERAL_AFTER[s - 1], xs)
             xs = self._stage(name, xs)
             if s in indices:
-                kept.append(list(xs))
-            if s == 1:
-                xs = [self.temporal_pool(t) for t in xs]
-        return [*kept, xs]
+                kept.append(list(xs.values()))
+            if name == "res2":
+                xs = {p: self.temporal_pool(t) for p, t in xs.items()}
+        return [*kept, list(xs.values())]
 
     def forward_features(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
         """Unpooled res5 feature maps, one ``(N, C, T, H, W)`` tensor per pathway."""
@@ -249,8 +263,10 @@ class ResNet3dFeatures(nn.Module):
         last = max(self.out_indices)
         model.head = nn.Identity()  # type: ignore[assignment]
         for name in STAGES[last:]:
-            setattr(model, name, nn.ModuleList())
-        model.fuse = nn.ModuleList(list(model.fuse)[:last])  # fuse[i] feeds stage i + 1 (res2 = 1)
+            setattr(model, name, nn.ModuleDict())
+        for after in LATERAL_AFTER[last:]:  # lateral[LATERAL_AFTER[i]] feeds stage i + 1 (res2 = 1)
+            if after in model.lateral:
+                del model.lateral[after]
         self.model = model
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 
+#: where a test crop sits along the frame's long side, or the whole frame
+Crop = Literal["left", "top", "center", "centre", "right", "bottom", "full"]
+
+
 @dataclass(frozen=True)
 class PretrainedCfg:
     """Architecture, preprocessing, evaluation protocol and provenance of one ``arch.tag``."""
@@ -57,7 +61,7 @@ class PretrainedCfg:
     train_crop_size: int = 224
     test_short_side: int = 256
     test_crop_size: int = 256
-    interpolation: str = "bilinear"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
     #: random horizontal flip in training (off where labels depend on direction, e.g. Something-Something)
     train_flip: bool = True
     #: normalize before resizing (PySlowFast Kinetics) or after (PySlowFast AVA)
@@ -70,11 +74,11 @@ class PretrainedCfg:
     #: with cv2 (BGR) and flips them back (``DATA.REVERSE_INPUT_CHANNEL: True`` in configs/Charades/*.yaml and
     #: configs/SSv2/*.yaml, applied in slowfast/datasets/utils.py ``pack_pathway_output``); AVA flips cv2's BGR to
     #: RGB unless ``AVA.BGR`` (False in every configs/AVA/c2/*.yaml). PyTorchVideo decodes RGB.
-    channel_order: str = "RGB"
+    channel_order: Literal["RGB"] = "RGB"
     # evaluation protocol
     test_clips: int = 10
     #: spatial crops per clip along the long side (``left`` = left or top); ``("full",)``: the whole frame (AVA)
-    test_crops: tuple[str, ...] = ("left", "center", "right")
+    test_crops: tuple[Crop, ...] = ("left", "center", "right")
     activation: Literal["softmax", "sigmoid"] = "softmax"
     #: how view scores are combined: ``mean`` or ``max``
     ensemble: Literal["mean", "max"] = "mean"

@@ -1,6 +1,6 @@
 """Every registered variant: the architectures the authors published (and configured) with their weight tags.
 
-Architecture facts: ``published_models.md`` §B (PySlowFast ``configs/``, PyTorchVideo ``models/hub``).
+Architecture facts: PySlowFast ``SF:configs/`` and PyTorchVideo ``PTV:pytorchvideo/models/hub`` (docs/sources.md).
 Names read ``<family>_r<depth>[_<res4 temporal blocks slow>_<fast>]_<T>x<tau>``, with T x tau the slow pathway's
 frames x stride. Tags say dataset and origin: ``k400_pysf`` (PySlowFast model zoo), ``k400_ptv`` (PyTorchVideo
 model zoo), ``*_multigrid`` / ``*_stepwise`` (PySlowFast multigrid zoo).
@@ -20,12 +20,13 @@ FAST_BASES = ((3,), (3,), (3,), (3,))
 I3D_BASES = ((3,), (3, 1), (3, 1), (1, 3))
 C2D_BASES = ((1,), (1,), (1,), (1,))
 
-#: PySlowFast Kinetics test clips: uniform starts in frame indices, frames by timestamp (decoder.py; §G.9)
+#: PySlowFast Kinetics test clips: uniform starts in frame indices, frames by timestamp
+#: (SF:slowfast/datasets/decoder.py)
 K400: dict[str, Any] = dict(dataset="kinetics400", labels="kinetics400", test_clip_sampler="pysf_uniform")
 #: PyTorchVideo Kinetics tags were tested through pytorchvideo's own data path inside PySlowFast
 #: (SF:configs/Kinetics/pytorchvideo/*.yaml TEST.DATASET ptvkinetics -> SF:slowfast/datasets/ptv_datasets.py
 #: Ptvkinetics: EncodedVideo with the then-default DATA.DECODING_BACKEND "pyav", "constant_clips_per_video",
-#: UniformTemporalSubsample; published_models.md §G.3)
+#: UniformTemporalSubsample, pytorchvideo 0.1.x clip placement)
 K400_PTV: dict[str, Any] = dict(K400, test_clip_sampler="ptv_constant")
 #: Kinetics-600: the same protocol, 600 classes (the AVA detectors' pre-training; no accuracy published)
 K600: dict[str, Any] = dict(K400, dataset="kinetics600", labels="kinetics600", model=dict(num_classes=600))
@@ -41,10 +42,10 @@ SSV2_PTV: dict[str, Any] = dict(
 )
 #: PySlowFast's SSv2 protocol: segment-sampled frames, one left/top 256 crop. SF:configs/SSv2/SLOWFAST_16x8_R50.yaml
 #: has no MULTIGRID.SHORT_CYCLE, so its head is a fixed AvgPool3d of the training crop: softmax per head position at
-#: the 256 test crop, then the mean (SF:slowfast/models/video_model_builder.py head; published_models.md §G.4)
+#: the 256 test crop, then the mean (SF:slowfast/models/video_model_builder.py, the head construction)
 SSV2_PYSF: dict[str, Any] = dict(SSV2_PTV, test_crops=("left",), test_head_pool="fixed", train_short_side=(256, 320))
 #: Charades: frames stored at 24 fps (SF:slowfast/datasets/DATASET.md uses the provider's Charades_v1_rgb.tar;
-#: charades.py strides over stored frames and never reads TARGET_FPS; published_models.md §G.2)
+#: SF:slowfast/datasets/charades.py strides over stored frames and never reads TARGET_FPS)
 CHARADES: dict[str, Any] = dict(
     dataset="charades",
     labels="charades",
@@ -284,7 +285,7 @@ AVA: dict[str, Any] = dict(
     activation="sigmoid",
     test_clip_sampler="keyframe",
     test_clips=1,
-    # full frame, short side 256, resized before normalizing (SF:slowfast/datasets/ava_dataset.py, §D)
+    # full frame, short side 256, resized before normalizing (SF:slowfast/datasets/ava_dataset.py)
     normalize_before_resize=False,
     test_crops=("full",),
     test_crop_size=256,

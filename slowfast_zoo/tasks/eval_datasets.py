@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-#: frame rate of the Charades frames PySlowFast reads (Charades_v1_rgb; published_models.md §G.2)
+#: frame rate of the Charades frames PySlowFast reads (Charades_v1_rgb.tar,
+#: SF:slowfast/datasets/DATASET.md)
 CHARADES_FRAME_FPS = 24.0
 #: frame rate assumed for SSv2 frame folders (its webm videos' rate); segment sampling does not depend on it
 SSV2_FRAME_FPS = 12.0

@@ -3,7 +3,7 @@
 ``predict(video, model)`` decodes only the clips the protocol needs (:mod:`slowfast_zoo.video.io`), picks their
 frames by the checkpoint's own rule (:mod:`slowfast_zoo.video.views`, chosen by ``test_clip_sampler``), preprocesses
 them as the checkpoint was evaluated (:mod:`slowfast_zoo.video.transforms`), runs the views in batches under
-``torch.inference_mode`` and combines them as the authors did (published_models.md §D, §G):
+``torch.inference_mode`` and combines them as the authors did (docs/sources.md, "Input and test protocol"):
 
 * Kinetics: 10 clips x 3 crops (left/centre/right of the long side), mean of softmax; clips placed as PySlowFast's
   decoder places them, or as pytorchvideo 0.1.5's sampler does for the ``k400_ptv`` tags;

@@ -7,7 +7,8 @@ Decoded videos (:mod:`slowfast_zoo.video.io`) are uint8 ``(T, H, W, 3)``; :func:
 as they are. Which frames a protocol takes is :mod:`slowfast_zoo.video.views`' business (its sampling functions are
 re-exported here).
 
-Reference formulas reproduced (published_models.md §B3, §D): pixel values ``x / 255`` then ``(x - mean) / std``
+Reference formulas reproduced (SF:slowfast/datasets/transform.py, utils.py; docs/sources.md):
+pixel values ``x / 255`` then ``(x - mean) / std``
 *before* resizing (the reference's order); short side resized to ``S`` with the long side ``floor(long / short * S)``
 by bilinear ``interpolate(align_corners=False)`` (no antialias); crops at ``ceil((L - size) / 2)`` (centre) or the
 ends of the long side, or the full frame (``"full"``, AVA); slow frames ``linspace(0, T - 1, T // alpha).long()``.

@@ -1,23 +1,23 @@
 """Which frames and crops a checkpoint's test protocol takes from a video: one rule per protocol, chosen by config.
 
-The rule is the pretrained config's ``test_clip_sampler`` (published_models.md §D and its errata §G):
+The rule is the pretrained config's ``test_clip_sampler`` (the authors' files: docs/sources.md):
 
-* ``pysf_uniform`` (PySlowFast Kinetics, ``slowfast/datasets/decoder.py``, §G.9): clip ``i`` of ``n`` starts at
+* ``pysf_uniform`` (PySlowFast Kinetics, ``SF:slowfast/datasets/decoder.py``): clip ``i`` of ``n`` starts at
   ``max(N - clip_size, 0) * i / n`` frames (``N = stream.frames``, ``clip_size = T * tau * fps / target_fps``),
   converted to a timestamp with ``int(start * duration / N)``; the decoder keeps the frames from the first one at or
   after that timestamp (``F0``) to the end timestamp plus one, and frame ``k`` is ``F0 + floor(k * (clip_size - 1) /
   (T - 1))`` of them. Only a stream without a duration takes ``floor(linspace(start, start + clip_size - 1, T))``
   over all decoded frames.
 * ``ptv_constant`` (PyTorchVideo Kinetics, pytorchvideo 0.1.5 ``ConstantClipsPerVideoSampler`` + ``EncodedVideo``
-  (PyAV) + ``UniformTemporalSubsample``, §G.3): clip ``i`` of ``n`` covers ``[s, s + T * tau / target_fps)``
+  (PyAV) + ``UniformTemporalSubsample``): clip ``i`` of ``n`` covers ``[s, s + T * tau / target_fps)``
   seconds with ``s = max(duration - clip_duration, 0) * i / n``; the frames whose timestamps fall in it are
   subsampled by ``linspace(0, len - 1, T)``.
-* ``pysf_charades`` (PySlowFast ``charades.py``, §D, §G.2): frames stored at ``target_fps`` (24 for Charades); clip
+* ``pysf_charades`` (PySlowFast ``charades.py``): frames stored at ``target_fps`` (24 for Charades); clip
   ``i`` starts at ``round(i * max(N - L, 0) / (n - 1))`` stored frames, ``L = (T - 1) * tau + 1``, one frame every
   ``tau``. A video at another rate is sampled as if it were stored at ``target_fps``: stored frame ``j`` is the
   frame on screen at ``j / 24`` s, and a video has ``round(frames * 24 / fps)`` of them. (Which instant the
   provider's extraction took for each stored frame is not documented; this is the plain reading.)
-* ``ptv_charades`` (PySlowFast's ``Ptvcharades``: pytorchvideo 0.1.5 ``Charades`` on stored frames, §G.2): the
+* ``ptv_charades`` (PySlowFast's ``Ptvcharades``: pytorchvideo 0.1.5 ``Charades`` on stored frames): the
   constant-clips sampler over a ``FrameVideo`` of 30 "fps", whose 30 cancels against ``TARGET_FPS`` 30: clip ``i``
   starts at frame ``ceil(30 * s)``, ``s = max(N / 30 - L / 30, 0) * i / n``, and takes ``linspace(0, len - 1, T)``
   of the stored frames in ``[start, ceil(30 * (s + L / 30)))``. Stored frames are at ``target_fps`` (24).

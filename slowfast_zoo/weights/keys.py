@@ -1,39 +1,32 @@
-"""Key schemes of the authors' checkpoints and their mapping onto the zoo's canonical state-dict keys.
+"""State-dict key names of the authors' checkpoints and the zoo's, as ordered rename rules per direction.
 
 Schemes (detected from the keys themselves):
 - ``caffe2``: blob names of PySlowFast's Caffe2 ``.pkl`` files (``res2_0_branch2a_w``, ``t_pool1_subsample_w``, ...)
 - ``pysf``: PySlowFast module names (``s1.pathway0_stem.conv.weight``, ``s2.pathway1_res0.branch2.a_bn.bias``, ...)
 - ``ptv``: PyTorchVideo hub modules (``blocks.0.multipathway_blocks.0.conv.weight``, ``blocks.6.proj.weight``, ...);
   ``ptv_wrapper`` is the same behind PySlowFast's ``model.`` prefix (the ``pysf_model_zoo`` mirror)
-- ``zoo``: this package (``stem.0.conv.weight``, ``res2.1.0.a.bn.bias``, ``fuse.0.conv.weight``, ``head.proj.weight``)
+- ``zoo``: this package (``stem.slow.conv.weight``, ``res2.fast.0.a.bn.bias``, ``lateral.res2.conv.weight``,
+  ``head.proj.weight``): stage, pathway, block, layer, as PySlowFast orders them
 
-Each pair of neighbouring schemes has one table of rename rules (``PYSF_ZOO``, ``CAFFE2_PYSF``, ``PTV_PYSF``), read
-left to right to convert to the zoo and right to left to write the authors' layouts, so a rule and its inverse cannot
-drift apart. Every mapping is a bijection on names; tensors are never touched. Converting to ``zoo`` goes through
-``pysf``. Names a scheme does not know raise :class:`KeyMappingError` listing them, and so do two names that map
-onto one: nothing is dropped silently.
+Each direction has its own table of ``(regex, replacement)`` rules; the first rule whose regex matches the whole key
+renames it (``re.Match.expand``). The tables are written out per direction, not derived from one another, so the
+tests check each against names the authors' code wrote. Tensors are never touched. Names no rule matches raise
+:class:`KeyMappingError` listing them, and so do two names that map onto one: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from ..errors import SlowFastZooError
 
-__all__ = [
-    "SCHEMES",
-    "KeyMappingError",
-    "detect_scheme",
-    "from_zoo",
-    "is_solver_blob",
-    "to_zoo",
-]
+__all__ = ["SCHEMES", "KeyMappingError", "detect_scheme", "from_zoo", "is_solver_blob", "to_zoo"]
 
 V = TypeVar("V")
 SCHEMES = ("zoo", "pysf", "caffe2", "ptv", "ptv_wrapper")
+Rule = tuple[str, str]  # (regex matching a whole key, replacement with \g<name> groups)
 
 
 class KeyMappingError(SlowFastZooError, KeyError):
@@ -41,6 +34,204 @@ class KeyMappingError(SlowFastZooError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
+
+
+# groups shared by the rules: stage, block, bottleneck layer, parameter or buffer name
+S, B, L = r"(?P<s>[2-5])", r"(?P<b>\d+)", r"(?P<l>[abc])"
+X = r"(?P<x>weight|bias|running_mean|running_var|num_batches_tracked)"
+WB = r"(?P<x>weight|bias)"
+NL = r"(?P<n>theta|phi|g|out)"
+#: each pathway's index in PySlowFast (``pathway0``) and PyTorchVideo, and its blob prefix in Caffe2
+PYSF_PATHWAY = {"slow": "0", "fast": "1"}
+CAFFE2_PREFIX = {"slow": "", "fast": "t_"}
+#: Caffe2 BatchNorm blob suffixes (scale, bias, running mean, running inverse-variance: the running variance)
+CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+
+# --- PySlowFast (slowfast/models/video_model_builder.py, resnet_helper.py, stem_helper.py) ----------------------------
+PYSF_TO_ZOO: list[Rule] = [
+    *[
+        rule
+        for pw, p in PYSF_PATHWAY.items()
+        for rule in (
+            (rf"s1\.pathway{p}_stem\.conv\.weight", f"stem.{pw}.conv.weight"),
+            (rf"s1\.pathway{p}_stem\.bn\.{X}", rf"stem.{pw}.bn.\g<x>"),
+            (rf"s{S}\.pathway{p}_res{B}\.branch2\.{L}\.weight", rf"res\g<s>.{pw}.\g<b>.\g<l>.conv.weight"),
+            (rf"s{S}\.pathway{p}_res{B}\.branch2\.{L}_bn\.{X}", rf"res\g<s>.{pw}.\g<b>.\g<l>.bn.\g<x>"),
+            (rf"s{S}\.pathway{p}_res{B}\.branch1\.weight", rf"res\g<s>.{pw}.\g<b>.shortcut.conv.weight"),
+            (rf"s{S}\.pathway{p}_res{B}\.branch1_bn\.{X}", rf"res\g<s>.{pw}.\g<b>.shortcut.bn.\g<x>"),
+        )
+    ],
+    (rf"s{S}\.pathway0_nonlocal{B}\.conv_{NL}\.{WB}", r"res\g<s>.slow.\g<b>.nl.\g<n>.\g<x>"),
+    (rf"s{S}\.pathway0_nonlocal{B}\.(?:bn|norm)\.{X}", r"res\g<s>.slow.\g<b>.nl.bn.\g<x>"),  # later PySlowFast: norm
+    (r"s1_fuse\.conv_f2s\.weight", "lateral.stem.conv.weight"),
+    (rf"s1_fuse\.bn\.{X}", r"lateral.stem.bn.\g<x>"),
+    (r"s(?P<s>[234])_fuse\.conv_f2s\.weight", r"lateral.res\g<s>.conv.weight"),
+    (rf"s(?P<s>[234])_fuse\.bn\.{X}", r"lateral.res\g<s>.bn.\g<x>"),
+    (rf"head\.projection\.{WB}", r"head.proj.\g<x>"),
+]
+
+ZOO_TO_PYSF: list[Rule] = [
+    *[
+        rule
+        for pw, p in PYSF_PATHWAY.items()
+        for rule in (
+            (rf"stem\.{pw}\.conv\.weight", f"s1.pathway{p}_stem.conv.weight"),
+            (rf"stem\.{pw}\.bn\.{X}", rf"s1.pathway{p}_stem.bn.\g<x>"),
+            (rf"res{S}\.{pw}\.{B}\.{L}\.conv\.weight", rf"s\g<s>.pathway{p}_res\g<b>.branch2.\g<l>.weight"),
+            (rf"res{S}\.{pw}\.{B}\.{L}\.bn\.{X}", rf"s\g<s>.pathway{p}_res\g<b>.branch2.\g<l>_bn.\g<x>"),
+            (rf"res{S}\.{pw}\.{B}\.shortcut\.conv\.weight", rf"s\g<s>.pathway{p}_res\g<b>.branch1.weight"),
+            (rf"res{S}\.{pw}\.{B}\.shortcut\.bn\.{X}", rf"s\g<s>.pathway{p}_res\g<b>.branch1_bn.\g<x>"),
+        )
+    ],
+    (rf"res{S}\.slow\.{B}\.nl\.{NL}\.{WB}", r"s\g<s>.pathway0_nonlocal\g<b>.conv_\g<n>.\g<x>"),
+    (rf"res{S}\.slow\.{B}\.nl\.bn\.{X}", r"s\g<s>.pathway0_nonlocal\g<b>.bn.\g<x>"),
+    (r"lateral\.stem\.conv\.weight", "s1_fuse.conv_f2s.weight"),
+    (rf"lateral\.stem\.bn\.{X}", r"s1_fuse.bn.\g<x>"),
+    (r"lateral\.res(?P<s>[234])\.conv\.weight", r"s\g<s>_fuse.conv_f2s.weight"),
+    (rf"lateral\.res(?P<s>[234])\.bn\.{X}", r"s\g<s>_fuse.bn.\g<x>"),
+    (rf"head\.proj\.{WB}", r"head.projection.\g<x>"),
+]
+
+
+# --- Caffe2 blobs (the Detectron-style names of PySlowFast's Caffe2 model zoo files) ---------------------------------
+def _caffe2_bn(blob: str, zoo: str) -> list[Rule]:
+    """The four BatchNorm blobs ``<blob>_bn_{s,b,rm,riv}`` <-> ``<zoo>.bn.<name>``, as (caffe2 -> zoo) pairs."""
+    return [(rf"{blob}_bn_{c2}", rf"{zoo}.bn.{name}") for c2, name in CAFFE2_BN.items()]
+
+
+CAFFE2_TO_ZOO: list[Rule] = [
+    *[
+        rule
+        for pw, t in CAFFE2_PREFIX.items()
+        for rule in (
+            (rf"{t}conv1_w", f"stem.{pw}.conv.weight"),
+            *_caffe2_bn(rf"{t}res_conv1", f"stem.{pw}"),
+            (rf"{t}res{S}_{B}_branch2{L}_w", rf"res\g<s>.{pw}.\g<b>.\g<l>.conv.weight"),
+            *_caffe2_bn(rf"{t}res{S}_{B}_branch2{L}", rf"res\g<s>.{pw}.\g<b>.\g<l>"),
+            (rf"{t}res{S}_{B}_branch1_w", rf"res\g<s>.{pw}.\g<b>.shortcut.conv.weight"),
+            *_caffe2_bn(rf"{t}res{S}_{B}_branch1", rf"res\g<s>.{pw}.\g<b>.shortcut"),
+        )
+    ],
+    (rf"nonlocal_conv{S}_{B}_{NL}_w", r"res\g<s>.slow.\g<b>.nl.\g<n>.weight"),
+    (rf"nonlocal_conv{S}_{B}_{NL}_b", r"res\g<s>.slow.\g<b>.nl.\g<n>.bias"),
+    *_caffe2_bn(rf"nonlocal_conv{S}_{B}", r"res\g<s>.slow.\g<b>.nl"),
+    (r"t_pool1_subsample_w", "lateral.stem.conv.weight"),
+    *_caffe2_bn("t_pool1_subsample", "lateral.stem"),
+    # the laterals after res2..res4 are named after the last Fast block of the stage, whatever its number
+    (r"t_res(?P<s>[234])_\d+_branch2c_bn_subsample_w", r"lateral.res\g<s>.conv.weight"),
+    *_caffe2_bn(r"t_res(?P<s>[234])_\d+_branch2c_bn_subsample", r"lateral.res\g<s>"),
+    (r"pred_w", "head.proj.weight"),
+    (r"pred_b", "head.proj.bias"),
+]
+
+
+def _zoo_bn(zoo: str, blob: str) -> list[Rule]:
+    """The four BatchNorm tensors ``<zoo>.bn.<name>`` -> ``<blob>_bn_{s,b,rm,riv}``, as (zoo -> caffe2) pairs."""
+    return [(rf"{zoo}\.bn\.{name}", rf"{blob}_bn_{c2}") for c2, name in CAFFE2_BN.items()]
+
+
+def zoo_to_caffe2(last_fast_block: Mapping[int, int]) -> list[Rule]:
+    """Rules writing Caffe2 blob names; ``last_fast_block[stage]`` numbers the lateral after res2..res4."""
+    rules: list[Rule] = []
+    for pw, t in CAFFE2_PREFIX.items():
+        rules += [
+            (rf"stem\.{pw}\.conv\.weight", f"{t}conv1_w"),
+            *_zoo_bn(rf"stem\.{pw}", f"{t}res_conv1"),
+            (rf"res{S}\.{pw}\.{B}\.{L}\.conv\.weight", rf"{t}res\g<s>_\g<b>_branch2\g<l>_w"),
+            *_zoo_bn(rf"res{S}\.{pw}\.{B}\.{L}", rf"{t}res\g<s>_\g<b>_branch2\g<l>"),
+            (rf"res{S}\.{pw}\.{B}\.shortcut\.conv\.weight", rf"{t}res\g<s>_\g<b>_branch1_w"),
+            *_zoo_bn(rf"res{S}\.{pw}\.{B}\.shortcut", rf"{t}res\g<s>_\g<b>_branch1"),
+        ]
+    rules += [
+        (rf"res{S}\.slow\.{B}\.nl\.{NL}\.weight", r"nonlocal_conv\g<s>_\g<b>_\g<n>_w"),
+        (rf"res{S}\.slow\.{B}\.nl\.{NL}\.bias", r"nonlocal_conv\g<s>_\g<b>_\g<n>_b"),
+        *_zoo_bn(rf"res{S}\.slow\.{B}\.nl", r"nonlocal_conv\g<s>_\g<b>"),
+        (r"lateral\.stem\.conv\.weight", "t_pool1_subsample_w"),
+        *_zoo_bn(r"lateral\.stem", "t_pool1_subsample"),
+    ]
+    for stage, last in last_fast_block.items():
+        blob = f"t_res{stage}_{last}_branch2c_bn_subsample"
+        rules += [(rf"lateral\.res{stage}\.conv\.weight", f"{blob}_w"), *_zoo_bn(rf"lateral\.res{stage}", blob)]
+    return [*rules, (r"head\.proj\.weight", "pred_w"), (r"head\.proj\.bias", "pred_b")]
+
+
+# --- PyTorchVideo (pytorchvideo/models/resnet.py, slowfast.py, head.py; create_res_block's names) ---------------------
+def ptv_stage_blocks(temporal_pool: bool) -> dict[int, int]:
+    """Index in ``blocks`` of res2..res5: I3D/C2D put a parameter-free temporal pool at ``blocks.2``."""
+    return {stage: stage if temporal_pool and stage > 2 else stage - 1 for stage in (2, 3, 4, 5)}
+
+
+def _ptv_pathways(two: bool) -> dict[str, str]:
+    """The ``blocks.<i>.`` infix of each pathway: ``multipathway_blocks.<p>.`` in SlowFast, nothing in one pathway."""
+    return {pw: f"multipathway_blocks.{p}." for pw, p in PYSF_PATHWAY.items()} if two else {"slow": ""}
+
+
+#: a bottleneck's layers: (zoo name, PyTorchVideo name) of the conv and BatchNorm
+_PTV_RES = [(f"{layer}.conv", f"branch2.conv_{layer}", f"{layer}.bn", f"branch2.norm_{layer}") for layer in "abc"] + [
+    ("shortcut.conv", "branch1_conv", "shortcut.bn", "branch1_norm")
+]
+
+
+def ptv_to_zoo(two: bool, temporal_pool: bool) -> list[Rule]:
+    """Rules reading PyTorchVideo names of a one- or two-pathway network, with or without the temporal pool."""
+    rules: list[Rule] = []
+    for pw, infix in _ptv_pathways(two).items():
+        i = re.escape(infix)
+        rules += [(rf"blocks\.0\.{i}conv\.weight", f"stem.{pw}.conv.weight")]
+        rules += [(rf"blocks\.0\.{i}norm\.{X}", rf"stem.{pw}.bn.\g<x>")]
+        for stage, block in ptv_stage_blocks(temporal_pool).items():
+            for conv, ptv_conv, bn, ptv_bn in _PTV_RES:
+                res = rf"blocks\.{block}\.{i}res_blocks\.{B}\."
+                rules += [(rf"{res}{re.escape(ptv_conv)}\.weight", rf"res{stage}.{pw}.\g<b>.{conv}.weight")]
+                rules += [(rf"{res}{re.escape(ptv_bn)}\.{X}", rf"res{stage}.{pw}.\g<b>.{bn}.\g<x>")]
+    if two:
+        for block, after in enumerate(("stem", "res2", "res3", "res4")):
+            rules += [
+                (rf"blocks\.{block}\.multipathway_fusion\.conv_fast_to_slow\.weight", f"lateral.{after}.conv.weight")
+            ]
+            rules += [(rf"blocks\.{block}\.multipathway_fusion\.norm\.{X}", rf"lateral.{after}.bn.\g<x>")]
+    # the head is the last block, whatever its index; a detector's is detection_head
+    return [
+        *rules,
+        (rf"blocks\.\d+\.proj\.{WB}", r"head.proj.\g<x>"),
+        (rf"detection_head\.proj\.{WB}", r"head.proj.\g<x>"),
+    ]
+
+
+def zoo_to_ptv(two: bool, temporal_pool: bool, detection: bool) -> list[Rule]:
+    """Rules writing PyTorchVideo names (the head at ``blocks.6``, or ``blocks.5`` for an unpooled single pathway)."""
+    rules: list[Rule] = []
+    for pw, infix in _ptv_pathways(two).items():
+        rules += [(rf"stem\.{pw}\.conv\.weight", f"blocks.0.{infix}conv.weight")]
+        rules += [(rf"stem\.{pw}\.bn\.{X}", rf"blocks.0.{infix}norm.\g<x>")]
+        for stage, block in ptv_stage_blocks(temporal_pool).items():
+            for conv, ptv_conv, bn, ptv_bn in _PTV_RES:
+                res = f"blocks.{block}.{infix}res_blocks.\\g<b>."
+                rules += [(rf"res{stage}\.{pw}\.{B}\.{re.escape(conv)}\.weight", rf"{res}{ptv_conv}.weight")]
+                rules += [(rf"res{stage}\.{pw}\.{B}\.{re.escape(bn)}\.{X}", rf"{res}{ptv_bn}.\g<x>")]
+    if two:
+        for block, after in enumerate(("stem", "res2", "res3", "res4")):
+            rules += [
+                (rf"lateral\.{after}\.conv\.weight", f"blocks.{block}.multipathway_fusion.conv_fast_to_slow.weight")
+            ]
+            rules += [(rf"lateral\.{after}\.bn\.{X}", rf"blocks.{block}.multipathway_fusion.norm.\g<x>")]
+    head = "detection_head" if detection else f"blocks.{6 if two or temporal_pool else 5}"
+    return [*rules, (rf"head\.proj\.{WB}", rf"{head}.proj.\g<x>")]
+
+
+# --- applying the rules -------------------------------------------------------------------------------------------
+def _renamer(rules: Iterable[Rule]) -> Callable[[str], str | None]:
+    """``key -> new key`` by the first rule whose regex matches all of it; None when none does."""
+    compiled = [(re.compile(pattern), repl) for pattern, repl in rules]
+
+    def rename(key: str) -> str | None:
+        for pattern, repl in compiled:
+            m = pattern.fullmatch(key)
+            if m:
+                return m.expand(repl)
+        return None
+
+    return rename
 
 
 def _map_keys(sd: Mapping[str, V], fn: Callable[[str], str | None], scheme: str) -> dict[str, V]:
@@ -64,260 +255,6 @@ def _map_keys(sd: Mapping[str, V], fn: Callable[[str], str | None], scheme: str)
     return out
 
 
-# --- one table of rules per pair of schemes, applied in either direction -------------------------------------------
-#: what each named field matches, in the scheme nearer the zoo (the "canonical" value of the field)
-_FIELDS = {
-    "p": r"[01]",
-    "stage": r"[2-5]",  # res2..res5
-    "f": r"[0-3]",  # the zoo's fusion index
-    "fs": r"[1-4]",  # PySlowFast's fusion index (s1_fuse after the stem .. s4_fuse after res4)
-    "block": r"\d+",
-    "abc": r"[abc]",
-    "stat": r"weight|bias|running_mean|running_var|num_batches_tracked",
-    "wb": r"weight|bias",
-    "nl": r"theta|phi|g|out",
-    "cb": r"conv|bn",
-    "rest": r".+",
-}
-_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
-Ctx = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class _Codec:
-    """How one side spells a field: its regex, text -> canonical value, and canonical value -> text.
-
-    ``render`` gets ``None`` when the other side has no such field (a value derived from the state dict, or a
-    spelling of the name itself); either function returns ``None`` when it cannot map the value.
-    """
-
-    regex: str
-    parse: Callable[[str, Ctx, dict[str, str]], str | None]
-    render: Callable[[str | None, Ctx, dict[str, str]], str | None]
-
-
-def _lookup(table: Mapping[str, str]) -> _Codec:
-    inverse = {v: k for k, v in table.items()}
-    return _Codec(
-        "|".join(map(re.escape, sorted(table, key=len, reverse=True))),
-        lambda t, ctx, v: table.get(t),
-        lambda c, ctx, v: inverse.get(c) if c is not None else None,
-    )
-
-
-def _offset(delta: int) -> _Codec:
-    """This side's index is the canonical one plus ``delta``."""
-    return _Codec(
-        r"\d", lambda t, ctx, v: str(int(t) - delta), lambda c, ctx, v: None if c is None else str(int(c) + delta)
-    )
-
-
-def _from_ctx(key: str) -> _Codec:
-    """A number only this side spells, derived from the state dict on the way out and ignored on the way in."""
-
-    def render(c: str | None, ctx: Ctx, values: dict[str, str]) -> str | None:
-        value = ctx.get(key)
-        value = value(values) if callable(value) else value
-        return None if value is None else str(value)
-
-    return _Codec(r"\d+", lambda t, ctx, v: t, render)
-
-
-def _ptv_stage(ctx: Ctx, values: dict[str, str]) -> str | None:
-    return None if ctx.get("ptv_block") is None else str(ctx["ptv_block"](int(values["stage"])))
-
-
-_CODECS: dict[str, _Codec] = {
-    "plus1": _offset(1),
-    "minus1": _offset(-1),
-    "t": _lookup({"": "0", "t_": "1"}),  # Caffe2 prefixes fast-pathway blobs with t_
-    "c2bn": _lookup(_BN),  # Caffe2 BatchNorm blobs: _s, _b, _rm, _riv
-    "c2wb": _lookup({"w": "weight", "b": "bias"}),
-    "nlnorm": _Codec(r"bn|norm", lambda t, ctx, v: t, lambda c, ctx, v: "bn"),  # PySlowFast renamed bn to norm
-    "last": _from_ctx("last"),  # Caffe2 names a fusion after the last fast block of its stage
-    "head": _from_ctx("head_block"),  # PyTorchVideo's head block index
-    "ptvstage": _Codec(
-        r"\d",
-        lambda t, ctx, v: None if int(t) not in ctx.get("stage_of", {}) else str(ctx["stage_of"][int(t)]),
-        lambda c, ctx, v: _ptv_stage(ctx, v),
-    ),
-}
-
-
-class _Template:
-    """A key pattern with ``{field}`` or ``{field|codec}`` placeholders."""
-
-    def __init__(self, text: str) -> None:
-        self.parts: list[tuple[str, str | None] | str] = []
-        regex = ""
-        for literal, name, codec in re.findall(r"([^{]*)(?:\{(\w+)(?:\|(\w+))?\})?", text):
-            regex += re.escape(literal)
-            if literal:
-                self.parts.append(literal)
-            if name:
-                pattern = _CODECS[codec].regex if codec else _FIELDS[name]
-                regex += f"(?P<{name}>{pattern})"
-                self.parts.append((name, codec or None))
-        self.regex = re.compile(regex)
-
-    def parse(self, key: str, ctx: Ctx) -> dict[str, str] | None:
-        m = self.regex.fullmatch(key)
-        if m is None:
-            return None
-        values: dict[str, str] = {}
-        for part in self.parts:
-            if isinstance(part, tuple):
-                name, codec = part
-                value = _CODECS[codec].parse(m[name], ctx, values) if codec else m[name]
-                if value is None or (name in _FIELDS and not re.fullmatch(_FIELDS[name], value)):
-                    return None
-                values[name] = value
-        return values
-
-    def render(self, values: dict[str, str], ctx: Ctx, fixed: Mapping[str, str]) -> str | None:
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            name, codec = part
-            value = values.get(name, fixed.get(name))
-            text = _CODECS[codec].render(value, ctx, values) if codec else value
-            if text is None:
-                return None
-            out.append(text)
-        return "".join(out)
-
-
-class _Table:
-    """Rename rules between two schemes: ``(left, right)`` templates, first match wins in either direction.
-
-    ``fixed`` gives fields the other side does not spell (a single pathway's index); ``when`` limits a rule to
-    state dicts of one kind when writing the left scheme (e.g. two pathways, a detection head).
-    """
-
-    def __init__(self, rules: list[tuple[str, str] | tuple[str, str, dict[str, Any]]]) -> None:
-        self.rules = []
-        for left, right, *options in rules:
-            opts = options[0] if options else {}
-            self.rules.append((_Template(left), _Template(right), opts.get("fixed", {}), opts.get("when")))
-
-    def forward(self, key: str, ctx: Ctx | None = None) -> str | None:
-        """Left scheme -> right scheme."""
-        return self._apply(key, ctx or {}, reverse=False)
-
-    def backward(self, key: str, ctx: Ctx | None = None) -> str | None:
-        """Right scheme -> left scheme."""
-        return self._apply(key, ctx or {}, reverse=True)
-
-    def _apply(self, key: str, ctx: Ctx, *, reverse: bool) -> str | None:
-        for left, right, fixed, when in self.rules:
-            source, target = (right, left) if reverse else (left, right)
-            if reverse and when is not None and not when(ctx):
-                continue
-            values = source.parse(key, ctx)
-            if values is not None:
-                return target.render(values, ctx, fixed)
-        return None
-
-
-# --- pysf <-> zoo ---------------------------------------------------------------------------------------------------
-PYSF_ZOO = _Table(
-    [
-        ("s1.pathway{p}_stem.{cb}.{rest}", "stem.{p}.{cb}.{rest}"),
-        ("s{f|plus1}_fuse.conv_f2s.weight", "fuse.{f}.conv.weight"),
-        ("s{f|plus1}_fuse.bn.{stat}", "fuse.{f}.bn.{stat}"),
-        ("s{stage}.pathway{p}_res{block}.branch2.{abc}.weight", "res{stage}.{p}.{block}.{abc}.conv.weight"),
-        ("s{stage}.pathway{p}_res{block}.branch2.{abc}_bn.{stat}", "res{stage}.{p}.{block}.{abc}.bn.{stat}"),
-        ("s{stage}.pathway{p}_res{block}.branch1.weight", "res{stage}.{p}.{block}.shortcut.conv.weight"),
-        ("s{stage}.pathway{p}_res{block}.branch1_bn.{stat}", "res{stage}.{p}.{block}.shortcut.bn.{stat}"),
-        ("s{stage}.pathway0_nonlocal{block}.conv_{nl}.{wb}", "res{stage}.0.{block}.nl.{nl}.{wb}"),
-        ("s{stage}.pathway0_nonlocal{block}.{n|nlnorm}.{stat}", "res{stage}.0.{block}.nl.bn.{stat}"),
-        ("head.projection.{wb}", "head.proj.{wb}"),
-    ]
-)
-
-# --- caffe2 <-> pysf ------------------------------------------------------------------------------------------------
-CAFFE2_PYSF = _Table(
-    [
-        ("{p|t}conv1_w", "s1.pathway{p}_stem.conv.weight"),
-        ("{p|t}res_conv1_bn_{stat|c2bn}", "s1.pathway{p}_stem.bn.{stat}"),
-        ("t_pool1_subsample_w", "s1_fuse.conv_f2s.weight"),
-        ("t_pool1_subsample_bn_{stat|c2bn}", "s1_fuse.bn.{stat}"),
-        ("t_res{stage}_{n|last}_branch2c_bn_subsample_w", "s{stage}_fuse.conv_f2s.weight"),
-        ("t_res{stage}_{n|last}_branch2c_bn_subsample_bn_{stat|c2bn}", "s{stage}_fuse.bn.{stat}"),
-        ("{p|t}res{stage}_{block}_branch2{abc}_w", "s{stage}.pathway{p}_res{block}.branch2.{abc}.weight"),
-        (
-            "{p|t}res{stage}_{block}_branch2{abc}_bn_{stat|c2bn}",
-            "s{stage}.pathway{p}_res{block}.branch2.{abc}_bn.{stat}",
-        ),
-        ("{p|t}res{stage}_{block}_branch1_w", "s{stage}.pathway{p}_res{block}.branch1.weight"),
-        ("{p|t}res{stage}_{block}_branch1_bn_{stat|c2bn}", "s{stage}.pathway{p}_res{block}.branch1_bn.{stat}"),
-        ("nonlocal_conv{stage}_{block}_{nl}_{wb|c2wb}", "s{stage}.pathway0_nonlocal{block}.conv_{nl}.{wb}"),
-        ("nonlocal_conv{stage}_{block}_bn_{stat|c2bn}", "s{stage}.pathway0_nonlocal{block}.{n|nlnorm}.{stat}"),
-        ("pred_{wb|c2wb}", "head.projection.{wb}"),
-    ]
-)
-
-# --- ptv <-> pysf ---------------------------------------------------------------------------------------------------
-PTV_RES_PYSF = _Table(
-    [
-        ("branch1_conv.weight", "branch1.weight"),
-        ("branch1_norm.{stat}", "branch1_bn.{stat}"),
-        ("branch2.conv_{abc}.weight", "branch2.{abc}.weight"),
-        ("branch2.norm_{abc}.{stat}", "branch2.{abc}_bn.{stat}"),
-    ]
-)
-_CODECS["ptvres"] = _Codec(
-    r".+", lambda t, ctx, v: PTV_RES_PYSF.forward(t, ctx), lambda c, ctx, v: PTV_RES_PYSF.backward(str(c), ctx)
-)
-_TWO = {"when": lambda ctx: ctx.get("two", True)}
-_ONE = {"when": lambda ctx: not ctx.get("two", True), "fixed": {"p": "0"}}
-PTV_PYSF = _Table(
-    [
-        ("blocks.0.multipathway_blocks.{p}.conv.weight", "s1.pathway{p}_stem.conv.weight", _TWO),
-        ("blocks.0.multipathway_blocks.{p}.norm.{stat}", "s1.pathway{p}_stem.bn.{stat}", _TWO),
-        ("blocks.0.conv.weight", "s1.pathway{p}_stem.conv.weight", _ONE),
-        ("blocks.0.norm.{stat}", "s1.pathway{p}_stem.bn.{stat}", _ONE),
-        ("blocks.{fs|minus1}.multipathway_fusion.conv_fast_to_slow.weight", "s{fs}_fuse.conv_f2s.weight"),
-        ("blocks.{fs|minus1}.multipathway_fusion.norm.{stat}", "s{fs}_fuse.bn.{stat}"),
-        (
-            "blocks.{stage|minus1}.multipathway_blocks.{p}.res_blocks.{block}.{rest|ptvres}",
-            "s{stage}.pathway{p}_res{block}.{rest}",
-            _TWO,
-        ),
-        ("blocks.{stage|ptvstage}.res_blocks.{block}.{rest|ptvres}", "s{stage}.pathway{p}_res{block}.{rest}", _ONE),
-        ("blocks.{n|head}.proj.{wb}", "head.projection.{wb}", {"when": lambda ctx: not ctx.get("detection")}),
-        ("detection_head.proj.{wb}", "head.projection.{wb}", {"when": lambda ctx: ctx.get("detection")}),
-    ]
-)
-
-
-def _caffe2_ctx(pysf: Mapping[str, object]) -> dict[str, Any]:
-    """The fuse blobs after res2..res4 are named after the last fast block of that stage."""
-    last: dict[str, int] = {}
-    for key in pysf:
-        m = re.fullmatch(r"s(\d)\.pathway1_res(\d+)\..*", key)
-        if m:
-            last[m[1]] = max(last.get(m[1], 0), int(m[2]))
-    return {"last": lambda values: last.get(values["stage"])}
-
-
-def _ptv_read_ctx(sd: Mapping[str, object]) -> dict[str, Any]:
-    """Single-pathway nets number their stages by position in ``blocks`` (I3D/C2D have a pool block at 2)."""
-    stage_blocks = sorted({int(m[1]) for k in sd if (m := re.fullmatch(r"blocks\.(\d)\.res_blocks\..*", k))})
-    return {"stage_of": {b: s + 2 for s, b in enumerate(stage_blocks)}}
-
-
-def _ptv_write_ctx(pysf: Mapping[str, object], temporal_pool: bool, detection: bool) -> dict[str, Any]:
-    two = any(k.startswith("s1.pathway1_") for k in pysf)
-
-    def block(stage: int) -> int:
-        return stage - 1 if not temporal_pool or stage == 2 else stage
-
-    return {"two": two, "detection": detection, "head_block": 6 if two or temporal_pool else 5, "ptv_block": block}
-
-
 def is_solver_blob(name: str) -> bool:
     """Optimizer state a Caffe2 checkpoint carries beside the weights (momentum buffers, lr, iteration)."""
     return name.endswith("_momentum") or name in ("lr", "model_iter")
@@ -329,12 +266,11 @@ def _strip_wrapper(key: str) -> str | None:
     return key if key.startswith("detection_head.") else None
 
 
-# --- public entry points -------------------------------------------------------------------------------------
 def detect_scheme(keys: object) -> str:
     """Name the key scheme of a state dict (or its keys); raises if it is none of :data:`SCHEMES`."""
     keys = set(keys)  # type: ignore[call-overload]
     probes = [
-        ("zoo", "stem.0.conv.weight"),
+        ("zoo", "stem.slow.conv.weight"),
         ("pysf", "s1.pathway0_stem.conv.weight"),
         ("caffe2", "conv1_w"),
         ("ptv_wrapper", "model.blocks.0.conv.weight"),
@@ -348,7 +284,7 @@ def detect_scheme(keys: object) -> str:
     shown = ", ".join(sorted(keys)[:5]) or "(no keys)"
     raise KeyMappingError(
         f"unrecognised checkpoint layout: expected the stem weight of one of {SCHEMES} "
-        f"(e.g. 'stem.0.conv.weight', 's1.pathway0_stem.conv.weight', 'conv1_w', 'blocks.0.conv.weight'); "
+        f"(e.g. 'stem.slow.conv.weight', 's1.pathway0_stem.conv.weight', 'conv1_w', 'blocks.0.conv.weight'); "
         f"found keys like {shown}"
     )
 
@@ -356,19 +292,21 @@ def detect_scheme(keys: object) -> str:
 def to_zoo(sd: Mapping[str, V], scheme: str | None = None) -> dict[str, V]:
     """Rename a state dict of any known scheme to zoo keys (Caffe2 solver blobs must be removed beforehand)."""
     scheme = scheme or detect_scheme(sd)
-    if scheme == "zoo":
-        return _map_keys(sd, lambda k: k if PYSF_ZOO.backward(k) else None, scheme)
+    if scheme == "zoo":  # a zoo key is one the PySlowFast writer knows
+        known = _renamer(ZOO_TO_PYSF)
+        return _map_keys(sd, lambda k: k if known(k) else None, scheme)
     if scheme == "ptv_wrapper":  # also PyTorchVideo's detectors: backbone under model., head under detection_head.
         sd = _map_keys(sd, _strip_wrapper, scheme)
         scheme = "ptv"
     if scheme == "ptv":
-        ctx = _ptv_read_ctx(sd)
-        sd = _map_keys(sd, lambda k: PTV_PYSF.forward(k, ctx), scheme)
-    elif scheme == "caffe2":
-        sd = _map_keys(sd, CAFFE2_PYSF.forward, scheme)
-    elif scheme != "pysf":
+        two = any(k.startswith("blocks.0.multipathway_blocks.") for k in sd)
+        pooled = any(re.match(r"blocks\.5\.(multipathway_blocks\.\d\.)?res_blocks\.", k) for k in sd)
+        rules = ptv_to_zoo(two, pooled)
+    elif scheme in ("pysf", "caffe2"):
+        rules = PYSF_TO_ZOO if scheme == "pysf" else CAFFE2_TO_ZOO
+    else:
         raise ValueError(f"unknown key scheme {scheme!r}; known: {SCHEMES}")
-    return _map_keys(sd, PYSF_ZOO.forward, scheme)
+    return _map_keys(sd, _renamer(rules), scheme)
 
 
 def from_zoo(sd: Mapping[str, V], scheme: str, *, temporal_pool: bool = False, detection: bool = False) -> dict[str, V]:
@@ -380,16 +318,18 @@ def from_zoo(sd: Mapping[str, V], scheme: str, *, temporal_pool: bool = False, d
     """
     if scheme == "zoo":
         return dict(sd)
-    pysf = _map_keys(sd, PYSF_ZOO.backward, "zoo")
     if scheme == "pysf":
-        return pysf
+        return _map_keys(sd, _renamer(ZOO_TO_PYSF), "zoo")
     if scheme == "caffe2":  # Caffe2 files carry no batch counters
-        pysf = {k: v for k, v in pysf.items() if not k.endswith("num_batches_tracked")}
-        ctx = _caffe2_ctx(pysf)
-        return _map_keys(pysf, lambda k: CAFFE2_PYSF.backward(k, ctx), "pysf")
+        sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+        last: dict[int, int] = {}
+        for key in sd:
+            if m := re.match(r"res([234])\.fast\.(\d+)\.", key):
+                last[int(m[1])] = max(last.get(int(m[1]), 0), int(m[2]))
+        return _map_keys(sd, _renamer(zoo_to_caffe2(last)), "zoo")
     if scheme in ("ptv", "ptv_wrapper"):
-        ctx = _ptv_write_ctx(pysf, temporal_pool, detection)
-        ptv = _map_keys(pysf, lambda k: PTV_PYSF.backward(k, ctx), "pysf")
+        two = any(k.startswith("stem.fast.") for k in sd)
+        ptv = _map_keys(sd, _renamer(zoo_to_ptv(two, temporal_pool, detection)), "zoo")
         wrap = scheme == "ptv_wrapper"
         return {("model." if wrap and not k.startswith("detection_head.") else "") + k: v for k, v in ptv.items()}
     raise ValueError(f"unknown key scheme {scheme!r}; known: {SCHEMES}")

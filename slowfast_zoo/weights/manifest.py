@@ -36,7 +36,9 @@ __all__ = [
 MANIFEST = "weights_manifest.json"
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+#: a Hub repo id ``org/name``: each part starts with a letter or digit, then at most 95 of ``A-Za-z0-9_.-``
+#: (huggingface_hub's ``validate_repo_id`` allows 96 characters per part)
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
 ORIGIN_FORMATS = {"caffe2_pkl": ("caffe2",), "pysf_pyth": ("pysf",), "ptv_pyth": ("ptv", "ptv_wrapper")}
 REQUIRED_KEYS = ("hub", "origin", "metrics", "params", "gflops", "license", "citation")
 _ORIGIN_KEYS = {"url", "format", "key_scheme", "sha256", "size", "mirrors"}
@@ -165,7 +167,7 @@ class ManifestIssue:
 
 
 def _hex(value: Any, n: int) -> bool:
-    return isinstance(value, str) and re.fullmatch(f"[0-9a-f]{{{n}}}", value) is not None
+    return isinstance(value, str) and {40: HEX40, 64: HEX64}[n].fullmatch(value) is not None
 
 
 def _positive_int(value: Any) -> bool:

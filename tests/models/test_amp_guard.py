@@ -1,4 +1,4 @@
-"""bf16 autocast on CPU: conv weight gradients stay right for the shapes that hit a oneDNN bug (issue 11 §4)."""
+"""bf16 autocast on CPU: conv weight gradients stay right for the shapes that hit a oneDNN bug."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slowfast_zoo.models.layers import Bottleneck, ConvBnAct, FuseFastToSlow
+from slowfast_zoo.models.layers import Bottleneck, ConvBnAct, TimeStridedConv
 
 
 def bf16_weight_grad(conv: torch.nn.Conv3d, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ def fp32_weight_grad(conv: torch.nn.Conv3d, x: torch.Tensor, grad_out: torch.Ten
 
 
 def test_issue_repro_through_the_bottleneck_conv(one_thread) -> None:
-    """Issue 11's repro: 2 frames into conv ``a`` with a 3-deep temporal kernel, as res4/res5 of a 2-frame slow path.
+    """The repro: 2 frames into conv ``a`` with a 3-deep temporal kernel, as res4/res5 of a 2-frame slow path.
 
     On an AVX-512 BF16 CPU without AMX the unguarded bf16 weight gradient is non-finite in every call.
     """
@@ -68,6 +68,6 @@ def test_full_length_clips_and_inference_stay_bf16(one_thread) -> None:
         with torch.no_grad():
             assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.bfloat16
         assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.float32  # the guarded case
-    lateral = FuseFastToSlow(8, alpha=4, kernel_t=7).conv  # stride-4 laterals were right for every length
+    lateral = TimeStridedConv(8, alpha=4, kernel_t=7).conv  # stride-4 laterals were right for every length
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lateral(torch.randn(1, 8, 8, 4, 4)).dtype == torch.bfloat16

@@ -107,8 +107,9 @@ def test_freeze_up_to_res4_with_frozen_bn() -> None:
     for name, p in model.named_parameters():
         trainable = name.startswith(("res5.", "head."))
         assert p.requires_grad == trainable, name
-    assert not any(isinstance(m, nn.BatchNorm3d) for m in (model.stem, model.res2, model.res4, model.fuse))
-    assert isinstance(model.res5[0][0].a.bn, nn.BatchNorm3d) and isinstance(model.res4[0][0].a.bn, FrozenBatchNorm3d)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in (model.stem, model.res2, model.res4, model.lateral))
+    assert isinstance(model.res5.slow[0].a.bn, nn.BatchNorm3d)
+    assert isinstance(model.res4.slow[0].a.bn, FrozenBatchNorm3d)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -241,7 +242,7 @@ def test_local_dir_with_other_weights_is_refused_and_kept(tmp_path) -> None:
 
 @pytest.mark.parametrize("out_indices", [(1, 2), (0,), (2, 3), (0, 1, 2, 3, 4)])
 def test_features_only_leaves_no_parameter_without_a_gradient(out_indices: tuple[int, ...]) -> None:
-    """DDP raises on parameters that get no gradient: unused fusion laterals must not stay behind (issue 11 §4)."""
+    """DDP raises on parameters that get no gradient: unused laterals must not stay behind."""
     model = tiny("slowfast_r50_8x8", features_only=True, out_indices=out_indices)
     out = model(clip(model.model))
     sum(m.square().mean() for maps in out for m in maps).backward()
@@ -252,7 +253,7 @@ def test_features_only_leaves_no_parameter_without_a_gradient(out_indices: tuple
 def test_freeze_and_param_groups_work_on_features_only_models() -> None:
     model = tiny("slowfast_r50_8x8", features_only=True, out_indices=(1, 2, 3))
     assert freeze(model, up_to="res2") == ["stem", "res2"]
-    assert isinstance(model.model.res2[0][0].a.bn, FrozenBatchNorm3d)
+    assert isinstance(model.model.res2.slow[0].a.bn, FrozenBatchNorm3d)
     groups = param_groups(model, lr=0.1, stage_decay=0.5)
     assert {g["name"] for g in groups} == {"res3", "res3.no_decay", "res4", "res4.no_decay"}
     grouped = sorted(id(p) for g in groups for p in g["params"])
@@ -292,12 +293,12 @@ def test_autocast_takes_low_precision_input() -> None:
 def test_drop_rate_and_drop_path_rate_as_timm() -> None:
     model = tiny("slowfast_r50_8x8", drop_rate=0.3, drop_path_rate=0.15)
     assert model.head.drop.p == 0.3 and model.cfg.dropout == 0.3
-    for p in range(2):  # 3 + 4 + 6 + 3 = 16 blocks per pathway: rate 0.15 * k / 15 for block k (timm's schedule)
+    for p in ("slow", "fast"):  # 3 + 4 + 6 + 3 = 16 blocks per pathway: rate 0.15 * k / 15 for block k (timm)
         blocks = [b for stage in (model.res2, model.res3, model.res4, model.res5) for b in stage[p]]
         assert len(blocks) == 16 and isinstance(blocks[0].drop_path, nn.Identity)
         rates = [b.drop_path.p for b in blocks[1:]]
         assert rates == pytest.approx([0.01 * k for k in range(1, 16)])
-    assert all(b.drop_path.mode == "row" for b in model.res5[0])  # per sample, as timm's DropPath
+    assert all(b.drop_path.mode == "row" for b in model.res5.slow)  # per sample, as timm's DropPath
     with torch.no_grad():
         for prm in model.parameters():  # no zero-init gammas, so that dropping a branch changes the output
             prm.add_(torch.randn_like(prm) * 0.05)
@@ -335,8 +336,8 @@ def test_global_pool_avg_max_and_none() -> None:
 def test_no_weight_decay_names_bn_and_biases() -> None:
     model = tiny("i3d_nln_r50_8x8")
     names = model.no_weight_decay()
-    assert "head.proj.bias" in names and "head.proj.weight" not in names and "stem.0.bn.weight" in names
-    assert "stem.0.conv.weight" not in names
+    assert "head.proj.bias" in names and "head.proj.weight" not in names and "stem.slow.bn.weight" in names
+    assert "stem.slow.conv.weight" not in names
     bn_params = {
         f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, nn.BatchNorm3d) for p in ["weight", "bias"]
     }

@@ -264,14 +264,14 @@ def test_time_strided_sample_and_time_to_channel_layouts() -> None:
     alpha = 4
     fast = torch.arange(2 * 8, dtype=torch.float32).view(1, 2, 8, 1, 1)  # value = 8 * channel + frame
     slow = torch.zeros(1, 3, 2, 1, 1)
-    out, _ = TimeStridedSample(2, alpha)(slow, fast)
+    out = TimeStridedSample(2, alpha)(slow, fast)
     assert out.shape == (1, 5, 2, 1, 1)
     assert out[0, 3:, :, 0, 0].tolist() == [[0, 4], [8, 12]]  # frames 0 and alpha of each channel
-    out, _ = TimeToChannel(2, alpha, "concat")(slow, fast)
+    out = TimeToChannel(2, alpha, "concat")(slow, fast)
     assert out.shape == (1, 3 + 8, 2, 1, 1)
     # slow step t gets frames alpha*t .. alpha*t+3; channel block a holds frame alpha*t + a of every Fast channel
     assert out[0, 3:, 1, 0, 0].tolist() == [4, 12, 5, 13, 6, 14, 7, 15]
-    summed, _ = TimeToChannel(2, alpha, "sum")(torch.ones(1, 8, 2, 1, 1), fast)
+    summed = TimeToChannel(2, alpha, "sum")(torch.ones(1, 8, 2, 1, 1), fast)
     assert summed[0, :, 0, 0, 0].tolist() == [1, 9, 2, 10, 3, 11, 4, 12]
 
 

@@ -1,4 +1,4 @@
-"""The zoo against networks written by PySlowFast itself (tests/data, copied from shared/fixtures/upstream).
+"""The zoo against networks written by PySlowFast itself (tests/data; how they were made: tests/data/fixtures.json).
 
 Each fixture is a small network (width 8, 10 classes, 64x64 training crop) saved in the authors' file formats with
 the exact inputs fed and the logits PySlowFast produced. The zoo, built with the same overrides, must load every

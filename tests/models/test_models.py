@@ -98,7 +98,7 @@ def test_forward_never_mutates_its_input(name: str) -> None:
 def test_single_tensor_for_slowfast_is_packed_as_the_reference() -> None:
     model = slowfast_zoo.create("slowfast_r50_8x8", width=8, num_classes=5).eval()
     fast = torch.randn(1, 3, 32, 64, 64)
-    idx = [0, 4, 8, 13, 17, 22, 26, 31]  # published_models.md §B3: 32 frames, alpha 4
+    idx = [0, 4, 8, 13, 17, 22, 26, 31]  # SF:slowfast/datasets/utils.py pack_pathway_output: 32 frames, alpha 4
     with torch.no_grad():
         assert torch.equal(model(fast), model([fast[:, :, idx], fast]))
 

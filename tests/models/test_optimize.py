@@ -60,7 +60,7 @@ def test_every_conv_bn_pair_is_folded_including_fusion_and_nonlocal() -> None:
         fused = fuse_bn(model)
         assert all(m.conv.bias is not None for m in fused.modules() if isinstance(m, ConvBnAct))
         if arch == "slowfast_r50_8x8":
-            assert len(fused.fuse) == 4 and all(isinstance(f.bn, nn.Identity) for f in fused.fuse)
+            assert len(fused.lateral) == 4 and all(isinstance(f.bn, nn.Identity) for f in fused.lateral.values())
         else:
             assert nls > 0 and all(isinstance(m.bn, nn.Identity) for m in fused.modules() if isinstance(m, NonLocal))
 
@@ -74,7 +74,7 @@ def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
     fast = optimize_for_inference(model)
     assert fast is not model and not fast.training
     assert not any(p.requires_grad for p in fast.parameters())
-    conv = fast.stem[0].conv.weight
+    conv = fast.stem.slow.conv.weight
     assert conv.is_contiguous(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
         close(fast(x), expected, 1e-4)
@@ -150,4 +150,4 @@ def test_copy_keeps_the_pretrained_cfg() -> None:
     model = slowfast_zoo.create("slowfast_r50_8x8", device="meta").eval()  # full config, no compute
     fast = optimize_for_inference(model)
     assert fast.pretrained_cfg is model.pretrained_cfg
-    assert fast.stem[0].conv.bias is not None and model.stem[0].conv.bias is None
+    assert fast.stem.slow.conv.bias is not None and model.stem.slow.conv.bias is None

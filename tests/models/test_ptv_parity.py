@@ -1,7 +1,8 @@
 """Parity with the reference implementation: PyTorchVideo 0.1.5's own hub builders (pretrained=False).
 
 The same random weights, converted through the zoo's PyTorchVideo key scheme, must give the same logits. PyTorchVideo
-and PySlowFast give bit-identical logits for the same weights (published_models.md), so this pins the zoo to both.
+and PySlowFast give bit-identical logits for the same weights (both
+built on CPU with the same random weights), so this pins the zoo to both.
 Bit-identical holds for ``head_pool="fixed"`` (PyTorchVideo's fixed AvgPool3d head) and the per-position logits; the
 zoo's default adaptive head pools in another order and agrees to float rounding (1e-5), not bit for bit.
 """

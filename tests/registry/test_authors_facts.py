@@ -1,6 +1,6 @@
 """Registry facts read from the registry and compared with the authors' values, each with its source.
 
-SF = facebookresearch/SlowFast @ 287ec00 (MODEL_ZOO.md, configs/); PM = shared/reference/published_models.md.
+SF = facebookresearch/SlowFast @ 287ec00 (MODEL_ZOO.md, configs/; docs/sources.md).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def test_hub_repo_ids_follow_the_naming_rule() -> None:
     assert bad == {}
 
 
-# Blob names and shapes seen in a load log of ava/SLOWFAST_32x2_R101_50_50_v2.1.pkl (PM §C4), at full width;
-# the synthesized files below are width 8 (channels / 8).
+# Blob names and shapes seen in a load log of ava/SLOWFAST_32x2_R101_50_50_v2.1.pkl (names as in
+# SF:slowfast/utils/c2_model_loading.py), at full width; the synthesized files below are width 8 (channels / 8).
 AUTHOR_BLOBS = {
     "t_pool1_subsample_w": (16, 8, 5, 1, 1),
     "nonlocal_conv4_20_theta_w": (512, 1024, 1, 1, 1),
@@ -100,7 +100,7 @@ def test_ava_pretrain_layout_loads(name: str, tmp_path) -> None:
     with open(path, "rb") as f:
         blobs = pickle.load(f)["blobs"]
     d = 2304 // 8 if PRETRAIN[name]["alpha"] else 2048 // 8
-    assert blobs["pred_w"].shape == (PRETRAIN[name]["classes"], d)  # Caffe2 FC weight (classes, dim), PM §C4
+    assert blobs["pred_w"].shape == (PRETRAIN[name]["classes"], d)  # Caffe2 FC weight (classes, dim)
     if "r101" in name:
         assert {k: blobs[k].shape for k in AUTHOR_BLOBS} == {k: _narrow(s) for k, s in AUTHOR_BLOBS.items()}
     loaded = slowfast_zoo.create(name, width=8, checkpoint=path)

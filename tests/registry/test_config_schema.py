@@ -1,21 +1,26 @@
-"""Hostile config.json files get a ValueError naming the field, never an allocation (issue 12 §4)."""
+"""Hostile config.json files get a ValueError naming the field, never an allocation."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
+import re
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hub_server import caches_fixture, hub_fixture  # noqa: F401  (fixtures)
 
 import slowfast_zoo
+from slowfast_zoo.models.config import ResNet3dConfig
+from slowfast_zoo.registry import config_schema
 from slowfast_zoo.registry.config_schema import check_param_count, validate_config
-from slowfast_zoo.registry.pretrained import label_names
+from slowfast_zoo.registry.pretrained import PretrainedCfg, label_names
 from slowfast_zoo.weights.publish import save_pretrained
 
 
@@ -62,6 +67,17 @@ HOSTILE = [
     ((*M, "bn_eps"), 0.0, "pretrained_cfg.model.bn_eps"),
     ((*M, "head_pool"), "max", "pretrained_cfg.model.head_pool"),
     ((*M, "evil"), 1, "unknown field"),
+    # fields a hand-written schema had let through to a generic check: each is checked by its type now
+    ((*M, "fusion"), "tconv2", "pretrained_cfg.model.fusion"),
+    ((*M, "fast_input"), "depth", "pretrained_cfg.model.fast_input"),
+    ((*M, "beta_rounding"), "round", "pretrained_cfg.model.beta_rounding"),
+    ((*M, "global_pool"), None, "pretrained_cfg.model.global_pool"),
+    ((*M, "fast_downsample"), 10**6, "pretrained_cfg.model.fast_downsample"),
+    ((*M, "roi_head"), 1, "pretrained_cfg.model.roi_head"),
+    ((*P, "test_clip_sampler"), "random", "pretrained_cfg.test_clip_sampler"),
+    ((*P, "interpolation"), "lanczos", "pretrained_cfg.interpolation"),
+    ((*P, "train_short_side"), [256, 320, 1], "pretrained_cfg.train_short_side"),
+    ((*P, "origin", "mirrors"), [{"url": "https://x", "key_scheme": "ptv", "size": -1}], "mirrors[0].size"),
     ((*P, "mean"), [math.nan, 0.45, 0.45], "pretrained_cfg.mean[0]"),
     ((*P, "mean"), [0.45, 0.45], "pretrained_cfg.mean"),
     ((*P, "std"), [0.225, 0.0, 0.225], "pretrained_cfg.std[1]"),
@@ -95,6 +111,36 @@ def test_hostile_field_is_a_value_error_naming_it(where: tuple[str, ...], value,
         target = target[key]
     target[where[-1]] = copy.deepcopy(value)
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        validate_config(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NewModelCfg(ResNet3dConfig):
+    """The architecture config as a later version might have it: one more Literal field."""
+
+    norm: Literal["batch", "group"] = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class _NewPretrainedCfg(PretrainedCfg):
+    model: _NewModelCfg
+    decoder: Literal["pyav", "torchvision"] = "pyav"
+
+
+@pytest.mark.parametrize(
+    ("where", "good", "bad"), [((*M, "norm"), "group", "layer"), ((*P, "decoder"), "torchvision", "ffmpeg")]
+)
+def test_a_new_literal_field_is_checked_with_no_schema_edit(monkeypatch, where, good, bad) -> None:
+    """The schema is read from the dataclasses: a field added there is checked by its type, nothing else to edit."""
+    monkeypatch.setattr(config_schema, "PretrainedCfg", _NewPretrainedCfg)
+    config = _config("slowfast_r50_8x8.k400_pysf")
+    target = config
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = good
+    validate_config(config)
+    target[where[-1]] = bad
+    with pytest.raises(ValueError, match=rf"'{re.escape('.'.join(where))}': expected one of .*'{bad}'"):
         validate_config(config)
 
 

@@ -105,7 +105,7 @@ def test_published_entry_is_accepted(manifest):
 
 
 # SF:projects/pytorchvideo/README.md (SlowFast HEAD 287ec00): PySlowFast's re-hosted copies of the PyTorchVideo files,
-# keys prefixed with ``model.`` (published_models.md §G.6). Its Charades rows point at the SSv2 files (an upstream
+# keys prefixed with ``model.``. Its Charades rows point at the SSv2 files (an upstream
 # copy-paste error), so no Charades tag gets a mirror.
 PYSF_REHOSTED = {
     "c2d_r50_8x8.k400_ptv": "https://dl.fbaipublicfiles.com/pytorchvideo/pysf_model_zoo/kinetics/C2D_8x8_R50.pyth",

@@ -40,15 +40,15 @@ def test_listing_and_patterns() -> None:
 
 
 def test_every_published_checkpoint_has_a_tag() -> None:
-    """published_models.md: classifiers 7 PySlowFast Caffe2 (A1) + 6 multigrid (A3) + 12 PyTorchVideo (A5) + the 4
-    Kinetics pre-training files of the AVA table (A2 "pretrain file", G.5); detectors 4 PySlowFast AVA (A2) + 2
-    PyTorchVideo AVA (A5)."""
+    """SF:MODEL_ZOO.md: 7 Kinetics Caffe2 classifiers + 6 multigrid ones + the 4 Kinetics pre-training files of the
+    AVA table ("pretrain" column) and 4 AVA detectors; PTV:docs/source/model_zoo.md: 12 classifiers + 2 AVA
+    detectors."""
     detectors = [n for n in PRETRAINED if get_pretrained_cfg(n).model.roi_head]
     assert len(PRETRAINED) - len(detectors) == 29 and len(detectors) == 6
     assert all(get_pretrained_cfg(n).dataset == "ava" for n in detectors)
     assert len([n for n in PRETRAINED if n.endswith("_ptv")]) == 14
     # the two AVA v2.2 R101 detector files are PySlowFast torch.save checkpoints despite their .pkl name
-    # (SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml CHECKPOINT_TYPE pytorch; SlowFast #85, #170; §G.1)
+    # (SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml CHECKPOINT_TYPE pytorch; SlowFast #85, #170)
     assert len([n for n in PRETRAINED if get_pretrained_cfg(n).origin.format == "caffe2_pkl"]) == 13
 
 
@@ -130,7 +130,7 @@ def test_ava_detectors_mark_the_60_evaluated_actions() -> None:
     for name in slowfast_zoo.list_pretrained("*_det.*"):
         cfg = get_pretrained_cfg(name)
         assert len(cfg.label_names) == 80 and len(cfg.evaluated_classes) == 60
-        # model output i is AVA action id i + 1 (published_models.md §E)
+        # model output i is AVA action id i + 1 (SF:slowfast/datasets/ava_dataset.py: label_arrs[i][label - 1] = 1)
         assert [cfg.label_names[i] for i in cfg.evaluated_classes] == [row["name"] for row in official]
         assert [i + 1 for i in cfg.evaluated_classes] == [row["id"] for row in official]
     assert get_pretrained_cfg("slowfast_r50_8x8").evaluated_classes is None

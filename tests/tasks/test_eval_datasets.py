@@ -24,7 +24,8 @@ K400 = label_names("kinetics400")
 
 
 def test_kinetics400_label_order():
-    # labels/kinetics400.json is PySlowFast's kinetics_classnames.json (alphabetical): published_models.md §E
+    # labels/kinetics400.json is PySlowFast's kinetics_classnames.json (alphabetical),
+    # the file PTV:tutorials/torchhub_inference_tutorial.ipynb downloads
     assert K400[:3] == ("abseiling", "air drumming", "answering questions")
 
 
@@ -78,7 +79,7 @@ def test_ssv2_official_json_and_label_map(tmp_path):
     frames.mkdir()
     (frames / "000001.jpg").write_bytes(b"jpeg")
     labels = tmp_path / "something-something-v2-labels.json"
-    # ids of the official labels file (published_models.md §E: 0 Approaching..., 2 Bending...)
+    # ids of the official labels file (something-something-v2-labels.json: 0 Approaching..., 2 Bending...)
     labels.write_text(
         json.dumps({"Approaching something with your camera": "0", "Bending something so that it deforms": "2"})
     )
@@ -117,7 +118,7 @@ def test_charades_csv_over_videos_and_frame_folders(tmp_path):
     s = read_charades(ann, root)
     assert s.multilabel and s.num_classes == 157
     assert [(it.id, it.target, it.frames) for it in s.items] == [("46GP8", (92, 147), True), ("YSKX3", (), False)]
-    assert s.items[0].fps == 24.0  # published_models.md §G.2: Charades frames are stored at 24 fps
+    assert s.items[0].fps == 24.0  # SF:slowfast/datasets/DATASET.md: Charades_v1_rgb frames are stored at 24 fps
     assert len(s.skipped) == 1 and "c999" in s.skipped[0][1]
 
 

@@ -227,7 +227,7 @@ def test_sample_clip_is_small_and_predicts():
 
 @pytest.mark.parametrize("kwargs", [{"features_only": True}, {"num_classes": 0}])
 def test_predict_refuses_a_model_without_classifier(kwargs):
-    """Issue 11: predict on a features_only model raised AttributeError; it names what it needs instead."""
+    """Predict on a features_only model raised AttributeError; it names what it needs instead."""
     model = create("slow_r50_8x8", width=8, **kwargs)
     with pytest.raises(TypeError, match="predict needs a classifier"):
         predict(sample_video(), model, views="fast")

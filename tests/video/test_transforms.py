@@ -82,7 +82,7 @@ def test_pack_pathways_linspace():
     clip = torch.arange(32).float().reshape(1, 1, 32, 1, 1).expand(2, 3, 32, 4, 4)
     slow, fast = T.pack_pathways(clip, 4)
     assert fast is clip
-    assert slow[0, 0, :, 0, 0].long().tolist() == [0, 4, 8, 13, 17, 22, 26, 31]  # published_models.md §B3
+    assert slow[0, 0, :, 0, 0].long().tolist() == [0, 4, 8, 13, 17, 22, 26, 31]  # SF:slowfast/datasets/utils.py
     slow8, _ = T.PackPathway(8)(clip[0])  # (C, T, H, W) works too
     assert slow8[0, :, 0, 0].long().tolist() == [0, 10, 20, 31]
     assert T.pack_pathways(clip, None) == [clip]
@@ -145,7 +145,7 @@ def test_video_transforms_take_a_config_not_a_name():
 
 
 def test_ava_eval_is_the_full_frame_resized_then_normalized():
-    # published_models.md §D; SF:slowfast/datasets/ava_dataset.py test split: short side scaled to 256, no crop,
+    # SF:slowfast/datasets/ava_dataset.py test split: short side scaled to 256, no crop,
     # colour normalization after the resize
     video = torch.randint(0, 256, (4, 60, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     x = slowfast_zoo.create_transforms("slow_r50_4x16_det.ava22_pysf")(video)

@@ -49,7 +49,7 @@ def stream_facts(path):
 
 def pysf_reference(path, num_frames, tau, clip_idx, num_clips=10, target_fps=30):
     """PySlowFast's test clip (SF:slowfast/datasets/decoder.py @7ad8378 get_start_end_idx, pyav_decode,
-    pyav_decode_stream, decode + temporal_sampling; published_models.md §G.9), as frame indices."""
+    pyav_decode_stream, decode + temporal_sampling), as frame indices."""
     pts, frames_length, duration, fps, _, _ = stream_facts(path)
     clip_size = tau * num_frames / target_fps * fps
     if duration is None:  # decode-all: floor(linspace(start, start + clip_size - 1, T)) over all frames
@@ -143,7 +143,7 @@ def as_30fps_frames(stored):
 
 @pytest.mark.parametrize("name", CHARADES_TAGS)
 def test_charades_frames_are_24fps(name):
-    # SF:slowfast/datasets/DATASET.md: Charades_v1_rgb.tar, frames stored at 24 fps (published_models.md §G.2)
+    # SF:slowfast/datasets/DATASET.md: Charades_v1_rgb.tar, frames stored at 24 fps
     cfg = get_pretrained_cfg(name)
     assert cfg.target_fps == 24
     first = plan_views(cfg, THIRTY_FPS_10S, "reference")[0].positions
@@ -196,7 +196,7 @@ def test_ptv_charades_clips_follow_pytorchvideo(name):
 # ---- SSv2 ---------------------------------------------------------------------------------------------------------
 def test_ssv2_pysf_uses_the_fixed_head_pool_and_multigrid_does_not():
     # SF:configs/SSv2/SLOWFAST_16x8_R50.yaml has no MULTIGRID.SHORT_CYCLE: AvgPool3d head of the 224 training crop,
-    # tested at TEST_CROP_SIZE 256 (SF:slowfast/models/video_model_builder.py; published_models.md §G.4)
+    # tested at TEST_CROP_SIZE 256 (SF:slowfast/models/video_model_builder.py, the head construction)
     cfg = get_pretrained_cfg("slowfast_r50_16x8.ssv2_pysf")
     assert (cfg.test_head_pool, cfg.test_crop_size, cfg.train_crop_size) == ("fixed", 256, 224)
     # SF:configs/SSv2/SLOWFAST_16x8_R50_multigrid.yaml: SHORT_CYCLE (adaptive pool), TEST_CROP_SIZE 224

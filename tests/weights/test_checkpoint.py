@@ -122,7 +122,7 @@ def test_wrong_checkpoint_for_the_model_lists_the_keys() -> None:
         slowfast_zoo.create("slowfast_r50_8x8", checkpoint=DATA / "slow_r50_8x8.caffe2.pkl", width=8, num_classes=10)
     message = str(err.value)
     assert "slow_r50_8x8.caffe2.pkl (caffe2, caffe2 keys)" in message
-    assert "missing from the checkpoint: fuse.0.bn.bias" in message and "shape mismatch" in message
+    assert "missing from the checkpoint: lateral.res2.bn.bias" in message and "shape mismatch" in message
 
 
 def test_other_num_classes_reinitializes_only_the_classifier(reference) -> None:
@@ -173,10 +173,10 @@ def test_weights_from_memory_are_copied_and_from_files_stay_trainable(tmp_path, 
     assert loaded.head.proj.weight.grad is not None
 
 
-# --- the AVA v2.2 R101 detectors: PySlowFast legacy torch.save files named .pkl (issue 11 §1) -----------------------
+# --- the AVA v2.2 R101 detectors: PySlowFast legacy torch.save files named .pkl --------------------------------------
 # SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml CHECKPOINT_TYPE: pytorch; SlowFast issue #85 (maintainer: the 64x2
 # link now serves a PyTorch model) and #170 (pickle.load of either returns an int: the legacy torch.save magic);
-# SlowFast issues #132 and #299: the v2.1 file is a Caffe2 pickle. (published_models.md §G.1)
+# SlowFast issues #132 and #299: the v2.1 file is a Caffe2 pickle.
 AVA_FILES = {
     "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": ("ava/SLOWFAST_32x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
     "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": ("ava/SLOWFAST_64x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
@@ -231,7 +231,7 @@ def test_ava_v22_r101_files_load_in_their_published_layout(tmp_path, name: str) 
     assert same_weights(converted, model)
 
 
-# --- pickle protocols: every one reaches the restricted unpickler (issue 11 §4) -----------------------------------
+# --- pickle protocols: every one reaches the restricted unpickler -------------------------------------------------
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_every_pickle_protocol_reaches_the_restricted_unpickler(tmp_path, protocol: int) -> None:
     """A Caffe2 blob dict in any protocol loads; the same dict with a code-running payload is refused by the
@@ -257,10 +257,10 @@ def test_every_pickle_protocol_reaches_the_restricted_unpickler(tmp_path, protoc
     assert not marker.exists()
 
 
-# --- C2D_NOPOOL_8x8_R50.pkl: reported damaged upstream (issue 11 §1) --------------------------------------------------
+# --- C2D_NOPOOL_8x8_R50.pkl: reported damaged upstream ---------------------------------------------------------------
 def test_the_damaged_upstream_c2d_nopool_file_is_reported_as_such(tmp_path) -> None:
     """SlowFast issue #98: `invalid load key '\\x1f'` (a gzip stream); #163: the maintainers call the file corrupted
-    (published_models.md §G.7). The bytes here are a gzip stream, as reported."""
+    (C2D_NOPOOL_8x8_R50.pkl). The bytes here are a gzip stream, as reported."""
     import gzip
 
     path = tmp_path / "C2D_NOPOOL_8x8_R50.pkl"
@@ -278,7 +278,7 @@ def test_the_damaged_upstream_c2d_nopool_file_is_reported_as_such(tmp_path) -> N
     assert "reported damaged" not in str(err.value)
 
 
-# --- the structural check takes the expected {key: shape}, never module internals (issue 13) ------------------------
+# --- the structural check takes the expected {key: shape}, never module internals -------------------------------
 def test_structure_is_checked_against_expected_shapes_with_the_classifier_as_a_parameter() -> None:
     from slowfast_zoo.weights.checkpoint import check_state_dict
 
@@ -312,7 +312,7 @@ def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
     sd["s2.pathway0_res0.branch2.a.weight"] = torch.zeros(7, 3, dtype=torch.float64)
     path = tmp_path / "f64.pyth"
     torch.save({"model_state": sd}, path)
-    with pytest.raises(CheckpointError, match=r"res2\.0\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
+    with pytest.raises(CheckpointError, match=r"res2\.slow\.0\.a\.conv\.weight: checkpoint \(7, 3\)"):
         slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
     good = from_zoo(reference.state_dict(), "pysf")
     torch.save({"model_state": {k: v.double() if v.is_floating_point() else v for k, v in good.items()}}, path)

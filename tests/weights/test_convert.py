@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,63 @@ def test_zoo_writes_exactly_the_upstream_names(file: str) -> None:
     assert all(written[k].shape == upstream[k].shape for k in upstream)
 
 
+@pytest.mark.parametrize("file", [*FILES, "ava_slowfast_r101_50_50_nl.caffe2.pkl"])
+def test_zoo_reads_exactly_the_upstream_names(file: str) -> None:
+    """The reading rules turn every name in a file the authors' code wrote into one of the model's own names."""
+    stem, _ = file.split(".", 1)
+    arch, frames = FIXTURE_ARCH[stem]
+    model = slowfast_zoo.create(
+        arch, num_frames=frames, device="meta", width=8, num_classes=80 if "det" in arch else 10
+    )
+    upstream, _, _ = read_state_dict(DATA / file)
+    skip = "num_batches_tracked" if file.endswith(".pkl") else "(none)"  # Caffe2 files carry no batch counters
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(skip)}
+    assert {k: tuple(v.shape) for k, v in to_zoo(upstream).items()} == expected  # names, and the shape at each
+
+
+def _ptv_builders() -> dict[str, object]:
+    """Zoo arch -> PyTorchVideo 0.1.5 builder of the same network (pytorchvideo/models/hub/*.py, resnet.py)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pytorchvideo.models import hub
+        from pytorchvideo.models.resnet import create_resnet
+        from pytorchvideo.models.slowfast import create_slowfast
+
+    return {
+        "slow_r50_8x8": hub.slow_r50,
+        "slow_r50_4x16": lambda: create_resnet(head_pool_kernel_size=(4, 7, 7), stem_conv_kernel_size=(1, 7, 7)),
+        "slowfast_r50_8x8": hub.slowfast_r50,
+        "slowfast_r50_4x16": lambda: create_slowfast(
+            slowfast_fusion_conv_kernel_size=(5, 1, 1),
+            slowfast_fusion_conv_stride=(8, 1, 1),
+            head_pool_kernel_sizes=((4, 7, 7), (32, 7, 7)),
+        ),
+        "slowfast_r101_8x8": hub.slowfast_r101,
+        "slowfast_r101_50_50_16x8": hub.slowfast_16x8_r101_50_50,
+        "i3d_r50_8x8": hub.i3d_r50,
+        "c2d_r50_8x8": hub.c2d_r50,
+        "slow_r50_4x16_det": hub.slow_r50_detection,
+        "slowfast_r50_8x8_det": hub.slowfast_r50_detection,
+    }
+
+
+@pytest.mark.parametrize("arch", list(_ptv_builders()))
+def test_names_of_pytorchvideo_reference_builds_map_both_ways(arch: str) -> None:
+    """Each direction against the names PyTorchVideo's own builders give (built on meta: no weights are made)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ptv = _ptv_builders()[arch]()
+    ptv_keys = ptv.state_dict().keys()
+    model = slowfast_zoo.create(arch, device="meta")
+    zoo = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in zoo.items()}
+    assert {k: tuple(v.shape) for k, v in to_zoo(ptv.state_dict()).items()} == shapes
+    written = from_zoo(
+        zoo, detect_scheme(ptv_keys), temporal_pool=model.cfg.temporal_pool > 1, detection=model.cfg.roi_head
+    )
+    assert {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in ptv.state_dict().items()}
+
+
 @pytest.mark.parametrize("arch", slowfast_zoo.list_models())
 @pytest.mark.parametrize("scheme", ["pysf", "caffe2", "ptv", "ptv_wrapper"])
 def test_every_arch_round_trips_through_every_scheme(arch: str, scheme: str) -> None:
@@ -67,7 +125,8 @@ def test_every_arch_round_trips_through_every_scheme(arch: str, scheme: str) -> 
 
 
 def test_ptv_block_indices_follow_the_temporal_pool() -> None:
-    """I3D/C2D put a parameter-free pool at blocks.2, shifting res3..res5 and the head (published_models.md §C2)."""
+    """I3D/C2D put a parameter-free pool at blocks.2, shifting res3..res5 and the head
+    (PTV:pytorchvideo/models/resnet.py, create_resnet)."""
     i3d = from_zoo(slowfast_zoo.create("i3d_r50_8x8", device="meta").state_dict(), "ptv", temporal_pool=True)
     slow = from_zoo(slowfast_zoo.create("slow_r50_8x8", device="meta").state_dict(), "ptv")
     assert "blocks.1.res_blocks.0.branch1_conv.weight" in i3d and "blocks.5.res_blocks.2.branch2.conv_c.weight" in i3d
@@ -136,7 +195,7 @@ def test_synthesized_caffe2_pickle_round_trips(tmp_path) -> None:
     ],
 )
 def test_two_source_keys_for_one_target_are_refused_naming_both(scheme: str, first: str, second: str) -> None:
-    """Issue 11 §4: conversion must never keep one of two tensors silently."""
+    """Conversion must never keep one of two tensors silently."""
     model = slowfast_zoo.create("i3d_nln_r50_8x8", device="meta", **TINY)
     sd = from_zoo(model.state_dict(), "pysf")
     if scheme == "ptv":

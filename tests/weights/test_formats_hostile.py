@@ -1,5 +1,5 @@
 """Crafted files: tiny ones that ask for gigabytes fail fast under a memory cap, and every failure on a file's
-bytes is a CheckpointError naming the file and the reason (issue 12 §2 and §5)."""
+bytes is a CheckpointError naming the file and the reason."""
 
 from __future__ import annotations
 

@@ -393,7 +393,7 @@ def test_origin_structurally_wrong_file_is_refused(hub, caches, tmp_path):
     assert_only_verified(caches.zoo, set())
 
 
-# --- issue 11 / 12: leftovers, locks, deadlines, first-download records, mirrors, permissions ----------------------
+# --- leftovers, locks, deadlines, first-download records, mirrors, permissions ----------------------
 from filelock import FileLock  # noqa: E402
 
 from slowfast_zoo.weights.manifest import Mirror  # noqa: E402
@@ -460,7 +460,7 @@ def test_origin_first_download_is_recorded_and_a_changed_file_refused(hub, cache
 
 
 def test_mirror_serves_when_the_origin_is_gone(hub, caches, tmp_path):
-    """PySlowFast re-hosts the PyTorchVideo files with ``model.``-prefixed keys (published_models.md §G.6)."""
+    """PySlowFast re-hosts the PyTorchVideo files with ``model.``-prefixed keys (SF:projects/pytorchvideo/README.md)."""
     cfg, model, _ = _origin_cfg(hub, tmp_path, fmt="ptv_wrapper", path="pytorchvideo/pysf_model_zoo/kinetics/x.pyth")
     mirror = cfg.origin.url
     gone = hub.cdn_url + "/pytorchvideo/model_zoo/kinetics/gone.pyth"

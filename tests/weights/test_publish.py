@@ -179,7 +179,7 @@ def test_full_size_publish_round_trip(hub, caches, tmp_path, fmt, name):
     assert _same_outputs(via_hub, model, cfg)
 
 
-# --- issue 11 (CLI): no network means one line, quickly ------------------------------------------------------------
+# --- CLI: no network means one line, quickly ---------------------------------------------------------------------
 @pytest.fixture
 def dead_endpoint(monkeypatch):
     """A port with nothing listening (connection refused) and one that accepts but never answers."""

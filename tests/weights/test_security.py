@@ -105,7 +105,7 @@ def test_malicious_publish_source_refused(hub, caches, tmp_path):
     assert "org/evil" not in hub.repos and not [r for r in hub.requests if r.method == "POST"]
 
 
-# --- issue 12: a hostile server, a hostile co-user of the cache, hostile names (each attack failed before its fix) --
+# --- a hostile server, a hostile co-user of the cache, hostile names (each attack failed before its fix) --
 import hashlib  # noqa: E402
 import json  # noqa: E402
 
