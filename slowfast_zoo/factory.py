@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from .errors import DeviceUnavailableError
-from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .registry.config_schema import MAX_PARAMS, check_param_count, validate_pretrained_cfg
+from .registry.family import Family, family_of
 from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
 from .registry.registry import get_pretrained_cfg
 from .weights.checkpoint import LoadReport, load_checkpoint
@@ -38,8 +38,8 @@ def create(
     out_indices: tuple[int, ...] = (1, 2, 3, 4),
     max_params: int | None = MAX_PARAMS,
     **overrides: Any,
-) -> ResNet3d | ResNet3dFeatures:
-    """Build a registered model, optionally with weights.
+) -> torch.nn.Module:
+    """Build a registered model, optionally with weights: its family's builder called with its config.
 
     Args:
         name: ``arch``, ``arch.tag`` or an alias (see :func:`list_models`); a bare arch picks its default tag;
@@ -50,16 +50,20 @@ def create(
         num_classes: a new classifier size; when it differs from the weights, only the classifier is re-initialized.
         device: where the parameters are created (they are never materialized elsewhere first).
         dtype: parameter dtype, e.g. ``torch.bfloat16``.
-        features_only: return a :class:`ResNet3dFeatures` giving the per-pathway maps of the stages in
-            ``out_indices`` (0 = stem, 1..4 = res2..res5) instead of logits.
+        features_only: return the family's feature extractor (ResNet3d: a :class:`ResNet3dFeatures` giving the
+            per-pathway maps of the stages in ``out_indices``, 0 = stem, 1..4 = res2..res5) instead of logits.
         max_params: refuse (ValueError) a network with more parameters, counted on the ``meta`` device before
             anything is allocated; ``None`` for no limit.
-        overrides: :class:`ResNet3dConfig` fields, e.g. ``head_pool="fixed"``, ``drop_path_rate=0.1``,
+        overrides: fields of the family's config (:class:`ResNet3dConfig` for the zoo's models), e.g.
+            ``head_pool="fixed"``, ``drop_path_rate=0.1``,
             ``global_pool="max"``; timm's ``drop_rate`` is the ``dropout`` field. Unknown names are a ``TypeError``
             listing the valid ones.
     """
-    _check_overrides(overrides)
     cfg, weights = _resolve(name)
+    family = family_of(cfg.model)
+    _check_overrides(overrides, family)
+    if features_only and family.features is None:
+        raise ValueError(f"{cfg.name}: the model family {family.name!r} has no features_only form")
     if checkpoint is None and weights is not None:  # a local-dir: folder brings its own weights
         checkpoint = weights
     changes = dict(overrides)
@@ -67,12 +71,12 @@ def create(
         changes["dropout"] = changes.pop("drop_rate")
     if num_classes is not None:
         changes["num_classes"] = num_classes
-    model_cfg = cfg.model.replace(**changes) if changes else cfg.model
+    model_cfg = dataclasses.replace(cfg.model, **changes) if changes else cfg.model
     device = _available(torch.device(device) if device is not None else torch.device("cpu"))
 
     with torch.device("meta"):
-        model = ResNet3d(model_cfg)
-    check_param_count(model, max_params, field=f"model (num_classes={model_cfg.num_classes}, width={model_cfg.width})")
+        model = family.builder(model_cfg)
+    check_param_count(model, max_params, field=f"model ({cfg.arch}, num_classes={model_cfg.num_classes})")
     model = model.to_empty(device=device)
 
     report: LoadReport | None = None
@@ -93,14 +97,14 @@ def create(
         found, source = pretrained_state_dict(cfg, expected=expected)  # deserialized from the bytes that were hashed
         loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
-        report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=model_cfg.classifier)
+        report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=_classifier(model_cfg))
         if loaded.source == "pretrained":  # the zoo's files are safetensors, read from one hashed buffer
             report.source, report.file_format = loaded.file, "safetensors"
         if report.head_reset:
-            model.reset_classifier(model_cfg.num_classes)
+            _reset_classifier(model, model_cfg)
             log.info("%s: classifier re-initialized for %d classes", cfg.name, model_cfg.num_classes)
     else:
-        model.init_weights()
+        _init_weights(model)
     if dtype is not None:
         model = model.to(dtype=dtype)
 
@@ -114,10 +118,34 @@ def create(
     model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)
     model.load_report = report
     if features_only:
-        features = ResNet3dFeatures(model, tuple(out_indices))
+        features = family.features(model, tuple(out_indices))
         features.pretrained_cfg = model.pretrained_cfg
         return features
     return model
+
+
+def _classifier(model_cfg: Any) -> str:
+    """The key prefix of the classifier (the config's ``classifier``, as timm's; ``head.proj`` when it has none)."""
+    return getattr(model_cfg, "classifier", "head.proj")
+
+
+def _init_weights(model: torch.nn.Module) -> None:
+    """Initialize a model materialized by ``to_empty``: its own ``init_weights``, else each layer's default init."""
+    if hasattr(model, "init_weights"):
+        model.init_weights()
+        return
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+def _reset_classifier(model: torch.nn.Module, model_cfg: Any) -> None:
+    """A fresh classifier of ``model_cfg.num_classes`` outputs: the model's ``reset_classifier``, else the classifier
+    layer's own initialization (it was built with that size)."""
+    if hasattr(model, "reset_classifier"):
+        model.reset_classifier(model_cfg.num_classes)
+    else:
+        model.get_submodule(_classifier(model_cfg)).reset_parameters()
 
 
 def _as_in_file(report: LoadReport | None, source: Any, model: torch.nn.Module, dtype: torch.dtype | None) -> bool:
@@ -165,15 +193,15 @@ def _available(device: torch.device) -> torch.device:
 _RUNTIME_FIELDS = ("head_pool", "dropout", "bn_momentum", "roi_aligned", "drop_path_rate", "global_pool")
 
 
-def _check_overrides(overrides: dict[str, Any]) -> None:
+def _check_overrides(overrides: dict[str, Any], family: Family) -> None:
     """Refuse keywords that are neither ``create`` arguments nor architecture fields, listing what is valid."""
-    fields = [f.name for f in dataclasses.fields(ResNet3dConfig)]
+    fields = [f.name for f in dataclasses.fields(family.config_cls)]
     unknown = sorted(set(overrides) - set(fields) - {"drop_rate"})
     if unknown:
         own = [p for p in inspect.signature(create).parameters if p != "overrides"]
         raise TypeError(
             f"create() got unknown keyword argument(s) {unknown}; valid: its arguments {', '.join(own)}, "
-            f"timm's drop_rate, and the ResNet3dConfig fields {', '.join(fields)}"
+            f"timm's drop_rate, and the {family.config_cls.__name__} fields {', '.join(fields)}"
         )
     if "drop_rate" in overrides and "dropout" in overrides:
         raise TypeError("create(): give drop_rate (timm's name) or dropout, not both")
@@ -200,7 +228,7 @@ def _verified(cfg: PretrainedCfg, loaded: LoadedWeights, outside: bool) -> bool:
 
 def _describe(
     cfg: PretrainedCfg,
-    model_cfg: ResNet3dConfig,
+    model_cfg: Any,
     loaded: LoadedWeights | None,
     *,
     head_reset: bool = False,
@@ -211,8 +239,9 @@ def _describe(
     new_head = head_reset or model_cfg.num_classes != cfg.model.num_classes
     if new_head:  # the label set (and which classes a benchmark scores) no longer applies
         changes.update(labels=None, evaluated_classes=None)
-    same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS)}
-    if model_cfg.replace(**same_weights) != cfg.model:  # another network altogether
+    own = {f.name for f in dataclasses.fields(model_cfg)}
+    same_weights = {f: getattr(cfg.model, f) for f in ("num_classes", *_RUNTIME_FIELDS) if f in own}
+    if dataclasses.replace(model_cfg, **same_weights) != cfg.model:  # another network altogether
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None, params=None, gflops=None)
     if loaded is None:  # random initialization: nothing of the published weights applies
         return cfg.replace(**changes, **_NOT_PUBLISHED, parent=None)
@@ -236,7 +265,7 @@ def _describe(
 def expected_state_dict(cfg: PretrainedCfg) -> dict[str, torch.Tensor]:
     """The ``{key: tensor}`` (on the meta device: shapes and dtypes, no memory) a checkpoint of ``cfg`` must fit."""
     with torch.device("meta"):
-        return ResNet3d(cfg.model).state_dict()
+        return family_of(cfg.model).builder(cfg.model).state_dict()
 
 
 def load_hf_hub_cfg(spec: str, **kwargs: Any) -> PretrainedCfg:

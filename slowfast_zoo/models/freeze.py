@@ -1,4 +1,9 @@
-"""Fine-tuning helpers: freeze the early stages (with frozen BatchNorm) and per-stage learning-rate groups."""
+"""Fine-tuning helpers: freeze the early stages (with frozen BatchNorm) and per-stage learning-rate groups.
+
+A model names its stages, input to output and the head last, in a ``stage_order`` attribute (ResNet3d:
+``stem``, ``res2``..``res5``, ``head``, the default); a parameter belongs to the stage its name starts with
+(``lateral.<stage>`` to the stage it follows).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .resnet3d import STAGES, ResNet3d, ResNet3dFeatures
+from .resnet3d import STAGES, ResNet3dFeatures
 
 __all__ = ["FrozenBatchNorm3d", "freeze", "param_groups", "stage_of"]
 
-#: stage order, input to output; ``lateral.<stage>`` belongs to the stage it follows
+#: ResNet3d's stage order, input to output; ``lateral.<stage>`` belongs to the stage it follows
 ORDER = ("stem", *STAGES, "head")
 
 
@@ -60,47 +65,56 @@ def _freeze_bn(module: nn.Module) -> None:
             _freeze_bn(child)
 
 
-def stage_of(param_name: str) -> str:
-    """The stage (``stem``, ``res2``..``res5``, ``head``) a parameter or module name belongs to."""
+def stage_of(param_name: str, order: tuple[str, ...] = ORDER) -> str:
+    """The stage (one of ``order``: ResNet3d's ``stem``, ``res2``..``res5``, ``head``) a parameter or module name
+    belongs to."""
     first = param_name.split(".", 1)[0]
     if first == "lateral":  # lateral.<stage> runs after that stage
         first = param_name.split(".")[1] if "." in param_name else ""
-    if first in ORDER:
+    if first in order:
         return first
-    raise ValueError(f"{param_name!r} belongs to no stage of a ResNet3d")
+    raise ValueError(f"{param_name!r} belongs to none of the stages {order}")
 
 
-def _backbone(model: ResNet3d | ResNet3dFeatures) -> ResNet3d:
-    """The ResNet3d inside a ``features_only`` model, or the model itself."""
-    return model.model if isinstance(model, ResNet3dFeatures) else model
+def _backbone(model: nn.Module) -> nn.Module:
+    """The network inside a ``features_only`` model (which holds it as ``.model``), or the model itself."""
+    inner = getattr(model, "model", None)
+    if isinstance(model, ResNet3dFeatures) or (isinstance(inner, nn.Module) and not hasattr(model, "stage_order")):
+        return inner
+    return model
 
 
-def freeze(
-    model: ResNet3d | ResNet3dFeatures, up_to: str = "res4", bn: Literal["frozen", "train"] = "frozen"
-) -> list[str]:
-    """Stop training every stage from the stem up to and including ``up_to`` (``stem``, ``res2``..``res5``).
+def _order(model: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(model, "stage_order", ORDER))
+
+
+def freeze(model: nn.Module, up_to: str = "res4", bn: Literal["frozen", "train"] = "frozen") -> list[str]:
+    """Stop training every stage from the first up to and including ``up_to`` (ResNet3d: ``stem``, ``res2``..``res5``;
+    another family: a name of its ``stage_order`` but the head).
 
     Their parameters get ``requires_grad=False``; with ``bn="frozen"`` their BatchNorms also become
     :class:`FrozenBatchNorm3d` so that ``model.train()`` no longer updates their statistics (``"train"`` leaves
     them as they are). Later stages and the head stay trainable. Returns the names of the frozen stages.
     """
-    if up_to not in ORDER[:-1]:
-        raise ValueError(f"up_to must be one of {ORDER[:-1]}, got {up_to!r}")
+    model = _backbone(model)
+    order = _order(model)
+    if up_to not in order[:-1]:
+        raise ValueError(f"up_to must be one of {order[:-1]}, got {up_to!r}")
     if bn not in ("frozen", "train"):
         raise ValueError(f"bn must be 'frozen' or 'train', got {bn!r}")
-    model = _backbone(model)
-    frozen = ORDER[: ORDER.index(up_to) + 1]
-    modules = [getattr(model, name) for name in frozen]
-    modules += [lateral for after, lateral in model.lateral.items() if after in frozen]
-    for module in modules:
-        module.requires_grad_(False)
-        if bn == "frozen":
-            _freeze_bn(module)
+    frozen = order[: order.index(up_to) + 1]
+    for name, module in list(model.named_children()):
+        children = module.named_children() if name == "lateral" else [(name, module)]  # lateral.<stage>
+        for stage, part in list(children):
+            if stage in frozen:
+                part.requires_grad_(False)
+                if bn == "frozen":
+                    _freeze_bn(part)
     return list(frozen)
 
 
 def param_groups(
-    model: ResNet3d | ResNet3dFeatures, lr: float, weight_decay: float = 1e-4, stage_decay: float = 1.0
+    model: nn.Module, lr: float, weight_decay: float = 1e-4, stage_decay: float = 1.0
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups per stage, learning rate ``lr * stage_decay ** (stages before the head)``.
 
@@ -108,16 +122,19 @@ def param_groups(
     parameters are left out. Each group carries ``name`` (e.g. ``res3`` or ``res3.no_decay``).
     """
     model = _backbone(model)
-    skip_decay = model.no_weight_decay()
+    order = _order(model)
+    # the model's own list (timm's hook), else every bias and norm affine (parameters of at most one dimension)
+    default = {name for name, p in model.named_parameters() if p.ndim <= 1}
+    skip_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else default
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        stage = stage_of(name)
+        stage = stage_of(name, order)
         no_decay = name in skip_decay
         key = f"{stage}.no_decay" if no_decay else stage
         if key not in groups:
-            depth = len(ORDER) - 1 - ORDER.index(stage)
+            depth = len(order) - 1 - order.index(stage)
             groups[key] = {
                 "name": key,
                 "params": [],

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from ..weights.manifest import HEX64, REPO_ID
+from .family import DEFAULT_FAMILY, get_family, list_families
+from .family import config_error as _fail
 from .pretrained import PretrainedCfg, label_set_names
 
 __all__ = ["BOUNDS", "MAX_PARAMS", "check_param_count", "validate_config", "validate_pretrained_cfg"]
@@ -80,13 +82,6 @@ _MAX_CHARS = {"arch": 128, "dataset": 128, "labels": 256, "label_names": 256, "m
 _MAX_CHARS |= {"origin.url": 2048, "origin.format": 64, "origin.key_scheme": 64}
 _MAX_ITEMS, _MAX_ENTRIES = 1000, 100
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
-
-
-def _fail(field: str, expected: str, value: Any) -> ValueError:
-    shown = repr(value)
-    return ValueError(
-        f"config field {field!r}: expected {expected}, got {shown[:80]}{'...' if len(shown) > 80 else ''}"
-    )
 
 
 def _path_key(field: str) -> str:
@@ -156,15 +151,16 @@ def _describe(tp: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
 
 
-def _check_record(field: str, value: Any, cls: type) -> None:
-    """An object holding fields of the dataclass ``cls`` (the required ones at least), each checked by its type."""
+def _check_record(field: str, value: Any, cls: type, types: Mapping[str, Any] | None = None) -> None:
+    """An object holding fields of the dataclass ``cls`` (the required ones at least), each checked by its type
+    (``types`` replaces the annotation of some fields: the ``model`` of a :class:`PretrainedCfg` is its family's)."""
     if not isinstance(value, Mapping):
         raise _fail(field, "an object", value)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ValueError(f"config field {field!r}: unknown field(s) {unknown}")
-    hints = typing.get_type_hints(cls)
+    hints = {**typing.get_type_hints(cls), **(types or {})}
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in value:
@@ -175,34 +171,18 @@ def _check_record(field: str, value: Any, cls: type) -> None:
 
 
 # --- what types cannot say -----------------------------------------------------------------------------------------
-def _check_model(m: Mapping[str, Any], p: str = "pretrained_cfg.model.") -> None:
-    """Lengths that follow other fields: one entry per pathway, one per block of each stage, indices in range."""
-    layers = m.get("layers", [3, 4, 6, 3])
-    pathways = 1 if m.get("alpha") is None else 2
-    if "stem_kernel_t" in m and len(m["stem_kernel_t"]) != pathways:
-        raise _fail(p + "stem_kernel_t", f"a list of {pathways} items (one per pathway)", m["stem_kernel_t"])
-    if "block_kernel_t" in m:
-        if len(m["block_kernel_t"]) != pathways:
-            raise _fail(p + "block_kernel_t", f"a list of {pathways} items (one per pathway)", m["block_kernel_t"])
-        for i, stages in enumerate(m["block_kernel_t"]):
-            if len(stages) != 4:
-                raise _fail(f"{p}block_kernel_t[{i}]", "a list of 4 items (res2..res5)", stages)
-            for s, blocks in enumerate(stages):
-                if len(blocks) != layers[s]:
-                    raise _fail(f"{p}block_kernel_t[{i}][{s}]", f"a list of {layers[s]} items (layers)", blocks)
-    for name in ("nonlocal_blocks", "nonlocal_pool"):
-        if name in m and len(m[name]) != 4:
-            raise _fail(p + name, "a list of 4 items (res2..res5)", m[name])
-    for s, blocks in enumerate(m.get("nonlocal_blocks", ())):
-        for i, block in enumerate(blocks):
-            if block >= layers[s]:
-                raise _fail(f"{p}nonlocal_blocks[{s}][{i}]", f"a block index below {layers[s]}", block)
+def _num_classes(d: Mapping[str, Any]) -> int:
+    """The classifier size a ``pretrained_cfg`` object says (its family config's default when it says none)."""
+    if "num_classes" in d["model"]:
+        return d["model"]["num_classes"]
+    cls = get_family(d.get("family", DEFAULT_FAMILY)).config_cls
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "num_classes")
 
 
 def _check_names_and_files(d: Mapping[str, Any], label_names: Any, p: str = "pretrained_cfg.") -> None:
     if not _NAME.fullmatch(d["arch"]):
         raise _fail(p + "arch", "an architecture name", d["arch"])
-    num_classes = d["model"].get("num_classes", 400)
+    num_classes = _num_classes(d)
     labels = d.get("labels")
     if isinstance(labels, str):
         if not _NAME.fullmatch(labels) or ".." in labels:
@@ -234,8 +214,15 @@ def _check_names_and_files(d: Mapping[str, Any], label_names: Any, p: str = "pre
 
 def validate_pretrained_cfg(d: Mapping[str, Any], label_names: Any = None) -> None:
     """Check the ``pretrained_cfg`` object of a config.json; raises ValueError naming the first bad field."""
-    _check_record("pretrained_cfg", d, PretrainedCfg)
-    _check_model(d["model"])
+    if not isinstance(d, Mapping):
+        raise _fail("pretrained_cfg", "an object", d)
+    # the family (default: the zoo's own ResNet3d) says which dataclass the architecture object must hold
+    _check("pretrained_cfg.family", d.get("family", DEFAULT_FAMILY), Literal[tuple(list_families())])
+    family = get_family(d.get("family", DEFAULT_FAMILY))
+    fields = {k: v for k, v in d.items() if k != "family"}
+    _check_record("pretrained_cfg", fields, PretrainedCfg, {"model": family.config_cls})
+    if family.check is not None:
+        family.check(d["model"])
     _check_names_and_files(d, label_names)
 
 
@@ -261,7 +248,7 @@ def validate_config(config: Any) -> dict[str, Any]:
     d = config["pretrained_cfg"]
     names = config.get("label_names")
     validate_pretrained_cfg(d, names)
-    num_classes = d["model"].get("num_classes", 400)
+    num_classes = _num_classes(d)
     if config.get("num_classes") is not None and config["num_classes"] != num_classes:
         raise _fail("num_classes", f"{num_classes} (pretrained_cfg.model.num_classes)", config["num_classes"])
     if names is not None:

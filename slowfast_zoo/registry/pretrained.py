@@ -11,8 +11,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ..models.resnet3d import ResNet3dConfig
 from ..weights.manifest import HubFile, LoadedWeights, Origin, Parent, load_manifest
+from .family import DEFAULT_FAMILY, family_of, get_family
 
 __all__ = [
     "HubFile",
@@ -36,7 +36,8 @@ class PretrainedCfg:
 
     arch: str
     tag: str | None
-    model: ResNet3dConfig
+    #: the architecture: an instance of its family's config class (:class:`~slowfast_zoo.ResNet3dConfig` for the zoo's)
+    model: Any
     dataset: str = "kinetics400"
     #: label set shipped in ``slowfast_zoo/labels`` (by name), or the class names themselves (index = model output)
     labels: str | tuple[str, ...] | None = "kinetics400"
@@ -103,6 +104,11 @@ class PretrainedCfg:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
     @property
+    def family(self) -> str:
+        """The name of the model family the architecture config belongs to (``resnet3d`` for the zoo's own)."""
+        return family_of(self.model).name
+
+    @property
     def num_classes(self) -> int:
         return self.model.num_classes
 
@@ -112,7 +118,7 @@ class PretrainedCfg:
 
     @property
     def alpha(self) -> int | None:
-        return self.model.alpha
+        return getattr(self.model, "alpha", None)  # the speed ratio of a two-pathway network
 
     @property
     def has_weights(self) -> bool:
@@ -129,14 +135,15 @@ class PretrainedCfg:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict (what ``config.json`` of a Hub repo holds)."""
-        return _jsonable(self)
+        """A JSON-serializable dict (what ``config.json`` of a Hub repo holds), naming the model family."""
+        return {"family": self.family, **_jsonable(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PretrainedCfg:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a dict without ``family`` holds a ResNet3d (configs older than families)."""
         d = dict(d)
-        d["model"] = _dataclass_from_dict(ResNet3dConfig, d["model"])
+        family = get_family(d.pop("family", DEFAULT_FAMILY))
+        d["model"] = _dataclass_from_dict(family.config_cls, d["model"])
         for key, kind in (("origin", Origin), ("hub", HubFile), ("weights", LoadedWeights), ("parent", Parent)):
             if d.get(key) is not None:
                 d[key] = _dataclass_from_dict(kind, d[key])

@@ -1,7 +1,8 @@
-"""The one registry: architecture names -> :class:`ResNet3dConfig`, ``arch.tag`` names -> :class:`PretrainedCfg`."""
+"""The one registry: architecture names -> a model family's config, ``arch.tag`` names -> :class:`PretrainedCfg`."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
@@ -10,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import SlowFastZooError
-from ..models.resnet3d import ResNet3dConfig
+from .family import family_of
 from .pretrained import HubFile, Origin, PretrainedCfg, load_manifest
 
 __all__ = [
@@ -37,23 +38,24 @@ class UnknownModelError(SlowFastZooError, KeyError):
         return str(self.args[0])
 
 
-def register_arch(
-    arch: str, model: ResNet3dConfig, tags: Mapping[str, Mapping[str, Any]] | None = None, **data: Any
-) -> None:
+def register_arch(arch: str, model: Any, tags: Mapping[str, Mapping[str, Any]] | None = None, **data: Any) -> None:
     """Register an architecture and its pretrained tags (the first tag is the default).
 
     ``data`` are :class:`PretrainedCfg` fields shared by all tags; each tag's mapping overrides them, with
-    ``model`` (a dict of :class:`ResNet3dConfig` fields) changing the architecture (e.g. ``num_classes``).
+    ``model`` (a dict of fields of the architecture's config) changing the architecture (e.g. ``num_classes``).
+    ``model`` is an instance of a registered family's config class (:func:`~.family.register_family`), e.g. a
+    :class:`ResNet3dConfig`.
     The weight record of each tag (origin, hub file, metrics) comes from ``weights_manifest.json``.
     """
     if arch in _ARCHS:
         raise ValueError(f"architecture {arch!r} is already registered")
+    family_of(model)  # refuses a config of no registered family
     _ARCHS[arch] = PretrainedCfg(arch=arch, tag=None, model=model, **data)
     manifest = load_manifest()
     for i, (tag, fields) in enumerate((tags or {}).items()):
         name = f"{arch}.{tag}"
         fields = dict(fields)
-        tag_model = model.replace(**fields.pop("model", {}))
+        tag_model = dataclasses.replace(model, **fields.pop("model", {}))
         record = manifest.get(name)
         if record is None:
             raise ValueError(f"{name} has no entry in weights_manifest.json")

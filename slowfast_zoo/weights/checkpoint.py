@@ -26,6 +26,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_strict",
     "read_state_dict",
+    "renamed_to_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,18 @@ def check_state_dict(
     return sorted(k for k in sd if head_reset and k.startswith(head)), head_reset
 
 
+def renamed_to_model(
+    sd: Mapping[str, torch.Tensor], expected: Mapping[str, object]
+) -> tuple[dict[str, torch.Tensor], str]:
+    """A file's tensors under the model's own keys, and the file's key scheme: as they are (``zoo``) when every key
+    is one of the model's, whatever its family; else renamed from an upstream layout of the authors' ResNet3d
+    checkpoints (:mod:`~slowfast_zoo.weights.keys`; :class:`~slowfast_zoo.weights.keys.KeyMappingError` if none)."""
+    if sd and set(sd) <= set(expected):
+        return dict(sd), "zoo"
+    scheme = detect_scheme(sd)
+    return to_zoo(sd, scheme), scheme
+
+
 def fill_batch_counters(sd: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
     """Add the BatchNorm batch counters ``expected`` has and ``sd`` lacks (Caffe2 files have none), as zeros.
 
@@ -166,12 +179,12 @@ def load_checkpoint(
         sd, fmt, skipped, source = raw.tensors, raw.format, raw.skipped, raw.source
     else:
         sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
+    own = model.state_dict()
     try:
-        scheme = detect_scheme(sd)
-        zoo_sd = to_zoo(sd, scheme)
+        zoo_sd, scheme = renamed_to_model(sd, own)
     except KeyMappingError as e:
         raise CheckpointError(f"{source}: {e}") from None
-    filled = fill_batch_counters(zoo_sd, model.state_dict())
+    filled = fill_batch_counters(zoo_sd, own)
     try:
         # tensors read from a file belong to nobody else: they become the parameters, no second copy (for zip and
         # safetensors files they are copy-on-write maps of the file, paged in when used)

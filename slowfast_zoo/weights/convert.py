@@ -51,13 +51,12 @@ def zoo_state_dict(
 
     Returns the tensors (sorted, in ``own``'s dtypes), the key scheme and the number of tensors in the file.
     """
-    from .checkpoint import CheckpointError, check_state_dict, fill_batch_counters
-    from .keys import KeyMappingError, detect_scheme, to_zoo
+    from .checkpoint import CheckpointError, check_state_dict, fill_batch_counters, renamed_to_model
+    from .keys import KeyMappingError
 
     path, sd = raw.source, raw.tensors
     try:
-        scheme = detect_scheme(sd)
-        zoo = to_zoo(sd, scheme)
+        zoo, scheme = renamed_to_model(sd, own)
     except KeyMappingError as e:
         raise CheckpointError(f"{path}: {e}") from None
     fill_batch_counters(zoo, own)

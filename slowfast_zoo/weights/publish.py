@@ -73,8 +73,7 @@ def model_card(
     lines = [
         f"# {cfg.name}",
         "",
-        f"{cfg.arch} ({'SlowFast' if m.alpha else 'single pathway'}, ResNet-{50 if m.layers[2] == 6 else 101}) "
-        f"trained on {cfg.dataset}, {cfg.num_classes} classes. Weights in the key layout of "
+        f"{cfg.arch} ({_kind(m)}) trained on {cfg.dataset}, {cfg.num_classes} classes. Weights in the key layout of "
         f"[slowfast_zoo](https://pypi.org/project/slowfast-zoo/) {__version__}.",
         "",
         "## Use",
@@ -118,6 +117,13 @@ def model_card(
         lines += ["## Citation", "", cfg.citation, ""]
     lines += ["## License", "", f"{cfg.license or 'See the original release.'}", ""]
     return "\n".join(meta + lines)
+
+
+def _kind(m: Any) -> str:
+    """The network in words: pathways and depth of a ResNet3d, the config class of another family."""
+    if not hasattr(m, "alpha") or not hasattr(m, "layers"):
+        return type(m).__name__
+    return f"{'SlowFast' if m.alpha else 'single pathway'}, ResNet-{50 if m.layers[2] == 6 else 101}"
 
 
 def _provenance_lines(cfg: PretrainedCfg) -> list[str]:
