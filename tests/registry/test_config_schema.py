@@ -19,6 +19,7 @@ from hub_server import caches_fixture, hub_fixture  # noqa: F401  (fixtures)
 import slowfast_zoo
 from slowfast_zoo.models.config import ResNet3dConfig
 from slowfast_zoo.registry import config_schema
+from slowfast_zoo.registry import family as families
 from slowfast_zoo.registry.config_schema import check_param_count, validate_config
 from slowfast_zoo.registry.pretrained import PretrainedCfg, label_names
 from slowfast_zoo.weights.publish import save_pretrained
@@ -123,7 +124,6 @@ class _NewModelCfg(ResNet3dConfig):
 
 @dataclasses.dataclass(frozen=True)
 class _NewPretrainedCfg(PretrainedCfg):
-    model: _NewModelCfg
     decoder: Literal["pyav", "torchvision"] = "pyav"
 
 
@@ -134,6 +134,9 @@ def test_a_new_literal_field_is_checked_with_no_schema_edit(monkeypatch, where, 
     """The schema is read from the dataclasses: a field added there is checked by its type, nothing else to edit."""
     monkeypatch.setattr(config_schema, "PretrainedCfg", _NewPretrainedCfg)
     config = _config("slowfast_r50_8x8.k400_pysf")
+    # the architecture object is checked against its family's config class (ResNet3d's, by default)
+    resnet3d = dataclasses.replace(families.get_family("resnet3d"), config_cls=_NewModelCfg)
+    monkeypatch.setattr(families, "_FAMILIES", {**families._FAMILIES, "resnet3d": resnet3d})
     target = config
     for key in where[:-1]:
         target = target[key]
