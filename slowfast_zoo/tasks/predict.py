@@ -18,11 +18,13 @@ then averaged, as the reference's fully-convolutional test does. ``views="fast"`
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
@@ -33,7 +35,7 @@ import torch
 
 from ..video import transforms as T
 from ..video.io import VideoInfo, VideoReader
-from ..video.views import ClipView, FrameTable, plan_views
+from ..video.views import ClipView, FrameTable, plan_views, read_views
 
 __all__ = [
     "ClipView",
@@ -41,6 +43,7 @@ __all__ = [
     "TensorVideo",
     "VideoPrediction",
     "format_table",
+    "iter_windows",
     "load_model",
     "plan_views",
     "predict",
@@ -51,6 +54,7 @@ __all__ = [
 ]
 
 Views = Literal["reference", "fast"]
+Precision = Literal["fp32", "bf16"]
 SAMPLE_VIDEO = "sample.mp4"
 
 
@@ -139,76 +143,166 @@ class TensorVideo:
 
 # ---- models -------------------------------------------------------------------------------------------------------
 def load_model(
-    model: Any, *, checkpoint: str | os.PathLike[str] | None = None, device: str | torch.device | None = None
+    model: Any,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    task: Literal["classify", "detect"] = "classify",
+    precision: Precision = "fp32",
+    fast: bool = False,
 ) -> Any:
-    """A model ready for :func:`predict`: a name is built with its weights (or ``checkpoint``) and test head pool."""
+    """A model ready for a task: a name is built with its weights (or ``checkpoint``) and its test head pool.
+
+    ``task="classify"`` (predict, evaluate, features) refuses AVA detectors and models without a classifier;
+    ``"detect"`` wants a detector. ``fast=True`` returns :func:`slowfast_zoo.optimize_for_inference`'s copy (BatchNorm
+    folded, channels-last; with ``precision="bf16"`` its weights stored in bf16 once). A model in training mode is
+    left in it (the tasks switch to eval mode themselves).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if isinstance(model, str):
         from ..factory import create, resolve_cfg
 
         cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
-        if cfg.model.roi_head:
-            raise ValueError(f"{cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)")
-        built = create(
-            model,
-            pretrained=checkpoint is None,
-            checkpoint=checkpoint,
-            device=device,
-            head_pool=cfg.test_head_pool,
-        )
-        return built.eval()
-    if getattr(model, "pretrained_cfg", None) is None:
-        raise TypeError("expected a model name or a model made by slowfast_zoo.create (it carries pretrained_cfg)")
-    if not hasattr(model, "position_logits") or getattr(model.cfg, "num_classes", 0) == 0:
-        raise TypeError(
-            f"{model.pretrained_cfg.name}: predict needs a classifier, and this model returns features "
-            "(features_only or num_classes=0); use slowfast_zoo.features.extract or model.forward_features"
-        )
-    if model.cfg.roi_head:
-        raise ValueError(
-            f"{model.pretrained_cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)"
-        )
-    if device is not None:
-        model = model.to(device)
+        _check_task(cfg.name, cfg.model.roi_head, True, task)
+        pool = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
+        model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device, **pool).eval()
+    else:
+        if getattr(model, "pretrained_cfg", None) is None:
+            raise TypeError("expected a model name or a model made by slowfast_zoo.create (it carries pretrained_cfg)")
+        classifier = hasattr(model, "position_logits") and getattr(model.cfg, "num_classes", 0) != 0
+        _check_task(model.pretrained_cfg.name, model.cfg.roi_head, classifier, task)
+        if device is not None:
+            model = model.to(device)
+    if fast:
+        from ..models.optimize import optimize_for_inference
+
+        model = optimize_for_inference(model, dtype=torch.bfloat16 if precision == "bf16" else None)
     return model
 
 
+def _check_task(name: str, detector: bool, classifier: bool, task: str) -> None:
+    if task == "detect":
+        if not detector:
+            raise ValueError(f"{name}: detect needs an AVA detector (e.g. slowfast_r50_8x8_det); use predict")
+        return
+    if detector:
+        raise ValueError(f"{name} is an AVA detector: it scores person boxes, call model(clip, boxes)")
+    if not classifier:
+        raise TypeError(
+            f"{name}: predict needs a classifier, and this model returns features "
+            "(features_only or num_classes=0); use slowfast_zoo.features.extract or model.forward_features"
+        )
+
+
 # ---- running views ----------------------------------------------------------------------------------------------
-class _ViewRunner:
-    """Preprocess clips into crops, run them in batches, keep the per-view scores."""
+class ViewRunner:
+    """Views in, ``fn`` run on batches of ``batch_size`` of them (packed into pathways), per-view outputs out.
 
-    def __init__(self, model: Any, cfg: Any, batch_size: int, progress: Any) -> None:
-        self.model, self.cfg, self.batch_size, self.progress = model, cfg, batch_size, progress
+    One runner is used from one thread. ``precision="bf16"`` runs a float32 model under ``torch.autocast``; a model
+    whose weights are bf16 already (``fast``) gets bf16 inputs instead.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        fn: Callable[[Any], torch.Tensor],
+        batch_size: int,
+        *,
+        precision: Precision = "fp32",
+        progress: Any = None,
+    ) -> None:
         param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        self.transform = T.create_transforms(cfg, "eval")
+        self.device, self.dtype, self.alpha = param.device, param.dtype, model.pretrained_cfg.alpha
+        self.fn, self.batch_size, self.progress = fn, batch_size, progress
+        self.autocast = precision == "bf16" and self.dtype == torch.float32
         self.pending: list[torch.Tensor] = []
-        self.scores: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
 
-    def add_clip(self, frames: torch.Tensor, crops: Sequence[str]) -> None:
-        for view in self.transform.crops(frames.to(self.device, non_blocking=True), crops):
-            self.pending.append(view)
-            if len(self.pending) >= self.batch_size:
-                self.flush()
+    def add(self, view: torch.Tensor) -> None:
+        self.pending.append(view)
+        if len(self.pending) >= self.batch_size:
+            self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = torch.stack(self.pending).to(self.dtype)
+        batch = torch.stack(self.pending).to(self.device, self.dtype, non_blocking=True)
         self.pending = []
-        inputs = T.pack_pathways(batch, self.cfg.alpha)
-        logits = self.model.position_logits(inputs if self.cfg.alpha is not None else inputs[0]).float()
-        probs = logits.sigmoid() if self.cfg.activation == "sigmoid" else logits.softmax(dim=-1)
-        self.scores.append(probs.flatten(1, -2).mean(dim=1).cpu())  # activation per position, then mean
+        inputs = T.pack_pathways(batch, self.alpha)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.fn(inputs if self.alpha is not None else inputs[0])
+        self.outputs.append(out.float().cpu())
         if self.progress is not None:
             self.progress.update(batch.shape[0])
 
-    def result(self) -> tuple[torch.Tensor, int]:
+    def take(self) -> torch.Tensor:
+        """Every output since the last ``take``, ``(views, ...)`` float32 on the CPU."""
         self.flush()
-        views = torch.cat(self.scores)
-        self.scores = []
-        if self.cfg.ensemble == "max":
-            return views.max(dim=0).values, views.shape[0]
-        return views.mean(dim=0), views.shape[0]
+        out, self.outputs = torch.cat(self.outputs), []
+        return out
+
+
+def class_scores(model: Any) -> Callable[[Any], torch.Tensor]:
+    """Per-view class scores: the activation at every head position, then their mean (the reference's test)."""
+    sigmoid = model.pretrained_cfg.activation == "sigmoid"
+
+    def fn(x: Any) -> torch.Tensor:
+        logits = model.position_logits(x).float()
+        probs = logits.sigmoid() if sigmoid else logits.softmax(dim=-1)
+        return probs.flatten(1, -2).mean(dim=1)
+
+    return fn
+
+
+def ensemble(cfg: Any, views: torch.Tensor) -> torch.Tensor:
+    """The video's scores from its views' (``max`` or mean, as the checkpoint's protocol says)."""
+    return views.max(dim=0).values if cfg.ensemble == "max" else views.mean(dim=0)
+
+
+def iter_view_inputs(reader: Any, cfg: Any, plan: list[ClipView], device: torch.device) -> Iterator[torch.Tensor]:
+    """The model-layout crops ``(3, T, S, S)`` of every view of ``plan``, in order, decoded in one pass.
+
+    Each frame is scaled, normalized and resized as it is decoded (on ``device``); each clip is cropped per view.
+    """
+    transform = T.create_transforms(cfg, "eval")
+
+    def frame_fn(frame: torch.Tensor) -> torch.Tensor:
+        return transform.prepare_frame(frame.to(device, non_blocking=True))
+
+    for view, frames in zip(plan, read_views(reader, plan, frame_fn)):
+        yield from transform.crops_of_frames(frames, view.crops)
+
+
+def prefetch(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, items)`` in order, computed ahead by ``workers`` threads (0: in the caller's thread).
+
+    At most ``2 * workers`` results wait, so memory stays bounded when the consumer (the model) is slower.
+    """
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slowfast-zoo-decode") as pool:
+        queue: collections.deque[Any] = collections.deque()
+        try:
+            for item in items:
+                queue.append(pool.submit(fn, item))
+                if len(queue) >= 2 * workers:
+                    yield queue.popleft().result()
+            while queue:
+                yield queue.popleft().result()
+        finally:
+            for future in queue:
+                future.cancel()
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True, **kwargs: Any) -> Any:
+    """A tqdm bar on stderr, or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
 def _labels(cfg: Any, num_classes: int) -> Sequence[str]:
@@ -232,21 +326,14 @@ def _open(video: Any) -> Any:
     return VideoReader(video)
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="view", file=sys.stderr, leave=False)
-
-
 def _run(
-    reader: Any, model: Any, cfg: Any, plan: list[ClipView], batch_size: int, bar: Any
+    reader: Any, model: Any, plan: list[ClipView], batch_size: int, precision: Precision, bar: Any
 ) -> tuple[torch.Tensor, int]:
-    runner = _ViewRunner(model, cfg, batch_size, bar)
-    for view in plan:
-        runner.add_clip(view.read(reader), view.crops)
-    return runner.result()
+    runner = ViewRunner(model, class_scores(model), batch_size, precision=precision, progress=bar)
+    for view in iter_view_inputs(reader, model.pretrained_cfg, plan, runner.device):
+        runner.add(view)
+    views = runner.take()
+    return ensemble(model.pretrained_cfg, views), views.shape[0]
 
 
 def _default_batch(plan: list[ClipView], device: torch.device) -> int:
@@ -264,6 +351,8 @@ def predict(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    precision: Precision = "fp32",
+    fast: bool = False,
     progress: bool = False,
 ) -> VideoPrediction:
     """Class predictions for a video file with a checkpoint's own preprocessing and test protocol.
@@ -276,32 +365,42 @@ def predict(
         top_k: how many classes to return.
         device: where to run (a name builds the model there; a model is moved there).
         batch_size: views per forward pass (default: all views on GPU, 6 on CPU).
+        precision: ``"fp32"`` (exact, the default) or ``"bf16"`` (autocast; see the README for how far scores move).
+        fast: run :func:`slowfast_zoo.optimize_for_inference`'s copy (made per call: for many videos, pass a model
+            optimized once, or use ``evaluate`` / ``features.extract``).
         progress: show a progress bar over views on stderr.
 
     Returns:
         :class:`VideoPrediction`: ``top`` (label, index, score) and ``scores`` (all classes, aggregated).
     """
-    model = load_model(model, checkpoint=checkpoint, device=device)
+    model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    was_training = model.training
-    model.eval()
-    try:
-        with _opened(video) as reader:
-            plan = plan_views(cfg, reader.info, views)
-            dev = next(model.parameters()).device
-            bs = batch_size or _default_batch(plan, dev)
-            bar = _progress(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, progress)
-            try:
-                scores, n = _run(reader, model, cfg, plan, bs, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-    finally:
-        model.train(was_training)
+    with _eval_mode(model), _opened(video) as reader:
+        plan = plan_views(cfg, reader.info, views)
+        bs = batch_size or _default_batch(plan, next(model.parameters()).device)
+        bar = progress_bar(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, "view", progress, leave=False)
+        try:
+            scores, n = _run(reader, model, plan, bs, precision, bar)
+        finally:
+            if bar is not None:
+                bar.close()
     return VideoPrediction(
         str(reader.path), cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, num_views=n
     )
+
+
+class _eval_mode:
+    """The model in eval mode inside the block, its own mode restored after (the caller may be training it)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> Any:
+        return self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
 
 
 def predict_windows(
@@ -315,38 +414,32 @@ def predict_windows(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    precision: Precision = "fp32",
+    fast: bool = False,
     progress: bool = False,
 ) -> Iterator[VideoPrediction]:
     """Predictions for consecutive windows ``[start, start + window_s)`` every ``stride_s`` seconds, as they come.
 
     Windows start at 0, ``stride_s``, ... while they fit in the video; if the last one ends before the video does,
     one more window is aligned to the end; a video shorter than ``window_s`` gives one window over all of it.
-    Each window is its own protocol (``views``), decoded by one reader moving forward, so memory stays constant.
+    Each window is its own protocol (``views``), decoded by one reader moving forward, so memory stays constant;
+    windows are generated one at a time over the duration the stream's packets really hold.
     """
     if window_s <= 0 or stride_s <= 0:
         raise ValueError("window_s and stride_s must be positive")
-    model = load_model(model, checkpoint=checkpoint, device=device)
+    model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
     with _opened(video) as reader:
-        bounds = window_bounds(reader.info.duration, window_s, stride_s)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(bounds), desc=Path(str(reader.path)).name, unit="window", file=sys.stderr)
+        bar = progress_bar(None, Path(str(reader.path)).name, "window", progress)
         labels = None
         try:
-            for start, end in bounds:
+            for start, end in iter_windows(reader.info.duration, window_s, stride_s):
                 plan = plan_views(cfg, reader.info, views, window=(start, end))
-                dev = next(model.parameters()).device
-                was_training = model.training
-                try:  # restored before each window is handed out: the caller may train between windows
-                    with torch.inference_mode():
-                        model.eval()
-                        scores, n = _run(reader, model, cfg, plan, batch_size or _default_batch(plan, dev), None)
-                finally:
-                    model.train(was_training)
+                bs = batch_size or _default_batch(plan, next(model.parameters()).device)
+                # eval mode per window, restored before each is handed out: the caller may train between windows
+                with torch.inference_mode(), _eval_mode(model):
+                    scores, n = _run(reader, model, plan, bs, precision, None)
                 labels = labels or _labels(cfg, scores.numel())
                 if bar is not None:
                     bar.update(1)
@@ -358,19 +451,24 @@ def predict_windows(
                 bar.close()
 
 
-def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
-    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc)."""
+def iter_windows(duration: float, window: float, stride: float) -> Iterator[tuple[float, float]]:
+    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc), one at a time."""
     eps = 1e-6
     if duration <= window + eps:
-        return [(0.0, duration)]
-    out = []
-    s = 0.0
+        yield (0.0, duration)
+        return
+    s, last_end = 0.0, 0.0
     while s + window <= duration + eps:
-        out.append((s, s + window))
+        yield (s, s + window)
+        last_end = s + window
         s = round(s + stride, 9)
-    if out[-1][1] < duration - eps:
-        out.append((duration - window, duration))
-    return out
+    if last_end < duration - eps:
+        yield (duration - window, duration)
+
+
+def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """:func:`iter_windows` as a list."""
+    return list(iter_windows(duration, window, stride))
 
 
 class _opened:
