@@ -336,8 +336,8 @@ def _run(
     return ensemble(model.pretrained_cfg, views), views.shape[0]
 
 
-def _default_batch(plan: list[ClipView], device: torch.device) -> int:
-    views = sum(len(v.crops) for v in plan)
+def default_batch(views: int, device: torch.device) -> int:
+    """Views per forward pass unless given: all of a video's on a GPU, 6 on the CPU."""
     return views if device.type != "cpu" else min(views, 6)
 
 
@@ -376,9 +376,9 @@ def predict(
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with _eval_mode(model), _opened(video) as reader:
+    with eval_mode(model), open_video(video) as reader:
         plan = plan_views(cfg, reader.info, views)
-        bs = batch_size or _default_batch(plan, next(model.parameters()).device)
+        bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
         bar = progress_bar(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, "view", progress, leave=False)
         try:
             scores, n = _run(reader, model, plan, bs, precision, bar)
@@ -390,7 +390,7 @@ def predict(
     )
 
 
-class _eval_mode:
+class eval_mode:
     """The model in eval mode inside the block, its own mode restored after (the caller may be training it)."""
 
     def __init__(self, model: Any) -> None:
@@ -430,15 +430,15 @@ def predict_windows(
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with _opened(video) as reader:
+    with open_video(video) as reader:
         bar = progress_bar(None, Path(str(reader.path)).name, "window", progress)
         labels = None
         try:
             for start, end in iter_windows(reader.info.duration, window_s, stride_s):
                 plan = plan_views(cfg, reader.info, views, window=(start, end))
-                bs = batch_size or _default_batch(plan, next(model.parameters()).device)
+                bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
                 # eval mode per window, restored before each is handed out: the caller may train between windows
-                with torch.inference_mode(), _eval_mode(model):
+                with torch.inference_mode(), eval_mode(model):
                     scores, n = _run(reader, model, plan, bs, precision, None)
                 labels = labels or _labels(cfg, scores.numel())
                 if bar is not None:
@@ -471,8 +471,8 @@ def window_bounds(duration: float, window: float, stride: float) -> list[tuple[f
     return list(iter_windows(duration, window, stride))
 
 
-class _opened:
-    """Open a path (and close it afterwards), or use a reader the caller owns."""
+class open_video:
+    """A reader for a path (closed afterwards), or the reader the caller gave (left open)."""
 
     def __init__(self, video: Any) -> None:
         self.owned = not isinstance(video, (VideoReader, TensorVideo))

@@ -15,12 +15,12 @@ stream's timestamps (:meth:`VideoReader.frame_table`): the published test protoc
 # One module over ~400 lines on purpose: the reader and the timestamp table share PyAV's error handling (VideoError).
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path

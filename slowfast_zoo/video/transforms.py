@@ -281,7 +281,7 @@ class VideoTransform:
         return self._resized(x, self.short_side[0])
 
     def crops_of_frames(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
-        """Test views from frames :meth:`prepare_frame` made, stacked ``(T, 3, h, w)``: one ``(3, T, S, S)`` per crop."""
+        """Test views of frames :meth:`prepare_frame` made, stacked ``(T, 3, h, w)``: a ``(3, T, S, S)`` per crop."""
         x = uniform_temporal_subsample(frames, self.num_frames, dim=-4)
         return [to_model_layout(crop(x, self.crop_size, p)) for p in positions]
 
