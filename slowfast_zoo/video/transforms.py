@@ -169,8 +169,7 @@ def pack_pathways(clip: torch.Tensor, alpha: int | None, time_dim: int = -3) -> 
     t = clip.shape[time_dim]
     if t % alpha:
         raise ValueError(f"SlowFast needs the number of frames ({t}) to be a multiple of alpha={alpha}")
-    slow = clip.index_select(time_dim, torch.linspace(0, t - 1, t // alpha, device=clip.device).long())
-    return [slow, clip]
+    return [uniform_temporal_subsample(clip, t // alpha, dim=time_dim), clip]
 
 
 class PackPathway(nn.Module):
