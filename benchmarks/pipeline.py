@@ -63,15 +63,15 @@ from slowfast_zoo.video.views import plan_views  # noqa: E402
 SECONDS, FPS = 10, 30
 
 
-def write_video(path: Path, width: int, height: int, seed: int = 0) -> Path:
-    """10 s of moving gradients with noise, H.264 yuv420p, 30 fps (Kinetics-like bit rate)."""
+def write_video(path: Path, width: int, height: int, seed: int = 0, seconds: int = SECONDS) -> Path:
+    """``seconds`` of moving gradients with noise, H.264 yuv420p, 30 fps (Kinetics-like bit rate)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(FPS), options={"preset": "veryfast", "crf": "23"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = 250
-        for i in range(SECONDS * FPS):
+        for i in range(seconds * FPS):
             base = np.stack([(x + 3 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], -1)
             img = np.clip(base + rng.integers(-12, 12, size=base.shape), 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):

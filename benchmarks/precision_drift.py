@@ -3,45 +3,32 @@
     python benchmarks/precision_drift.py [--models slowfast_r50_8x8,slow_r50_8x8] [--views fast|reference]
         [--weights random|published] [--out drift.json]
 
-Videos: the packaged sample clip and three synthetic 4 s clips (moving gradients and noise at 340x256, 30 fps).
+Videos: the packaged sample clip and three synthetic 4 s clips (``pipeline.write_video`` at 340x256, 30 fps).
 Per model and video: the scores of ``fp32`` (eager, the default), ``bf16`` (autocast), ``fp32 fast`` (BatchNorm
 folded, channels-last) and ``bf16 fast`` (bf16 weights stored once); reported: the largest absolute score
 difference from fp32 and whether the top-1 and the top-5 set agree. ``--weights published`` downloads the
-checkpoints; ``random`` (offline) uses the architecture with randomized BatchNorm statistics and classifier.
+checkpoints; ``random`` (offline) uses the architecture with randomized BatchNorm statistics and classifier
+(``tests/tiny.py``'s ``randomize``, classifier weights x4).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
 import slowfast_zoo
 from slowfast_zoo.tasks.predict import load_model, predict, sample_video
 
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
+from pipeline import write_video  # noqa: E402
+from tiny import randomize  # noqa: E402
+
 MODES = {"bf16": ("bf16", False), "fp32_fast": ("fp32", True), "bf16_fast": ("bf16", True)}
-
-
-def synthetic(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:256, 0:340]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=Fraction(30), options={"preset": "veryfast", "crf": "23"})
-        s.width, s.height, s.pix_fmt = 340, 256, "yuv420p"
-        for i in range(120):
-            img = np.stack([(x + (3 + seed) * i) % 256, (y + 2 * i) % 256, (x * seed + y + i) % 256], -1)
-            img = np.clip(img + rng.integers(-12, 12, size=img.shape), 0, 255).astype(np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def randomized(name: str) -> torch.nn.Module:
@@ -49,16 +36,9 @@ def randomized(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_pysf")
     model = slowfast_zoo.create(f"{name}.k400_pysf", pretrained=False, head_pool=cfg.test_head_pool)
-    g = torch.Generator().manual_seed(0)
+    randomize(model)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.2)
+        model.head.proj.weight.mul_(4)  # scores that separate classes, so that a changed top-1 would show
     return model.eval()
 
 
@@ -71,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     results = {"args": vars(args), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
-        videos = [sample_video()] + [synthetic(Path(tmp) / f"s{i}.mp4", i + 1) for i in range(3)]
+        videos = [sample_video()] + [write_video(Path(tmp) / f"s{i}.mp4", 340, 256, i + 1, 4) for i in range(3)]
         for name in args.models.split(","):
             model = randomized(name) if args.weights == "random" else load_model(name)
             fast = {
