@@ -199,22 +199,39 @@ def build(name: str, precision: str, device: torch.device) -> tuple[Any, Callabl
 
 # ---- the run ------------------------------------------------------------------------------------------------------
 def bench_data(name: str, path: Path, repeat: int, device: torch.device) -> dict[str, Any]:
+    """Decode and transform stages, interleaved: each repetition runs every stage once (in a rotating order), so
+    the ratios between stages (median of per-repetition ratios) hold on a loaded machine better than the times."""
     cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_pysf")
+    ptv_cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_ptv")
 
     def plan_of(r: Any) -> list:
         return plan_views(cfg, r.info, "reference")
 
-    out: dict[str, Any] = {}
-    out["decode_per_view"], clips = timed(lambda: decode_per_view(path, plan_of), repeat, device)
+    clips = decode_per_view(path, plan_of)
+    stages: dict[str, Callable[[], Any]] = {"decode_per_view": lambda: decode_per_view(path, plan_of)}
     if hasattr(VideoReader, "read_views"):
-        out["decode_one_pass"], _ = timed(lambda: decode_one_pass(path, plan_of), repeat, device)
-    out["transform_clip"], _ = timed(lambda: transform_clip(cfg, clips, device), repeat, device)
+        stages["decode_one_pass"] = lambda: decode_one_pass(path, plan_of)
+    stages["transform_clip"] = lambda: transform_clip(cfg, clips, device)
     if hasattr(T.VideoTransform, "prepare_frame"):
-        out["transform_per_frame"], _ = timed(lambda: transform_per_frame(cfg, clips, device), repeat, device)
-    out["decode_transform"], _ = timed(lambda: decode_transform(path, cfg, device), repeat, device)
-    ptv = [ptv_views(path, slowfast_zoo.get_pretrained_cfg(f"{name}.k400_ptv"))[1:] for _ in range(repeat)]
-    out["ptv_decode"] = statistics.median(p[0] for p in ptv)
-    out["ptv_transform"] = statistics.median(p[1] for p in ptv)
+        stages["transform_per_frame"] = lambda: transform_per_frame(cfg, clips, device)
+    stages["decode_transform"] = lambda: decode_transform(path, cfg, device)
+    times: dict[str, list[float]] = {k: [] for k in [*stages, "ptv_decode", "ptv_transform"]}
+    for i in range(repeat):
+        names = list(stages)
+        for key in names[i % len(names) :] + names[: i % len(names)]:
+            times[key].append(timed(stages[key], 1, device)[0])
+        _, decode_s, transform_s = ptv_views(path, ptv_cfg)
+        times["ptv_decode"].append(decode_s)
+        times["ptv_transform"].append(transform_s)
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return statistics.median(x / y for x, y in zip(times[a], times[b])) if a in times and b in times else None
+
+    out["ratio_decode_per_view_to_one_pass"] = ratio("decode_per_view", "decode_one_pass")
+    out["ratio_transform_clip_to_per_frame"] = ratio("transform_clip", "transform_per_frame")
+    times["ptv_total"] = [x + y for x, y in zip(times["ptv_decode"], times["ptv_transform"])]
+    out["ratio_ptv_to_decode_transform"] = ratio("ptv_total", "decode_transform")
     return out
 
 
@@ -311,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             for size in sizes:
                 r = bench_data(name, videos[size][0], args.repeat, device)
                 results["data"][f"{name}@{size}"] = r
-                print(name, size, json.dumps({k: round(v, 4) for k, v in r.items()}), flush=True)
+                print(name, size, json.dumps({k: v if v is None else round(v, 4) for k, v in r.items()}), flush=True)
                 Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
             for precision in precisions:
                 for size in e2e:

@@ -522,9 +522,6 @@ class VideoReader:
                 done += 1
                 live = {key_of[u] for g in groups[done:] for u in g if u in key_of} | {key}
                 kept = {k: v for k, v in kept.items() if k in live}
-        while done < len(groups):  # not reached: every group ends at a time in `pending`
-            yield self._stack([kept[key_of[u]] for u in groups[done]])
-            done += 1
 
     def _convert(self, frame: Any, frame_fn: FrameFn | None) -> torch.Tensor:
         rgb = torch.from_numpy(self._to_rgb(frame))
