@@ -2,7 +2,8 @@
 
     python benchmarks/pipeline.py [--models slowfast_r50_8x8,slow_r50_8x8] [--sizes 340x256,640x360,1280x720]
         [--precisions fp32,bf16fast] [--workers 0,1,2] [--e2e-sizes all] [--videos 3] [--eval all]
-        [--device cpu|cuda] [--repeat 3] [--out pipeline.json]
+        [--device cpu|cuda] [--repeat 3] [--out pipeline.json] [--video-dir DIR]
+    python benchmarks/pipeline.py --compare before.json after.json      # markdown tables of two runs
 
 Synthetic 10 s H.264 videos at 30 fps (moving gradients and noise, x264 ``veryfast``, GOP 250) are written to a
 temporary folder. Per (model, size), the checkpoint's own 30-view test protocol (PySlowFast's Kinetics rule):
@@ -294,7 +295,52 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Markdown tables of two runs (older code, this code) of this script."""
+
+    def f(x: Any, digits: int = 2) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    lines = [
+        "| model @ size | decode before | decode after | decode ratio (one run) | transforms before | transforms after "
+        "| transforms ratio (one run) | decode+transforms before | after | PyTorchVideo / zoo, same views |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, a in after["data"].items():
+        b = before["data"].get(key, {})
+        lines.append(
+            f"| {key} | {f(b.get('decode_per_view'))} s | {f(a.get('decode_one_pass'))} s "
+            f"| {f(a.get('ratio_decode_per_view_to_one_pass'))}x | {f(b.get('transform_clip'))} s "
+            f"| {f(a.get('transform_per_frame'))} s | {f(a.get('ratio_transform_clip_to_per_frame'))}x "
+            f"| {f(b.get('decode_transform'))} s | {f(a.get('decode_transform'))} s "
+            f"| {f(a.get('ratio_ptv_to_zoo_same_views'))}x |"
+        )
+    lines += [
+        "",
+        "| model @ size / precision | model alone | predict before | predict after | predict/model before "
+        "| after | evaluate videos/s before (workers) | after (workers) | features videos/s before | after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, a in after["model"].items():
+        b = before["model"].get(key, {})
+
+        def per_worker(r: dict[str, Any]) -> str:
+            ev = r.get("evaluate_videos_per_s") or {}
+            return ", ".join(f"{v:.3f} ({w})" for w, v in ev.items()) or "-"
+
+        lines.append(
+            f"| {key} | {f(a.get('model'))} s | {f(b.get('predict'))} s | {f(a.get('predict'))} s "
+            f"| {f(b.get('ratio'))} | {f(a.get('ratio'))} | {per_worker(b)} | {per_worker(a)} "
+            f"| {f(b.get('features_videos_per_s'), 3)} | {f(a.get('features_videos_per_s'), 3)} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None and sys.argv[1:2] == ["--compare"]:
+        before, after = (json.loads(Path(x).read_text()) for x in sys.argv[2:4])
+        print(compare(before, after))
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="slowfast_r50_8x8,slow_r50_8x8")
     p.add_argument("--sizes", default="340x256,640x360,1280x720")
