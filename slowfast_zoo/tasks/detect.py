@@ -12,7 +12,7 @@ import torch
 from ..video import transforms as T
 from ..video.io import VideoReader
 from ..video.views import keyframe_times
-from .predict import load_model
+from .runner import load_model
 
 __all__ = ["BoxPrediction", "detect", "keyframe_times", "parse_boxes"]
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..video.io import VideoError
+from ..video.views import plan_views
 from . import metrics as M
 from .eval_datasets import (
     AvaSet,
@@ -44,7 +45,7 @@ from .eval_datasets import (
     read_ssv2,
 )
 from .eval_records import append_record, float32_list, parse_shard, parts_dir, read_records, write_json_atomic
-from .predict import (
+from .runner import (
     ViewRunner,
     class_scores,
     default_batch,
@@ -53,7 +54,6 @@ from .predict import (
     iter_view_inputs,
     load_model,
     open_video,
-    plan_views,
     prefetch,
     progress_bar,
 )

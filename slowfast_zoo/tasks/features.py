@@ -38,15 +38,15 @@ import numpy as np
 import torch
 
 from ..video.io import VideoError
+from ..video.views import plan_views
 from ..weights.cache import atomic_writer
-from .predict import (
+from .predict import iter_windows
+from .runner import (
     ViewRunner,
     eval_mode,
     iter_view_inputs,
-    iter_windows,
     load_model,
     open_video,
-    plan_views,
     prefetch,
     progress_bar,
 )
