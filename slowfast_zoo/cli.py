@@ -15,6 +15,8 @@ from typing import Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
+from slowfast_zoo.errors import SlowFastZooError
+from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -180,7 +182,11 @@ def _positive_int(text: str) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks import predict as inference
 
+    if args.live:
+        return _predict_live(args)
     videos = args.videos or [inference.sample_video()]
+    if args.render and len(videos) != 1:
+        raise ValueError("--render draws on one video; pass exactly one")
     model = inference.load_model(
         args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
     )
@@ -204,29 +210,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(_one_line(e, str(video)), file=sys.stderr, flush=True)
             continue
+        results = list(results)
         if args.json:
             for line in inference.to_json_lines(results):
                 print(line, flush=True)
         else:
             print(inference.format_table(results))
+        if args.render:
+            from slowfast_zoo.tasks.render import render_predictions
+
+            print(f"slowfast-zoo: wrote {render_predictions(video, results, args.render)}", file=sys.stderr)
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
     return 0
 
 
+def _predict_live(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.live import predict_stream
+
+    if len(args.videos) != 1:
+        raise ValueError("--live reads one source (a URL, a device, pipe:0 or a growing file)")
+    window, hop = args.windows or (2.0, 0.5)
+    run = predict_stream(args.videos[0], args.model, window, hop, top_k=args.top_k, device=args.device)
+    with run:
+        for w in run:
+            if args.json:
+                print(json.dumps(w.to_dict(), ensure_ascii=False), flush=True)
+            else:
+                p = w.prediction
+                top = ", ".join(f"{x.label} {x.score:.3f}" for x in p.top)
+                skipped = f" ({w.dropped} skipped)" if w.dropped else ""
+                print(f"{p.start:8.2f}-{p.end:.2f}s  {top}  [latency {w.latency:.2f}s]{skipped}", flush=True)
+    print(f"slowfast-zoo: {run.stats.summary()}", file=sys.stderr)
+    return 0
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks.detect import detect, parse_boxes
-
-    try:
-        spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{args.boxes}: not JSON ({e})") from None
-    boxes = parse_boxes(spec, args.keyframe)
     from slowfast_zoo.video.io import probe
 
+    from_file = (args.boxes_from or ("file" if args.boxes else "detector")) == "file"
+    if from_file != bool(args.boxes):
+        raise ValueError("--boxes FILE goes with --boxes-from file (the default when given); drop it for the detector")
+    boxes = None
+    if from_file:
+        try:
+            spec = json.loads(Path(args.boxes).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.boxes}: not JSON ({e})") from None
+        boxes = parse_boxes(spec, args.keyframe)
     duration = probe(args.video).duration
-    outside = [t for t in boxes if not 0 <= t <= duration]
+    outside = [t for t in (boxes or args.keyframes or []) if not 0 <= t <= duration]
     if outside:
         raise ValueError(
             f"{args.video}: keyframe(s) {', '.join(f'{t:g}' for t in sorted(outside))} s outside the video "
@@ -237,10 +272,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
         args.model,
         boxes,
         normalized=args.normalized,
+        keyframes=args.keyframes,
         top_k=args.top_k,
         checkpoint=args.checkpoint,
         device=args.device,
     )
+    if args.render:
+        from slowfast_zoo.tasks.render import render_detections
+
+        print(f"slowfast-zoo: wrote {render_detections(args.video, results, args.render)}", file=sys.stderr)
     if args.json:
         for r in results:
             print(json.dumps(r.to_dict()))
@@ -273,6 +313,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             excluded_timestamps=args.excluded_timestamps,
             box_threshold=args.box_threshold,
             ava_time_offset=args.ava_time_offset,
+            ava_protocol=args.ava_protocol,
             limit=args.limit,
             device=args.device,
             batch_size=args.batch_size,
@@ -286,6 +327,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"this shard is done; when every shard is, run: slowfast-zoo evaluate --merge --out {args.out}")
         return 0
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    if args.plot:
+        from slowfast_zoo.tasks import plots
+
+        per_class = getattr(result, "per_class", None)  # {class name: value}, where the result carries one
+        title = f"{result.model} on {result.dataset}"
+        fig = plots.per_class_figure(per_class, title) if per_class else plots.metrics_figure(result)
+        print(f"slowfast-zoo: wrote {plots.save_png(fig, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.demo import build_demo
+
+    build_demo(args.model or None).launch(server_name=args.host, server_port=args.port)
     return 0
 
 
@@ -350,7 +405,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log where weights come from")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log (where weights come from, tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models")
@@ -403,14 +458,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
+    p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
+    p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
     _speed_arguments(p, workers=False)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
     p.add_argument("video")
-    p.add_argument("--boxes", required=True, help='JSON: {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list')
+    p.add_argument("--boxes", help='JSON: {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list')
+    p.add_argument("--boxes-from", choices=["detector", "file"], help="default: file with --boxes, else detector")
+    p.add_argument(
+        "--keyframes", type=lambda v: [float(t) for t in v.split(",")], help="detector keyframes, s (every second)"
+    )
     p.add_argument("--keyframe", type=float, help="keyframe (seconds) for a plain list of boxes")
     p.add_argument("--normalized", action="store_true", help="boxes are in [0, 1] (AVA csv), not pixels")
+    p.add_argument("--render", metavar="OUT", help="write the video with boxes and actions drawn (.mp4 or .mkv)")
     p.add_argument("--model", default="slowfast_r50_8x8_det", help="detector name (default: %(default)s)")
     p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
     p.add_argument("--top-k", type=_positive_int, default=5, help="actions per box (at least 1)")
@@ -418,9 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_detect)
 
+    p = sub.add_parser("demo", help="a local web page: upload a video, see the labels and the annotated video")
+    p.add_argument("--model", action="append", help="model offered (repeat for several; default: three)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (%(default)s)")
+    p.add_argument("--port", type=int, default=7860, help="port (%(default)s)")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("evaluate", help="measure a checkpoint on your copy of its benchmark (published vs measured)")
     p.add_argument("model", nargs="?", help="model name, hf-hub:org/name or local-dir:PATH")
-    p.add_argument("--dataset", choices=["kinetics400", "kinetics600", "ssv2", "charades", "ava"])
+    p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="folder of the videos (or frame folders)")
     p.add_argument(
         "--annotations", help="Kinetics list or official CSV, SSv2 validation JSON, Charades CSV, AVA ground-truth CSV"
@@ -430,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excluded-timestamps", help="AVA excluded keyframes (CSV)")
     p.add_argument("--box-threshold", type=float, help="AVA proposals kept (default: the checkpoint's)")
     p.add_argument("--ava-time-offset", type=float, default=900.0, help="movie second where AVA files start")
+    p.add_argument(
+        "--ava-protocol",
+        choices=AVA_PROTOCOLS,
+        default="pyslowfast",
+        help="AVA mAP equal to PySlowFast's evaluator (the published numbers', default) or the ActivityNet script's",
+    )
+    p.add_argument("--plot", metavar="PNG", help="write the results as a bar chart (needs slowfast-zoo[plot])")
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
@@ -442,28 +517,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors printed as one line: the package's own, and bad input (a value or a path the user gave)
+USER_ERRORS = (SlowFastZooError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slowfast-zoo`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        logging.getLogger("slowfast_zoo").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("slowfast-zoo: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # every error is one line, never a traceback (-v logs the details)
-        logging.getLogger("slowfast_zoo").debug("error", exc_info=True)
+    except USER_ERRORS as e:  # one line; -v also logs the traceback. Anything else is a bug: its traceback shows
+        logging.getLogger("slowfast_zoo").debug("traceback of the error below", exc_info=True)
         print(_one_line(e), file=sys.stderr)
         return 2
 
 
 def _one_line(e: BaseException, where: str | None = None) -> str:
-    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line, in the CLI's words (``--checkpoint FILE``)."""
+    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line."""
     text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, KeyError) and text.startswith("'") and not isinstance(e, slowfast_zoo.UnknownModelError):
-        text = f"missing key {text}"
-    text = text.replace("pass checkpoint=<file> to create()", "pass --checkpoint FILE")
-    text = text.replace("(or slowfast_zoo.weights.sources.download), ", "")
     if where and where not in text:
         text = f"{where}: {text}"
     return f"slowfast-zoo: error: {text}"

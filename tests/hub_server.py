@@ -13,12 +13,16 @@ It speaks the parts of the Hub protocol that ``huggingface_hub`` 2.4 uses for do
 - Any other URL is also servable as a plain file (``serve_file``), for the authors' origin downloads.
 
 Faults can be injected per file name (:meth:`HubServer.fault`): same-length corrupted bytes, a truncated body, a
-connection dropped mid-file, an HTTP status, a delay. Every request is logged in :attr:`HubServer.requests`.
+connection dropped mid-file, an HTTP status, a redirect, headers or a body that never end, an answer held
+until the test releases it. A fault's ``hook`` runs as it misbehaves (to move a test's clock), and its events say
+what happened, so tests wait on events instead of the wall clock. Every request is logged in
+:attr:`HubServer.requests`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -44,9 +48,12 @@ class Fault:
 
     target: str
     #: ``corrupt`` (same length, other bytes), ``truncate`` (a complete but shorter body), ``drop`` (close the
-    #: connection half-way through the promised body), ``status`` (answer ``status``), ``delay`` (sleep first),
+    #: connection half-way through the promised body), ``status`` (answer ``status``),
     #: ``headers`` (answer with ``headers`` replacing the real ones: a hostile mirror), ``trickle`` (send 4 kB every
-    #: ``delay`` seconds), ``drop_chunked`` (a chunked body whose first chunk is cut short)
+    #: ``delay`` seconds), ``drop_chunked`` (a chunked body whose first chunk is cut short), ``redirect`` (302 to
+    #: ``location``), ``regular`` (serve an LFS-named file as a regular one: HEAD 200 on the Hub itself),
+    #: ``trickle_headers`` (the status line and headers a byte at a time, endlessly), ``endless`` (a body with no
+    #: length that never ends), ``block`` (set ``entered``, then answer only once ``release`` is set)
     kind: str
     methods: tuple[str, ...] = ("GET",)
     status: int = 500
@@ -55,6 +62,20 @@ class Fault:
     #: how many requests it applies to (None: all)
     times: int | None = None
     hits: int = 0
+    #: called (in the server's thread) each time the fault fires, and after each byte ``trickle_headers`` sends
+    hook: Any = None
+    #: ``redirect``: where to (an absolute URL)
+    location: str = ""
+    #: ``trickle_headers`` / ``endless``: the most bytes sent before the server itself gives up (a guard, so a client
+    #: that never stops cannot hang the test); ``block``: seconds to wait for ``release``
+    budget: float = 64 << 20
+    #: what happened: bytes sent, whether the client hung up first, and the events of ``block``
+    sent: int = 0
+    hung_up: bool = False
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    #: set when the server has stopped sending (``trickle``, ``trickle_headers``, ``endless``) or waiting (``block``)
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -211,6 +232,36 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
+    def _hostile_stream(self, fault: Fault) -> None:
+        """Headers that never end, a byte at a time, or a body that never ends; stop when the client hangs up."""
+        try:
+            self._hostile_pieces(fault)
+        finally:
+            fault.finished.set()
+
+    def _hostile_pieces(self, fault: Fault) -> None:
+        self.close_connection = True
+        if fault.kind == "trickle_headers":
+            head = b"HTTP/1.1 200 OK\r\nX-Slow: "
+            pieces = (head[i : i + 1] if i < len(head) else b"a" for i in range(1 << 62))
+        else:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+            pieces = (b"\0" * 65536 for _ in range(1 << 62))
+        for piece in pieces:
+            if fault.sent >= fault.budget:
+                return
+            try:
+                self.wfile.write(piece)
+                self.wfile.flush()
+            except OSError:
+                fault.hung_up = True
+                return
+            fault.sent += len(piece)
+            if fault.kind == "trickle_headers":
+                if fault.hook:
+                    fault.hook()
+                time.sleep(0.002)  # lets the client read byte by byte; the test's clock, not this, is what counts
+
     def _content(self, data: bytes, headers: dict[str, str], fault: Fault | None) -> None:
         """Send a file body, misbehaving as the fault says."""
         if fault and fault.kind == "corrupt" and self.command == "GET":
@@ -227,8 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(data[i : i + 4096])
                     self.wfile.flush()
                 except OSError:  # the client gave up
-                    return
+                    fault.hung_up = True
+                    break
+                if fault.hook:
+                    fault.hook()
                 time.sleep(fault.delay)
+            fault.finished.set()
             return
         if fault and fault.kind == "drop_chunked" and self.command == "GET":  # a chunk cut short
             self.send_response(200)
@@ -245,10 +300,11 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in {**headers, "Content-Length": str(len(data))}.items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
+            with contextlib.suppress(OSError):  # the client may have given up already
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._send(200, data, {**headers, "Content-Length": str(len(data))})
 
@@ -263,10 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._record()
         fault = self.hub._fault_for(self.command, self.path)
         self._fault = fault
-        if fault and fault.kind == "delay":
-            time.sleep(fault.delay)
+        if fault and fault.hook:
+            fault.hook()
+        if fault and fault.kind == "block":
+            fault.entered.set()
+            fault.release.wait(fault.budget)
+            fault.finished.set()
         elif fault and fault.kind == "status":
             self._json(fault.status, {"error": "injected fault"})
+            return
+        elif fault and fault.kind == "redirect":
+            self._send(302, b"", {"Location": fault.location})
+            return
+        elif fault and fault.kind in ("trickle_headers", "endless"):
+            self._hostile_stream(fault)
             return
         path = urllib.parse.urlsplit(self.path).path
         if self.role == "cdn":
@@ -301,7 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "EntryNotFound", f"{filename} does not exist at {revision}", commit)
             return
         data = tree[filename]
-        if filename.endswith(LFS_SUFFIXES):  # LFS: redirect to the CDN, metadata on the 302
+        regular = fault is not None and fault.kind == "regular"
+        if filename.endswith(LFS_SUFFIXES) and not regular:  # LFS: redirect to the CDN, metadata on the 302
             sha = hashlib.sha256(data).hexdigest()
             headers = {
                 "Location": f"{self.hub.cdn_url}/lfs/{sha}/{filename}",

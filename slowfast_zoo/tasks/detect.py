@@ -49,7 +49,10 @@ def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float,
         raise ValueError('boxes must be {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list of boxes')
     out: dict[float, list[list[float]]] = {}
     for t, boxes in items:
-        rows = [list(map(float, b)) for b in boxes]
+        try:
+            rows = [list(map(float, b)) for b in boxes]
+        except (TypeError, ValueError):
+            rows = []
         if not rows or any(len(b) != 4 for b in rows):
             raise ValueError(f"keyframe {t:g} s: expected a non-empty list of [x1, y1, x2, y2] boxes, got {boxes!r}")
         out[t] = rows
@@ -61,9 +64,11 @@ def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float,
 def detect(
     video: str | os.PathLike[str],
     model: Any,
-    boxes: Mapping[float, Sequence[Sequence[float]]] | Sequence[Sequence[float]],
+    boxes: Mapping[float, Sequence[Sequence[float]]] | Sequence[Sequence[float]] | None = None,
     *,
     keyframe: float | None = None,
+    keyframes: Sequence[float] | None = None,
+    person_detector: Any = None,
     normalized: bool = False,
     top_k: int = 5,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -76,8 +81,9 @@ def detect(
         model: a detector name (e.g. ``slowfast_r50_8x8_det``, built with its weights) or a model from ``create``.
         boxes: ``{keyframe_seconds: [[x1, y1, x2, y2], ...]}``, or one list of boxes for ``keyframe``. Boxes are
             in pixels of the video frame as displayed, or in [0, 1] with ``normalized=True`` (AVA's csv form).
-            Person boxes come from any detector, e.g. torchvision's ``fasterrcnn_resnet50_fpn`` (label 1, score
-            above 0.8 as the authors used); see the README.
+            ``None``: persons found by torchvision's Faster R-CNN on each of ``keyframes`` (default: every whole
+            second), kept above the checkpoint's ``person_score_threshold``
+            (:func:`slowfast_zoo.tasks.persons.person_boxes`; ``person_detector`` replaces the detector).
         top_k: actions per box to return.
 
     The clip is centred on each keyframe, resized to the checkpoint's short side (full frame, no crop) with the
@@ -85,6 +91,15 @@ def detect(
     """
     model = load_model(model, checkpoint=checkpoint, device=device, task="detect")
     cfg = model.pretrained_cfg
+    if boxes is None:
+        from .persons import person_boxes
+
+        if cfg.person_score_threshold is None:
+            raise ValueError(f"{cfg.name} names no person_score_threshold: pass boxes")
+        found = person_boxes(video, cfg.person_score_threshold, keyframes=keyframes, detector=person_detector)
+        if not found:
+            return []
+        boxes, normalized = found, False
     per_keyframe = parse_boxes(boxes, keyframe)
     labels = cfg.label_names or tuple(str(i) for i in range(model.num_classes))
     dev = next(model.parameters()).device

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SlowFastZooError
 from .views import FrameTable
 
 __all__ = [
@@ -55,7 +56,7 @@ MAX_FRAMES = 1_000_000
 FrameFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class VideoError(RuntimeError):
+class VideoError(SlowFastZooError, RuntimeError):
     """A video could not be read; the message names the file and what failed."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -3,7 +3,9 @@
 Both are verified before use: the weights against the sha256 the manifest (or a verified ``config.json``) pins,
 ``config.json`` against its git blob id, which is the ``ETag`` the Hub serves for a regular file and the name of
 its blob in the cache. A cached copy that no longer hashes to its id is deleted (under the caller's lock) and never
-read as a config.
+read as a config. Online, one HEAD confirms that the cached ``config.json`` of a commit is the blob the Hub serves
+for it (a co-user of the cache could plant a self-consistent one pinning other weights); offline, or with the Hub
+unreachable, the cached copy is trusted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import io
 import json
 import logging
 import os
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,18 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .manifest import HEX40, REPO_ID, HubFile
-from .transfer import auth_header, check_revision, fetch, head, link_into_hf_cache, repo_folder, stream
+from .transfer import (
+    MAX_UNPINNED_BYTES,
+    Deadline,
+    check_revision,
+    fetch,
+    head,
+    hub_headers,
+    link_into_hf_cache,
+    repo_folder,
+    same_origin,
+    stream,
+)
 
 __all__ = [
     "HF_HUB_PREFIX",
@@ -95,7 +107,7 @@ def download_hub_file(
     cache_dir: str,
     endpoint: str,
     timeout: float,
-    deadline: float,
+    deadline: Deadline,
     token: str | bool | None,
 ) -> tuple[Path, str, str, str]:
     """Download the pinned file into the Hugging Face cache (caller holds the lock): (path, sha256, source, where)."""
@@ -104,7 +116,7 @@ def download_hub_file(
     where = f"{hub.repo_id} (revision {hub.revision}, file {hub.filename}) at {endpoint}"
     # one HEAD without retries first: a dead Hub is reported at once, a wrong commit or an announced sha256 that
     # differs is refused before any byte is fetched, and hostile header values never name a file
-    info = head(url, where, timeout=timeout, token=token)
+    info = head(url, where, timeout=timeout, token=token, deadline=deadline)
     if info.commit != hub.revision:
         raise WeightsNotFoundError(
             f"{endpoint} served commit {info.commit} for {hub_where(hub)}; expected the pinned {hub.revision}"
@@ -118,6 +130,16 @@ def download_hub_file(
             actual=info.etag,
             detail=f"sha256 announced by {endpoint} before download; nothing was downloaded",
         )
+    if hub.size is not None and info.size is not None and info.size != hub.size:
+        raise WeightsError(
+            f"{endpoint} announced {info.size} bytes for {hub_where(hub)}, the manifest pins {hub.size}; "
+            "nothing was downloaded"
+        )
+    if hub.size is not None or info.size is not None:
+        limit = hub.size if hub.size is not None else info.size
+        why = "the pinned size" if hub.size is not None else "the size the Hub announced (X-Linked-Size)"
+    else:
+        limit, why = MAX_UNPINNED_BYTES, "MAX_UNPINNED_BYTES: the file's size is neither pinned nor announced"
 
     def check(digest: str, size: int) -> None:
         if info.size is not None and size != info.size:
@@ -133,17 +155,16 @@ def download_hub_file(
             )
 
     folder = repo_folder(cache_dir, hub.repo_id)
-    same_host = urllib.parse.urlsplit(info.location).netloc == urllib.parse.urlsplit(endpoint).netloc
-    headers = auth_header(token) if same_host else {}
+    headers = hub_headers(token if same_origin(info.location, endpoint) else False)
     try:
         for stale in hub_partials(hub, cache_dir, remove=True):
             log.warning("%s: removed %s, left by an interrupted download", name, stale)
         blob = folder / "blobs" / hub.sha256
-        kw = {"timeout": timeout, "deadline": deadline, "headers": headers, "progress": hub.filename}
+        kw = {"timeout": timeout, "deadline": deadline, "headers": headers, "limit": limit, "limit_why": why}
         try:
-            fetch(info.location, blob, check, **kw)
+            fetch(info.location, blob, check, progress=hub.filename, **kw)
         except SourceFailed as e:
-            raise SourceFailed(f"download of {where} failed: {e}") from None
+            raise type(e)(f"download of {where} failed: {e}") from None
         path = link_into_hf_cache(folder, hub.sha256, hub.revision, hub.filename)
     except OSError as e:
         if c.is_write_error(e):
@@ -192,20 +213,30 @@ def _cached_ref(folder: Path, revision: str) -> str | None:
 
 
 def _download_config(repo_id: str, revision: str, folder: Path, endpoint: str, timeout: float, token: Any) -> str:
-    """HEAD + GET of ``config.json``, checked against its git blob id, written into the cache; returns the commit."""
+    """HEAD of ``config.json``; the cached copy is used only when its git blob id is the one the Hub announces for
+    the commit, else GET, checked against that id and written into the cache. Returns the commit."""
+    deadline = Deadline.of(None)
     where = f"{repo_id} (revision {revision}, file {CONFIG_NAME}) at {endpoint}"
-    info = head(_url(repo_id, CONFIG_NAME, revision, endpoint), where, timeout=timeout, token=token)
+    info = head(_url(repo_id, CONFIG_NAME, revision, endpoint), where, timeout=timeout, token=token, deadline=deadline)
     if HEX40.fullmatch(revision) and info.commit != revision:
         raise WeightsError(f"{endpoint} served commit {info.commit} for {repo_id}@{revision}")
+    if info.lfs:
+        raise WeightsError(f"{CONFIG_NAME} of {repo_id}@{info.commit} is stored in LFS; not a slowfast_zoo repo")
+    pointer = folder / "snapshots" / info.commit / CONFIG_NAME
     if _cached_config(folder, info.commit, str(folder.parent)) is not None:
-        if revision != info.commit:
-            c.atomic_write(folder / "refs" / revision, info.commit)
-        return info.commit
+        if os.path.basename(os.readlink(pointer)) == info.etag:
+            if revision != info.commit:
+                c.atomic_write(folder / "refs" / revision, info.commit)
+            return info.commit
+        # consistent with itself but not the file of this commit: planted by a writer of the cache, or stale
+        log.warning("%s: cached config.json is not the blob %s the Hub serves; replacing it", pointer, info.etag)
+        c.evict(pointer, str(folder.parent))
     buf = io.BytesIO()
     url = _url(repo_id, CONFIG_NAME, info.commit, endpoint)
-    stream(url, buf, timeout=timeout, deadline=c.deadline_seconds(), headers=auth_header(token), limit=_CONFIG_LIMIT)
+    why = "the limit for a config.json"
+    stream(url, buf, timeout=timeout, deadline=deadline, headers=hub_headers(token), limit=_CONFIG_LIMIT, limit_why=why)
     data = buf.getvalue()
-    if info.lfs or c.git_blob_sha1(data) != info.etag:
+    if c.git_blob_sha1(data) != info.etag:
         raise WeightsError(
             f"{CONFIG_NAME} of {repo_id}@{info.commit}: git blob id {c.git_blob_sha1(data)}, "
             f"the server announced {info.etag}; nothing was kept"
@@ -230,21 +261,27 @@ def read_hf_hub_config(
     folder = repo_folder(cache, repo_id)
     endpoint = c.endpoint_url(endpoint)
     commit = revision if HEX40.fullmatch(revision) else None
-    data = _cached_config(folder, commit, cache) if commit else None
+    data = None
     failure = "offline mode and it is not cached"
-    if data is None and not c.is_offline(local_files_only):
+    if not c.is_offline(local_files_only):  # online, one HEAD confirms even a cached pinned commit's config.json
         try:
             commit = _download_config(repo_id, revision, folder, endpoint, c.timeout_seconds(timeout), token)
             data = _cached_config(folder, commit, cache)
         except SourceFailed as e:
             failure = str(e)
+            log.warning("hf-hub:%s@%s: %s; trying the cache, as offline mode would", repo_id, revision, e)
+        except WeightsNotFoundError as e:  # a pinned commit cached earlier stays usable when the repo goes away
+            if commit is None or _cached_config(folder, commit, cache) is None:
+                raise
+            log.warning("hf-hub:%s@%s: %s; using the cached copy, as offline mode would", repo_id, revision, e)
         except OSError as e:
             if c.is_write_error(e):
                 raise c.write_error(cache, e) from e
             raise
     if data is None and commit is None:  # a branch name: the commit it pointed at when last fetched
         commit = _cached_ref(folder, revision)
-        data = _cached_config(folder, commit, cache) if commit else None
+    if data is None and commit is not None:  # offline (or the Hub unreachable): the cache is trusted
+        data = _cached_config(folder, commit, cache)
     if data is None or commit is None:
         how = f"Download it while online with `slowfast-zoo download hf-hub:{repo_id}@{revision}`."
         raise WeightsUnavailableError(f"hf-hub:{repo_id}@{revision}: {failure}. {how}")

@@ -29,6 +29,7 @@ from . import cache as c
 from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
 from .manifest import HubFile, Parent
+from .transfer import LIBRARY_NAME
 
 #: a :class:`slowfast_zoo.PretrainedCfg`; weights/ reads its fields and never imports registry/
 PretrainedCfg = Any
@@ -291,7 +292,7 @@ def _upload(folder: Path, repo_id: str, *, origin: tuple[str, int] | None = None
     config = json.loads((folder / CONFIG_NAME).read_text())
     hub = config["pretrained_cfg"]["hub"]
     endpoint = c.endpoint_url(kw["endpoint"])
-    api = HfApi(endpoint=endpoint, token=kw["token"])
+    api = HfApi(endpoint=endpoint, token=kw["token"], library_name=LIBRARY_NAME, library_version=__version__)
     try:
         api.create_repo(repo_id, exist_ok=True, private=kw["private"])
         info = api.upload_folder(

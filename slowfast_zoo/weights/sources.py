@@ -40,6 +40,7 @@ from .errors import (
 from .hub import HF_HUB_PREFIX, check_hf_cache, download_hub_file, hub_partials, hub_where
 from .manifest import load_manifest
 from .origin import check_zoo_cache, converted_paths, download_origin, origin_partials
+from .transfer import Deadline
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +96,7 @@ def _origin_applies(cfg: Any) -> bool:
 def _how_to_get(cfg: Any) -> str:
     return (
         f"Download them while online with `slowfast-zoo download {cfg.name}`, "
-        "or pass checkpoint=<file> to create()"  # the CLI says --checkpoint FILE instead
+        "or give a local weights file (--checkpoint FILE; create(..., checkpoint=FILE) in Python)"
         + (f" with a local copy of {cfg.origin.url}" if cfg.origin else "")
         + "."
     )
@@ -111,7 +112,7 @@ def resolve_weights(
     zoo_cache: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
     timeout: float | None = None,
-    deadline: float | None = None,
+    deadline: float | Deadline | None = None,
     token: str | bool | None = None,
     allow_changed_origin: bool | None = None,
 ) -> Weights:
@@ -124,7 +125,8 @@ def resolve_weights(
         endpoint, cache_dir, zoo_cache: Hub endpoint, Hugging Face cache and zoo cache (defaults from the environment).
         local_files_only: no network at all (default: ``HF_HUB_OFFLINE``).
         timeout: seconds to wait for a server to answer (default ``$SLOWFAST_ZOO_TIMEOUT`` or 10).
-        deadline: seconds one download may take in all (default ``$SLOWFAST_ZOO_DEADLINE`` or 1800).
+        deadline: seconds the whole call may take once it needs the network (default ``$SLOWFAST_ZOO_DEADLINE`` or
+            1800): waiting for another process's download, the HEAD, every attempt and the origin fallback together.
         token: Hugging Face token (``None``: the saved one, if any; sent to the endpoint only).
         allow_changed_origin: accept an origin file whose bytes differ from its first download (default
             ``$SLOWFAST_ZOO_ALLOW_CHANGED_ORIGIN``).
@@ -144,7 +146,7 @@ def resolve_weights(
         )
     cache = str(cache_dir) if cache_dir is not None else c.hf_cache_dir()
     zoo = Path(zoo_cache) if zoo_cache is not None else c.zoo_cache_dir()
-    timeout, deadline = c.timeout_seconds(timeout), c.deadline_seconds(deadline)
+    timeout = c.timeout_seconds(timeout)
 
     def local(repair: bool) -> Weights | None:
         if hub:
@@ -162,7 +164,8 @@ def resolve_weights(
     if found:
         return found
     failures: list[str] = []
-    with c.lock(f"weights-{cfg.name}-{hub.sha256 if hub else 'origin'}", zoo, c.lock_timeout(deadline, timeout)):
+    deadline = Deadline.of(deadline)  # one budget from here on, the lock wait included
+    with c.lock(f"weights-{cfg.name}-{hub.sha256 if hub else 'origin'}", zoo, c.lock_timeout(deadline.remaining())):
         found = local(repair=True)  # evicts bad copies and stale partial files; another process may have fetched
         if found:
             return found
