@@ -72,6 +72,7 @@ def _eval_results(cfg: Any) -> list[Any]:
     from huggingface_hub import EvalResult
 
     source = (load_manifest().get(cfg.name) or {}).get("metrics_source")
+    url = SOURCES.get(source) if isinstance(source, str) else None
     version = re.match(r"ava(\d)(\d)", cfg.tag or "")
     results = []
     for key, value in cfg.metrics.items():
@@ -88,8 +89,8 @@ def _eval_results(cfg: Any) -> list[Any]:
                 metric_type=kind,
                 metric_name=name,
                 metric_value=value,
-                source_name=source if source in SOURCES else None,
-                source_url=SOURCES.get(source),
+                source_name=source if url else None,
+                source_url=url,
             )
         )
     return results
