@@ -2,6 +2,8 @@
 
 - ``<!-- readme: TITLE -->`` on a line of its own is replaced by the README section ``## TITLE`` (its body, down to
   the next ``## `` heading). Links to repository files become plain code: the site holds only docs/.
+- Sphinx roles in docstrings (``:class:`x```, ``:func:`~a.b.c```) are shown as code (``x``, ``c``): the docstrings
+  are written for both help() and the site, and the site renders Markdown.
 - ``<!-- models-table -->`` is replaced by the table of every pretrained model, generated from the registry
   (``slowfast_zoo.list_pretrained`` and each ``PretrainedCfg``), never typed by hand.
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 _INCLUDE = re.compile(r"^<!-- readme: (.+?) -->$", re.M)
+_ROLE = re.compile(r":(?:class|meth|func|mod|attr|data|exc|obj):<code>~?(?:[\w.]*\.)?([\w]+)</code>")
 _LOCAL_LINK = re.compile(r"\[([^\]]+)\]\((?!https?://|#)[^)]+\)")
 
 
@@ -34,20 +37,19 @@ def readme_sections(text: str) -> dict[str, str]:
 
 
 def models_table() -> str:
-    """One row per pretrained ``arch.tag``: parameters, GFLOPs, dataset, published metrics, Hub repo."""
+    """One row per pretrained ``arch.tag``: parameters, GFLOPs, dataset, published metrics."""
     import slowfast_zoo
 
     rows = [
-        "| model | params | GFLOPs/view | dataset | published metrics | Hub repo |",
-        "|---|---|---|---|---|---|",
+        "| model | params | GFLOPs/view | dataset | published metrics |",
+        "|---|---|---|---|---|",
     ]
     for name in slowfast_zoo.list_pretrained():
         cfg = slowfast_zoo.get_pretrained_cfg(name)
         params = f"{cfg.params / 1e6:.2f} M" if cfg.params else "-"
         gflops = f"{cfg.gflops:.2f}" if cfg.gflops else "-"
         metrics = ", ".join(f"{k} {v}" for k, v in cfg.metrics.items()) or "-"
-        repo = f"`{cfg.hub.repo_id}`" if cfg.hub else "-"
-        rows.append(f"| `{name}` | {params} | {gflops} | {cfg.dataset} | {metrics} | {repo} |")
+        rows.append(f"| `{name}` | {params} | {gflops} | {cfg.dataset} | {metrics} |")
     return "\n".join(rows) + "\n"
 
 
@@ -69,3 +71,7 @@ def expand(markdown: str, readme: str) -> str:
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     return expand(markdown, (ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    return _ROLE.sub(r"<code>\1</code>", html)

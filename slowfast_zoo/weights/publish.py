@@ -298,7 +298,9 @@ def publish(
         source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL
             (and must match the origin sha256 when the manifest knows it).
         expected: the structure the converted file must fit (default: built by the factory from ``cfg``).
-        endpoint, token, private: passed to :class:`huggingface_hub.HfApi`.
+        endpoint: Hub URL, passed to :class:`huggingface_hub.HfApi` (default ``HF_ENDPOINT``).
+        token: passed to :class:`huggingface_hub.HfApi`.
+        private: passed to :class:`huggingface_hub.HfApi` when the repo is created.
 
     The converted file is the same, byte for byte, as what ``create(pretrained=True)`` would convert from the
     origin. Paste :meth:`PublishResult.manifest_entry` into ``weights_manifest.json``.
