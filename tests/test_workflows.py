@@ -31,6 +31,7 @@ def _steps(flow: dict) -> list[dict]:
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_action_is_pinned_by_commit_sha(path) -> None:
     text = path.read_text(encoding="utf-8")
+    assert yaml.safe_load(text)["jobs"]  # the file parses
     uses = re.findall(r"uses:\s*(\S+)(.*)$", text, re.M)
     assert uses
     for action, comment in uses:
@@ -67,6 +68,15 @@ def test_ci_runs_the_floors_matrix_and_the_full_suite() -> None:
     for job in flow["jobs"].values():
         setup = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
         assert setup and setup[0]["with"]["cache"] == "pip"
+
+
+def test_docs_build_strict_and_deploy_from_main_only() -> None:
+    flow = _load("docs.yml")
+    build = " ".join(s.get("run", "") for s in flow["jobs"]["build"]["steps"])
+    assert "mkdocs build --strict" in build and '".[docs]"' in build
+    deploy = flow["jobs"]["deploy"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert "refs/heads/main" in deploy["if"] and deploy["environment"]["name"] == "github-pages"
 
 
 def _declared() -> dict[str, Requirement]:
