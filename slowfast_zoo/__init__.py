@@ -1,5 +1,7 @@
 """slowfast_zoo: SlowFast and Slow-only video networks with verified weights."""
 
+import sys as _sys
+
 from .factory import check_manifest, create, download_weights, verify_weights
 from .models.freeze import FrozenBatchNorm3d, freeze, param_groups
 from .models.optimize import fuse_bn, optimize_for_inference
@@ -60,3 +62,9 @@ __all__ = [
     "sample_video",
     "verify_weights",
 ]
+
+# The short module names the README uses import as written (``from slowfast_zoo.metrics import topk_accuracy``):
+# each is the same module object as its full name (``slowfast_zoo.metrics is slowfast_zoo.tasks.metrics``).
+for _short, _module in {"data": data, "features": features, "metrics": metrics, "publish": publish}.items():
+    _sys.modules[f"{__name__}.{_short}"] = _module
+del _short, _module

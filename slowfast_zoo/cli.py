@@ -15,6 +15,8 @@ from typing import Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
+from slowfast_zoo.errors import SlowFastZooError
+from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -266,6 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             excluded_timestamps=args.excluded_timestamps,
             box_threshold=args.box_threshold,
             ava_time_offset=args.ava_time_offset,
+            ava_protocol=args.ava_protocol,
             limit=args.limit,
             device=args.device,
             batch_size=args.batch_size,
@@ -328,7 +331,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowfast-zoo", description=slowfast_zoo.__doc__)
     parser.add_argument("--version", action="version", version=f"slowfast-zoo {slowfast_zoo.__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log where weights come from")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log (where weights come from, tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models")
@@ -397,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure a checkpoint on your copy of its benchmark (published vs measured)")
     p.add_argument("model", nargs="?", help="model name, hf-hub:org/name or local-dir:PATH")
-    p.add_argument("--dataset", choices=["kinetics400", "kinetics600", "ssv2", "charades", "ava"])
+    p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--root", help="folder of the videos (or frame folders)")
     p.add_argument(
         "--annotations", help="Kinetics list or official CSV, SSv2 validation JSON, Charades CSV, AVA ground-truth CSV"
@@ -407,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excluded-timestamps", help="AVA excluded keyframes (CSV)")
     p.add_argument("--box-threshold", type=float, help="AVA proposals kept (default: the checkpoint's)")
     p.add_argument("--ava-time-offset", type=float, default=900.0, help="movie second where AVA files start")
+    p.add_argument(
+        "--ava-protocol",
+        choices=AVA_PROTOCOLS,
+        default="pyslowfast",
+        help="AVA mAP equal to PySlowFast's evaluator (the published numbers', default) or the ActivityNet script's",
+    )
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
@@ -419,28 +428,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors printed as one line: the package's own, and bad input (a value or a path the user gave)
+USER_ERRORS = (SlowFastZooError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slowfast-zoo`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        logging.getLogger("slowfast_zoo").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("slowfast-zoo: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # every error is one line, never a traceback (-v logs the details)
-        logging.getLogger("slowfast_zoo").debug("error", exc_info=True)
+    except USER_ERRORS as e:  # one line; -v also logs the traceback. Anything else is a bug: its traceback shows
+        logging.getLogger("slowfast_zoo").debug("traceback of the error below", exc_info=True)
         print(_one_line(e), file=sys.stderr)
         return 2
 
 
 def _one_line(e: BaseException, where: str | None = None) -> str:
-    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line, in the CLI's words (``--checkpoint FILE``)."""
+    """``slowfast-zoo: error: [WHERE: ]MESSAGE`` on one line."""
     text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, KeyError) and text.startswith("'") and not isinstance(e, slowfast_zoo.UnknownModelError):
-        text = f"missing key {text}"
-    text = text.replace("pass checkpoint=<file> to create()", "pass --checkpoint FILE")
-    text = text.replace("(or slowfast_zoo.weights.sources.download), ", "")
     if where and where not in text:
         text = f"{where}: {text}"
     return f"slowfast-zoo: error: {text}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .errors import DeviceUnavailableError
 from .models.resnet3d import ResNet3d, ResNet3dConfig, ResNet3dFeatures
 from .registry.config_schema import MAX_PARAMS, check_param_count, validate_pretrained_cfg
 from .registry.pretrained import LoadedWeights, Parent, PretrainedCfg
@@ -134,9 +135,13 @@ def _available(device: torch.device) -> torch.device:
     """``device`` if this machine has it, else a clear error (not one from deep inside torch)."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine")
+            raise DeviceUnavailableError(
+                f"device={str(device)!r} was asked for, but torch sees no CUDA GPU on this machine"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            raise DeviceUnavailableError(
+                f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
     return device
 
 

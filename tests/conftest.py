@@ -26,7 +26,11 @@ import torch  # noqa: E402
 
 @pytest.fixture
 def one_thread():
-    """Tiny tensors: thread start-up and spinning cost more than they save (and CI runners are shared)."""
+    """One intra-op thread. Tiny tensors: thread start-up and spinning cost more than they save (and CI runners are
+    shared). Tests that compare two implementations bit for bit use it too: ATen and oneDNN split a reduction
+    (a convolution, a mean) into per-thread partial sums that depend on the thread count, so two different code
+    paths can agree bit for bit on one machine and differ in the last bit on one with other cores. With one
+    thread the summation order is the algorithm's own, the same on every machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

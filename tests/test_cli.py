@@ -153,14 +153,40 @@ def test_detect_keyframe_beyond_the_end_is_an_error(tmp_path, capsys) -> None:
     assert f"{video}: keyframe(s) 1000 s outside the video (0 to " in line
 
 
-def test_unexpected_error_types_are_one_line(tmp_path, capsys) -> None:
+def test_bad_input_is_one_line(tmp_path, capsys) -> None:
     import slowfast_zoo
 
     boxes = tmp_path / "boxes.json"
-    boxes.write_text(json.dumps({"1": 5}))  # not a list of boxes: a TypeError inside
+    boxes.write_text(json.dumps({"1": 5}))  # not a list of boxes
     assert main(["detect", str(slowfast_zoo.sample_video()), "--boxes", str(boxes)]) == 2
     [line] = _err_lines(capsys)
-    assert line.startswith("slowfast-zoo: error: ")
+    assert line.startswith("slowfast-zoo: error: keyframe 1 s: expected a non-empty list of [x1, y1, x2, y2] boxes")
+
+
+def test_a_bug_shows_its_traceback_and_package_errors_are_one_line(monkeypatch, capsys, caplog) -> None:
+    import logging
+
+    import slowfast_zoo
+    from slowfast_zoo.errors import SlowFastZooError
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug inside the zoo")
+
+    monkeypatch.setattr(slowfast_zoo, "list_models", bug)
+    with pytest.raises(TypeError, match="a bug inside the zoo"):  # not swallowed: Python prints the traceback
+        main(["list"])
+
+    def refused(*args, **kwargs):
+        raise SlowFastZooError("refused on purpose")
+
+    monkeypatch.setattr(slowfast_zoo, "list_models", refused)
+    logger = logging.getLogger("slowfast_zoo")
+    monkeypatch.setattr(logger, "level", logger.level)  # restored after the test
+    logger.setLevel(logging.WARNING)
+    assert main(["-v", "list"]) == 2
+    assert logger.getEffectiveLevel() == logging.DEBUG  # -v: the debug log, with the traceback of the error
+    assert _err_lines(capsys) == ["slowfast-zoo: error: refused on purpose"]
+    assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
 
 
 def test_offline_message_names_the_cli_option(tmp_path) -> None:
@@ -174,7 +200,7 @@ def test_offline_message_names_the_cli_option(tmp_path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("slowfast-zoo:")]
-    assert "offline" in line and "--checkpoint FILE" in line and "checkpoint=" not in line
+    assert "offline" in line and "--checkpoint FILE" in line
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

@@ -4,6 +4,9 @@ The plan (README "Code map", ../shared/reference/architecture.md): cli -> tasks 
 factory -> registry -> models; factory -> weights; registry -> weights/manifest.py (the records naming where weights
 live). ``models/`` needs only torch, torchvision.ops and einops; ``weights/`` imports no other part of the package and
 ``video/`` none but itself; nothing imports ``cli``; no cycles; no module imports another module's private names.
+The one exception to every rule: ``slowfast_zoo/errors.py``, the root of the package's own exceptions, which every
+module may import and which itself imports nothing of the package (so ``except SlowFastZooError`` catches the
+errors of every layer).
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def test_models_need_only_torch_torchvision_ops_einops(module):
     for target, _ in GRAPH[module]:
         top = target.split(".")[0]
         if _internal(target):
-            assert _area(_internal(target)) == "models", f"{module} imports {target}"
+            assert _area(_internal(target)) in ("models", "errors"), f"{module} imports {target}"
         elif top == "torchvision":
             assert target.startswith("torchvision.ops"), f"{module} imports {target}"
         else:
@@ -118,6 +121,15 @@ def test_registry_needs_only_the_weight_records():
     the registry never reads, downloads or converts files."""
     crossings = {b for a, b in _edges() if _area(a) == "registry" and _area(b) == "weights"}
     assert crossings <= {"slowfast_zoo.weights.manifest"}, crossings
+
+
+ERRORS = "slowfast_zoo.errors"
+
+
+def test_the_root_error_module_imports_nothing_of_the_package():
+    """Every layer may import slowfast_zoo/errors.py (the one shared root exception); it depends on no layer."""
+    assert ERRORS in MODULES
+    assert not [t for t, _ in GRAPH[ERRORS] if _internal(t)], GRAPH[ERRORS]
 
 
 def test_nothing_imports_cli():
@@ -172,7 +184,7 @@ def test_no_private_names_across_modules():
 
 def test_decoding_knows_no_preprocessing():
     """io.py decodes frames; how they are preprocessed afterwards (transforms) is not its business."""
-    internal = {_internal(t) for t, _ in GRAPH["slowfast_zoo.video.io"]} - {None, "slowfast_zoo.video"}
+    internal = {_internal(t) for t, _ in GRAPH["slowfast_zoo.video.io"]} - {None, "slowfast_zoo.video", ERRORS}
     assert internal <= {"slowfast_zoo.video.views"}, f"video/io.py imports {sorted(internal)}"
     views = {_internal(t) for t, _ in GRAPH["slowfast_zoo.video.views"]} - {None, "slowfast_zoo.video"}
     assert not views, f"video/views.py (pure index arithmetic) imports {sorted(views)}"

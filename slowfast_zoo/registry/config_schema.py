@@ -249,7 +249,7 @@ def _validate_protocol(d: Mapping[str, Any], p: str) -> None:
     choices = dict(
         frame_sampling=("uniform", "segment"),
         interpolation=("bilinear", "bicubic", "nearest"),
-        channel_order=("RGB", "BGR"),
+        channel_order=("RGB",),  # every authors' checkpoint sees RGB: see PretrainedCfg.channel_order
         activation=("softmax", "sigmoid"),
         ensemble=("mean", "max"),
         test_head_pool=("fixed", "adaptive"),

@@ -65,6 +65,11 @@ class PretrainedCfg:
     # pixel values: RGB in [0, 1], then (x - mean) / std
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    #: always RGB, the only order accepted: every authors' checkpoint was trained and tested on RGB. PySlowFast
+    #: (facebookresearch/SlowFast 287ec00) decodes Kinetics with PyAV in RGB; it reads Charades and SSv2 frames
+    #: with cv2 (BGR) and flips them back (``DATA.REVERSE_INPUT_CHANNEL: True`` in configs/Charades/*.yaml and
+    #: configs/SSv2/*.yaml, applied in slowfast/datasets/utils.py ``pack_pathway_output``); AVA flips cv2's BGR to
+    #: RGB unless ``AVA.BGR`` (False in every configs/AVA/c2/*.yaml). PyTorchVideo decodes RGB.
     channel_order: str = "RGB"
     # evaluation protocol
     test_clips: int = 10

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import SlowFastZooError
 from ..models.resnet3d import ResNet3dConfig
 from .pretrained import HubFile, Origin, PretrainedCfg, load_manifest
 
@@ -29,7 +30,7 @@ _DEFAULT_TAG: dict[str, str] = {}
 _ALIASES: dict[str, str] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(SlowFastZooError, KeyError):
     """No registered model has this name."""
 
     def __str__(self) -> str:

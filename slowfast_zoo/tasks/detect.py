@@ -48,7 +48,10 @@ def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float,
         raise ValueError('boxes must be {"<keyframe seconds>": [[x1, y1, x2, y2], ...]} or a list of boxes')
     out: dict[float, list[list[float]]] = {}
     for t, boxes in items:
-        rows = [list(map(float, b)) for b in boxes]
+        try:
+            rows = [list(map(float, b)) for b in boxes]
+        except (TypeError, ValueError):
+            rows = []
         if not rows or any(len(b) != 4 for b in rows):
             raise ValueError(f"keyframe {t:g} s: expected a non-empty list of [x1, y1, x2, y2] boxes, got {boxes!r}")
         out[t] = rows

@@ -11,24 +11,27 @@
   frame folders ``root/<id>/<id>-NNNNNN.jpg`` (``Charades_v1_rgb``, stored at 24 fps).
 * AVA: see :func:`read_ava` (ground truth, person-box proposals with scores, label map, excluded keyframes).
 
-A video that is not found is kept as an item without a path, so the evaluation can count it as missing.
+A video that is not found is kept as an item without a path, so the evaluation can count it as missing. A malformed
+row (bad fields, not UTF-8, an unusable path) is left out with its reason in ``skipped``; the rest is still read.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import itertools
 import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import AnnotationError
 from ..video.io import VideoError, VideoInfo
+from .annotations import csv_rows, load_json
 from .data import VIDEO_EXTENSIONS
 from .predict import TensorVideo
 
@@ -122,60 +125,69 @@ def read_kinetics(
 ) -> EvalSet:
     """A Kinetics split from a ``path label`` list or the official CSV (see the module docstring)."""
     path = Path(annotations)
-    with open(path, newline="", encoding="utf-8") as f:
-        first = f.readline()
-    if "youtube_id" in first:
-        return _read_kinetics_official(path, root, class_names)
-    return _read_path_label(path, root, class_names)
+    skipped: list[tuple[str, str]] = []
+    rows = csv_rows(path, skipped)
+    first = next(rows, None)
+    if first is not None and "youtube_id" in first[1]:
+        return _read_kinetics_official(path, first[1], rows, root, class_names, skipped)
+    return _read_path_label(path, itertools.chain([first] if first else [], rows), root, class_names, skipped)
 
 
-def _read_kinetics_official(path: Path, root: str | os.PathLike[str], class_names: Sequence[str]) -> EvalSet:
+def _read_kinetics_official(
+    path: Path, header: list[str], rows: Any, root: str | os.PathLike[str], class_names: Sequence[str], skipped: list
+) -> EvalSet:
     index, files = _class_index(class_names), _FileIndex(root)
-    items, skipped = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"label", "youtube_id", "time_start", "time_end"}
-        if not need <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: expected columns {sorted(need)}, got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            label = index.get(_norm(row["label"] or ""))
-            if label is None:
-                skipped.append((where, f"unknown class {row['label']!r}"))
-                continue
-            yid = (row["youtube_id"] or "").strip()
-            try:
-                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-            except ValueError:
-                skipped.append((where, "time_start/time_end are not numbers"))
-                continue
+    need = {"label", "youtube_id", "time_start", "time_end"}
+    if not need <= set(header):
+        raise AnnotationError(f"{path}: expected columns {sorted(need)}, got {header}")
+    items = []
+    for where, fields in rows:
+        row = dict(zip(header, fields))
+        if len(fields) < len(header):
+            skipped.append((where, f"{len(fields)} fields, the header names {len(header)}"))
+            continue
+        label = index.get(_norm(row["label"]))
+        if label is None:
+            skipped.append((where, f"unknown class {row['label']!r}"))
+            continue
+        yid = row["youtube_id"].strip()
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
             name = f"{yid}_{start:06d}_{end:06d}"
-            items.append(EvalItem(name, files.video(name, yid), (label,)))
+        except (ValueError, OverflowError):
+            skipped.append((where, "time_start/time_end are not numbers"))
+            continue
+        items.append(EvalItem(name, files.video(name, yid), (label,)))
     return EvalSet("kinetics", items, len(class_names), skipped=skipped)
 
 
-def _read_path_label(path: Path, root: str | os.PathLike[str], class_names: Sequence[str]) -> EvalSet:
+def _read_path_label(
+    path: Path, rows: Any, root: str | os.PathLike[str], class_names: Sequence[str], skipped: list
+) -> EvalSet:
     base, index = Path(root), _class_index(class_names)
-    items, skipped = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            where = f"{path}:{lineno}"
-            if not line or line.startswith("#"):
-                continue
-            parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-            if len(parts) != 2:
-                skipped.append((where, "expected 'path label' or 'path,label'"))
-                continue
-            rel, label_text = parts[0].strip(), parts[1].strip()
-            if lineno == 1 and (rel.lower(), label_text.lower()) == ("path", "label"):
-                continue
-            label = int(label_text) if label_text.isdigit() else index.get(_norm(label_text))
-            if label is None or not 0 <= label < len(class_names):
-                skipped.append((where, f"unknown label {label_text!r}"))
-                continue
-            file = Path(rel) if os.path.isabs(rel) else base / rel
-            items.append(EvalItem(rel, str(file) if file.is_file() else None, (label,)))
+    items = []
+    for n, (where, fields) in enumerate(rows):
+        if fields[0].lstrip().startswith("#"):
+            continue
+        # ``path,label`` (csv) or ``path label`` / ``path<TAB>label`` (one csv field, split at the last blank)
+        parts = fields[0].rsplit(None, 1) if len(fields) == 1 else [",".join(fields[:-1]), fields[-1]]
+        if len(parts) != 2:
+            skipped.append((where, "expected 'path label' or 'path,label'"))
+            continue
+        rel, label_text = parts[0].strip(), parts[1].strip()
+        if n == 0 and (rel.lower(), label_text.lower()) == ("path", "label"):
+            continue
+        label = int(label_text) if label_text.isdigit() else index.get(_norm(label_text))
+        if label is None or not 0 <= label < len(class_names):
+            skipped.append((where, f"unknown label {label_text!r}"))
+            continue
+        file = Path(rel) if os.path.isabs(rel) else base / rel
+        try:
+            found = file.is_file()
+        except (OSError, ValueError) as e:  # a name too long, a NUL byte: not a path
+            skipped.append((where, f"not a usable path ({type(e).__name__}: {e})"))
+            continue
+        items.append(EvalItem(rel, str(file) if found else None, (label,)))
     return EvalSet("kinetics", items, len(class_names), skipped=skipped)
 
 
@@ -187,13 +199,13 @@ def read_ssv2(
     label_map: str | os.PathLike[str] | None = None,
 ) -> EvalSet:
     """SSv2 from the official validation JSON; classes from ``label_map`` (official labels JSON) or by name."""
-    entries = _load_json(annotations, list)
+    entries = load_json(annotations, list)
     if label_map is not None:
-        raw = _load_json(label_map, dict)
+        raw = load_json(label_map, dict)
         try:
-            index = {_norm(k): int(v) for k, v in raw.items()}
+            index = {_norm(k): int(v) for k, v in raw.items()}  # type: ignore[attr-defined]
         except (TypeError, ValueError):
-            raise ValueError(
+            raise AnnotationError(
                 f"{label_map}: expected {{template: class index}} (something-something-v2-labels.json)"
             ) from None
     else:
@@ -215,16 +227,6 @@ def read_ssv2(
     return EvalSet("ssv2", items, len(class_names), skipped=skipped)
 
 
-def _load_json(path: str | os.PathLike[str], kind: type) -> object:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(data, kind):
-        raise ValueError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
-    return data
-
-
 def _item(vid: str, video: str | None, frames: str | None, target: tuple[int, ...], fps: float) -> EvalItem:
     if video is not None:
         return EvalItem(vid, video, target)
@@ -240,25 +242,30 @@ _CHARADES_ACTION = re.compile(r"^c(\d{3})\s+[-\d.]+\s+[-\d.]+$")
 def read_charades(annotations: str | os.PathLike[str], root: str | os.PathLike[str], num_classes: int = 157) -> EvalSet:
     """Charades from its CSV: each video's targets are the classes of its action intervals (``cNNN start end``)."""
     files = _FileIndex(root)
-    items, skipped = [], []
-    with open(annotations, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not {"id", "actions"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{annotations}: expected Charades columns 'id' and 'actions', got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, 2):
-            vid = (row["id"] or "").strip()
-            targets: set[int] = set()
-            bad = None
-            for action in filter(None, (a.strip() for a in (row["actions"] or "").split(";"))):
-                m = _CHARADES_ACTION.match(action)
-                if not m or int(m.group(1)) >= num_classes:
-                    bad = action
-                    break
-                targets.add(int(m.group(1)))
-            if bad is not None or not vid:
-                skipped.append((f"{annotations}:{lineno}", f"bad id or action {bad!r} (expected 'cNNN start end')"))
-                continue
-            items.append(_item(vid, files.video(vid), files.frames(vid), tuple(sorted(targets)), CHARADES_FRAME_FPS))
+    items: list[EvalItem] = []
+    skipped: list[tuple[str, str]] = []
+    rows = csv_rows(annotations, skipped)
+    header = next(rows, (None, []))[1]
+    if not {"id", "actions"} <= set(header):
+        raise AnnotationError(f"{annotations}: expected Charades columns 'id' and 'actions', got {header}")
+    for where, fields in rows:
+        if len(fields) < len(header):
+            skipped.append((where, f"{len(fields)} fields, the header names {len(header)}"))
+            continue
+        row = dict(zip(header, fields))
+        vid = row["id"].strip()
+        targets: set[int] = set()
+        bad = None
+        for action in filter(None, (a.strip() for a in row["actions"].split(";"))):
+            m = _CHARADES_ACTION.match(action)
+            if not m or int(m.group(1)) >= num_classes:
+                bad = action
+                break
+            targets.add(int(m.group(1)))
+        if bad is not None or not vid:
+            skipped.append((where, f"bad id or action {bad!r} (expected 'cNNN start end')"))
+            continue
+        items.append(_item(vid, files.video(vid), files.frames(vid), tuple(sorted(targets)), CHARADES_FRAME_FPS))
     return EvalSet("charades", items, num_classes, multilabel=True, skipped=skipped)
 
 
@@ -279,22 +286,19 @@ def read_ava(proposals: str | os.PathLike[str], root: str | os.PathLike[str], th
     files = _FileIndex(root)
     boxes: dict[str, dict[int, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     seen: set[tuple[str, int, tuple[float, ...]]] = set()
-    skipped = []
-    with open(proposals, newline="", encoding="utf-8") as f:
-        for lineno, r in enumerate(csv.reader(f), 1):
-            if not r:
-                continue
-            try:
-                if len(r) != 8:
-                    raise ValueError(f"expected 8 fields, got {len(r)}")
-                vid, ts, box, score = r[0], int(float(r[1])), [float(v) for v in r[2:6]], float(r[7])
-            except ValueError as e:
-                skipped.append((f"{proposals}:{lineno}", f"not video,timestamp,x1,y1,x2,y2,action,score ({e})"))
-                continue
-            if score < threshold or (vid, ts, tuple(box)) in seen:
-                continue
-            seen.add((vid, ts, tuple(box)))
-            boxes[vid][ts].append(box)
+    skipped: list[tuple[str, str]] = []
+    for where, r in csv_rows(proposals, skipped):
+        try:
+            if len(r) != 8:
+                raise ValueError(f"expected 8 fields, got {len(r)}")
+            vid, ts, box, score = r[0], int(float(r[1])), [float(v) for v in r[2:6]], float(r[7])
+        except (ValueError, OverflowError) as e:
+            skipped.append((where, f"not video,timestamp,x1,y1,x2,y2,action,score ({e})"))
+            continue
+        if score < threshold or (vid, ts, tuple(box)) in seen:
+            continue
+        seen.add((vid, ts, tuple(box)))
+        boxes[vid][ts].append(box)
     out = {v: dict(sorted(k.items())) for v, k in sorted(boxes.items())}
     return AvaSet(out, {v: files.video(v) for v in out}, threshold, skipped)
 

@@ -11,9 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from ..weights.cache import atomic_writer
+from ..weights.cache import atomic_writer, open_output
 
-__all__ = ["append_record", "float32_list", "parse_shard", "parts_dir", "read_records", "write_json_atomic"]
+__all__ = [
+    "append_record",
+    "float32_list",
+    "parse_shard",
+    "parts_dir",
+    "read_header",
+    "read_records",
+    "write_json_atomic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +46,54 @@ def parts_dir(out: Path) -> Path:
 
 
 def read_records(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Records of a shard file; a half-written last line (a killed run) is cut off; another run's file is refused."""
-    if not path.exists():
+    """Records of a shard file; a half-written last line (a killed run) is cut off; another run's file is refused.
+
+    The file is opened once without following links and cut through that descriptor: a planted link is refused.
+    """
+    try:
+        fd = open_output(path, os.O_RDWR)
+    except FileNotFoundError:
         return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning("%s: dropping a half-written last record (interrupted run)", path)
-        with open(path, "r+b") as f:
+    with os.fdopen(fd, "r+b") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            log.warning("%s: dropping a half-written last record (interrupted run)", path)
             f.truncate(end)
     out: dict[int, dict[str, Any]] = {}
     for lineno, line in enumerate(data[:end].splitlines(), 1):
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{path}:{lineno}: not a JSON record ({e}); delete the file to start over") from None
         if lineno == 1:
-            if rec.get("header") != header:
-                raise ValueError(
-                    f"{path} was written by another evaluation ({rec.get('header')}); use another --out or delete it"
-                )
+            if not isinstance(rec, dict) or rec.get("header") != header:
+                theirs = rec.get("header") if isinstance(rec, dict) else rec
+                raise ValueError(f"{path} was written by another evaluation ({theirs}); use another --out or delete it")
             continue
-        out[int(rec["i"])] = rec
+        if not isinstance(rec, dict) or not isinstance(rec.get("i"), int):
+            raise ValueError(f"{path}:{lineno}: not a record of this evaluation; delete the file to start over")
+        out[rec["i"]] = rec
     return out
 
 
+def read_header(path: Path) -> dict[str, Any]:
+    """The header (first line) of a shard file, read without following a link."""
+    with os.fdopen(open_output(path, os.O_RDONLY), "rb") as f:
+        first = f.readline(1 << 20)
+    try:
+        header = json.loads(first)["header"]
+    except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
+        raise ValueError(f"{path}: no evaluation header on its first line; delete the file to start over") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: no evaluation header on its first line; delete the file to start over")
+    return header
+
+
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """One whole line in one write, flushed to disk: a crash loses at most this record."""
+    """One whole line in one write, flushed to disk: a crash loses at most this record. A link is refused."""
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_output(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line)
         os.fsync(fd)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from ..video.io import VideoError
+from ..weights.cache import output_dir
 from . import metrics as M
 from .eval_datasets import (
     AvaSet,
@@ -45,13 +45,32 @@ from .eval_datasets import (
     read_kinetics,
     read_ssv2,
 )
-from .eval_records import append_record, float32_list, parse_shard, parts_dir, read_records, write_json_atomic
+from .eval_records import (
+    append_record,
+    float32_list,
+    parse_shard,
+    parts_dir,
+    read_header,
+    read_records,
+    write_json_atomic,
+)
 
-__all__ = ["DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
+__all__ = ["AVA_PROTOCOLS", "DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
 
 log = logging.getLogger(__name__)
 
+#: the benchmarks evaluate reads (the CLI's --dataset choices)
 DATASETS = ("kinetics400", "kinetics600", "ssv2", "charades", "ava")
+AVA_PROTOCOLS = M.AVA_PROTOCOLS
+#: what the AVA mAP row says about the evaluator whose rules it applied
+AVA_PROTOCOL_NOTES = {
+    "pyslowfast": "AVA mAP by the rules of PySlowFast's evaluator (slowfast/utils/ava_eval_helper.py), the one behind "
+    "the model zoo's published AVA numbers; --ava-protocol activitynet for the ActivityNet challenge script",
+    "activitynet": "AVA mAP by the rules of the ActivityNet challenge script (Evaluation/get_ava_performance.py: "
+    "50 detections per keyframe, only keyframes the ground truth lists); the published numbers used PySlowFast's",
+}
+#: annotation rows left out that the result lists one by one (the count covers all of them)
+MAX_LISTED_ROWS = 100
 FORMAT = "slowfast_zoo.evaluate/1"
 
 #: how many videos the published numbers were measured on: no source the zoo draws on states it
@@ -96,6 +115,9 @@ class EvalResult:
     published_videos_note: str = PUBLISHED_VIDEOS_NOTE
     official_split: str = ""
     notes: list[str] = field(default_factory=list)
+    #: malformed annotation rows left out (ground truth, proposals, lists), and the first of them with the reason
+    rows_skipped: int = 0
+    rows_skipped_first: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def used(self) -> int:
@@ -224,7 +246,9 @@ def _score_classification(header: dict[str, Any], records: list[dict[str, Any]],
     return rows
 
 
-def _score_ava(header: dict[str, Any], records: list[dict[str, Any]], skipped: int, out: Path) -> list[MetricRow]:
+def _score_ava(
+    header: dict[str, Any], records: list[dict[str, Any]], skipped: int, out: Path
+) -> tuple[list[MetricRow], list[tuple[str, str]]]:
     ava = header["ava"]
     names = {int(k): v for k, v in ava["classes"].items()}
     det_csv = out.with_name(out.name + ".detections.csv")
@@ -232,12 +256,12 @@ def _score_ava(header: dict[str, Any], records: list[dict[str, Any]], skipped: i
     for r in records:
         for ts, x1, y1, x2, y2, scores in r.get("rows", []):
             rows += [(r["id"], f"{ts:04d}", x1, y1, x2, y2, a, scores[a - 1]) for a in sorted(names)]
-    tmp = det_csv.with_name(f".{det_csv.name}.tmp")
-    M.write_ava_csv(tmp, rows)
-    os.replace(tmp, det_csv)
-    result = M.ava_frame_map(ava["groundtruth"], det_csv, names, ava["excluded"])
+    M.write_ava_csv(det_csv, rows)
+    protocol = ava.get("protocol", "pyslowfast")
+    result = M.ava_frame_map(ava["groundtruth"], det_csv, names, ava["excluded"], protocol=protocol)
     used = sum(r["status"] == "ok" for r in records)
-    return [MetricRow("mAP", 100 * result.map, _published(header["published"], "mAP"), used, skipped)]
+    metric = MetricRow("mAP", 100 * result.map, _published(header["published"], "mAP"), used, skipped)
+    return [metric], result.skipped
 
 
 def merge(out: str | os.PathLike[str]) -> EvalResult | None:
@@ -246,8 +270,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
     parts = sorted(parts_dir(out).glob("shard-*.jsonl"))
     if not parts:
         raise FileNotFoundError(f"{parts_dir(out)}: no shard files (run evaluate with this --out first)")
-    with open(parts[0], encoding="utf-8") as f:
-        header = json.loads(f.readline())["header"]
+    header = read_header(parts[0])
     records: dict[int, dict[str, Any]] = {}
     for p in parts:
         records.update(read_records(p, header))
@@ -256,8 +279,11 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         return None
     ordered = [records[i] for i in range(header["videos"])]
     skipped = {r["id"]: r["reason"] for r in ordered if r["status"] != "ok"}
+    bad_rows = [tuple(x) for x in header.get("rows_skipped", [])]
+    n_bad = header.get("rows_skipped_count", len(bad_rows))
     if header["dataset"] == "ava":
-        rows = _score_ava(header, ordered, len(skipped), out)
+        rows, more = _score_ava(header, ordered, len(skipped), out)
+        bad_rows, n_bad = bad_rows + more, n_bad + len(more)
     else:
         rows = _score_classification(header, ordered, len(skipped))
     result = EvalResult(
@@ -267,7 +293,9 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         header["videos"],
         skipped,
         official_split=OFFICIAL_SPLIT.get(header["dataset"], ""),
-        notes=header["notes"],
+        notes=header["notes"] + ([f"annotation rows left out: {n_bad} (see rows_skipped_first)"] if n_bad else []),
+        rows_skipped=n_bad,
+        rows_skipped_first=bad_rows[:MAX_LISTED_ROWS],
     )
     write_json_atomic(out, result.to_dict())
     return result
@@ -286,13 +314,11 @@ def _classification_jobs(cfg: Any, dataset: str, root: Any, annotations: Any, la
         evalset = read_ssv2(annotations, root, names, label_map)
     else:
         evalset = read_kinetics(annotations, root, names)
-    for where, why in evalset.skipped:
-        log.warning("annotation left out: %s: %s", where, why)
     jobs = [_Job(i, it.id, it) for i, it in enumerate(evalset.items)]
-    return jobs, [f"annotation rows left out: {len(evalset.skipped)}"] if evalset.skipped else []
+    return jobs, evalset.skipped
 
 
-def _ava_jobs(cfg: Any, root: Any, proposals: Any, threshold: float | None) -> tuple[list, list, float]:
+def _ava_jobs(cfg: Any, root: Any, proposals: Any, threshold: float | None) -> tuple[list, list, float, list]:
     notes = []
     if threshold is None:
         threshold = cfg.person_score_threshold
@@ -303,7 +329,7 @@ def _ava_jobs(cfg: Any, root: Any, proposals: Any, threshold: float | None) -> t
         notes.append(f"person boxes scoring >= {threshold:g} (given)")
     ava: AvaSet = read_ava(proposals, root, threshold)
     jobs = [_Job(i, vid, (ava.paths[vid], keyframes)) for i, (vid, keyframes) in enumerate(ava.boxes.items())]
-    return jobs, notes, threshold
+    return jobs, notes, threshold, ava.skipped
 
 
 def _digest(jobs: list[_Job]) -> str:
@@ -322,6 +348,7 @@ def evaluate(
     excluded_timestamps: str | os.PathLike[str] | None = None,
     box_threshold: float | None = None,
     ava_time_offset: float = 900.0,
+    ava_protocol: str = "pyslowfast",
     limit: int | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
@@ -344,6 +371,8 @@ def evaluate(
         box_threshold: AVA proposals kept (score >= it); default: the checkpoint's config value.
         ava_time_offset: seconds of the movie where the video files start (900 for the 15-minute cuts PySlowFast's
             DATASET.md makes; 0 for whole movies).
+        ava_protocol: whose AVA evaluator the mAP equals: ``"pyslowfast"`` (the published numbers' evaluator) or
+            ``"activitynet"`` (the challenge script; give its ground-truth layout), see :func:`~.metrics.ava_frame_map`.
         limit: only the first ``limit`` videos of the list.
         batch_size: views per forward pass (see :func:`slowfast_zoo.predict`).
         workers: videos decoded and run at once (threads).
@@ -358,6 +387,8 @@ def evaluate(
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if dataset == "ava" and (proposals is None or label_map is None):
         raise ValueError("AVA needs proposals (person boxes with scores) and label_map (the action list .pbtxt)")
+    if ava_protocol not in AVA_PROTOCOLS:
+        raise ValueError(f"ava_protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {ava_protocol!r}")
     rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
@@ -365,7 +396,8 @@ def evaluate(
     cfg = model.pretrained_cfg
     header: dict[str, Any] = {"format": FORMAT, "model": cfg.name, "dataset": dataset, "published": dict(cfg.metrics)}
     if dataset == "ava":
-        jobs, notes, threshold = _ava_jobs(cfg, root, proposals, box_threshold)
+        jobs, notes, threshold, bad_rows = _ava_jobs(cfg, root, proposals, box_threshold)
+        notes.append(AVA_PROTOCOL_NOTES[ava_protocol])
         classes = M.read_ava_label_map(label_map)  # type: ignore[arg-type]
         if max(classes) > cfg.num_classes or min(classes) < 1:
             raise ValueError(f"{label_map}: action ids must lie in 1..{cfg.num_classes} (id i is model output i - 1)")
@@ -375,17 +407,22 @@ def evaluate(
             "classes": {str(k): v for k, v in sorted(classes.items())},
             "threshold": threshold,
             "offset": ava_time_offset,
+            "protocol": ava_protocol,
         }
         run: Callable[[_Job], dict[str, Any]] = lambda job: _detect(job, model, ava_time_offset)  # noqa: E731
     else:
-        jobs, notes = _classification_jobs(cfg, dataset, root, annotations, label_map)
+        jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
+        notes = []
         run = lambda job: _classify(job, model, batch_size)  # noqa: E731
         if cfg.dataset != dataset and cfg.dataset in DATASETS:
             notes.append(f"note: {cfg.name} was trained on {cfg.dataset}, evaluated here on {dataset}")
     if limit is not None:
         jobs = jobs[: max(limit, 0)]
         notes.append(f"limited to the first {limit} videos of the list")
+    for where, why in bad_rows:
+        log.warning("annotation row left out: %s: %s", where, why)
     header.update(videos=len(jobs), ids=_digest(jobs), notes=notes)
+    header.update(rows_skipped_count=len(bad_rows), rows_skipped=[list(x) for x in bad_rows[:MAX_LISTED_ROWS]])
     if not jobs:
         raise ValueError(f"{annotations}: no videos to evaluate")
 
@@ -393,7 +430,7 @@ def evaluate(
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-eval-"))) / "results.json"
         out = Path(out)
-        parts_dir(out).mkdir(parents=True, exist_ok=True)
+        output_dir(parts_dir(out))
         _run_shard(jobs, run, header, out, rank, world, workers, progress)
         result = merge(out)
     return result

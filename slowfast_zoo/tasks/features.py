@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..errors import FeatureShardError
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
 from ..weights.cache import atomic_writer
@@ -397,15 +398,29 @@ def _open(path: str) -> VideoReader:
 
 
 # ---- reading shards -----------------------------------------------------------------------------------------------
+def _parse_meta(path: Path, raw: object) -> dict[str, Any]:
+    """A shard's metadata object, checked: a JSON object with a ``paths`` list and a ``failed`` mapping."""
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else None
+    except (json.JSONDecodeError, RecursionError):
+        meta = None
+    if not (isinstance(meta, dict) and isinstance(meta.get("paths"), list) and isinstance(meta.get("failed"), dict)):
+        raise FeatureShardError(
+            f"{path}: no valid {META_KEY!r} metadata (a JSON object with 'paths' and 'failed'): "
+            "not a shard this zoo wrote, or a damaged one; delete it to extract it again"
+        )
+    return meta
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     """The metadata object of a shard file, without reading its tensors."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as sf:
-            return json.loads(sf.metadata()[META_KEY])
+            return _parse_meta(path, (sf.metadata() or {}).get(META_KEY))
     with np.load(path, allow_pickle=False) as z:
-        return json.loads(str(z["metadata"]))
+        return _parse_meta(path, str(z["metadata"]) if "metadata" in z.files else None)
 
 
 def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -423,12 +438,12 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             from safetensors import safe_open
 
             with safe_open(str(f), framework="pt") as sf:
-                meta = json.loads(sf.metadata()[META_KEY])
+                meta = _parse_meta(f, (sf.metadata() or {}).get(META_KEY))
                 t = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118  (safe_open has no __iter__)
         else:
             with np.load(f, allow_pickle=False) as z:
-                t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
-                meta = json.loads(str(z["metadata"]))
+                meta = _parse_meta(f, str(z["metadata"]) if "metadata" in z.files else None)
+                t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end") if k in z.files}
         if files and f is not files[0]:
             differ = _run_differences(meta, first)
             if differ:
@@ -440,6 +455,12 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             first = meta
         shard_paths = meta["paths"]
         shard_failed = meta["failed"]
+        missing = [k for k in ("embeddings", "video_index", "start", "end") if k not in t]
+        if missing:
+            raise FeatureShardError(f"{f}: no {', '.join(missing)} tensor(s) (not a shard this zoo wrote, or damaged)")
+        index = t["video_index"]
+        if index.numel() and not 0 <= index.min() <= index.max() < len(shard_paths):
+            raise FeatureShardError(f"{f}: its video_index does not point into its {len(shard_paths)} paths (damaged)")
         embs.append(t["embeddings"])
         row_paths += [shard_paths[i] for i in t["video_index"].tolist()]
         starts.append(t["start"])

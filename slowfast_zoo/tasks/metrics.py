@@ -15,16 +15,23 @@ Results are fractions in [0, 1]; papers print them times 100.
 from __future__ import annotations
 
 import csv
+import decimal
+import heapq
+import io
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..errors import AnnotationError
+from ..weights.cache import atomic_write
+from .annotations import csv_rows, open_regular
+
 __all__ = [
+    "AVA_PROTOCOLS",
     "AvaMapResult",
     "ava_frame_map",
     "average_precision",
@@ -102,10 +109,11 @@ def mean_average_precision(scores: object, targets: object) -> float:
 
 
 def voc_average_precision(scores: object, is_true_positive: object, num_positives: int) -> float:
-    """PASCAL VOC AP of ranked detections: precision made non-increasing in recall, summed over recall steps.
+    """PASCAL VOC AP of ranked detections, as the AVA evaluators compute it (``ava_evaluation/metrics.py``).
 
-    Detections are ranked by score, highest first (equal scores keep their given order). With no detections the AP
-    is 0; ``num_positives`` must be at least 1.
+    Detections are ranked with ``np.argsort(scores)[::-1]`` (so equal scores fall where numpy's default sort puts
+    them, as in the authors' code); precision is made non-increasing in recall and summed over the recall steps.
+    With no detections the AP is 0; ``num_positives`` must be at least 1.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     tp = np.asarray(is_true_positive, dtype=bool).reshape(-1)
@@ -115,16 +123,26 @@ def voc_average_precision(scores: object, is_true_positive: object, num_positive
         raise ValueError(f"num_positives {num_positives} must be >= 1 and >= the {int(tp.sum())} true positives")
     if s.size == 0:
         return 0.0
-    hits = tp[np.argsort(-s, kind="stable")]
-    cum_tp = np.cumsum(hits)
-    precision = cum_tp / np.arange(1, len(hits) + 1)
-    recall = cum_tp / num_positives
+    hits = tp.astype(int)[np.argsort(s)[::-1]]
+    cum_tp, cum_fp = np.cumsum(hits), np.cumsum(1 - hits)
+    precision = np.concatenate([[0.0], cum_tp.astype(float) / (cum_tp + cum_fp), [0.0]])
+    recall = np.concatenate([[0.0], cum_tp.astype(float) / num_positives, [1.0]])
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at this recall or beyond
-    gains = np.diff(np.r_[0.0, recall])
-    return float(np.sum(gains * precision))
+    steps = np.where(recall[1:] != recall[:-1])[0] + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
 # ---- AVA ---------------------------------------------------------------------------------------------------------
+#: the AVA evaluators :func:`ava_frame_map` reproduces (see its docstring)
+AVA_PROTOCOLS = ("pyslowfast", "activitynet")
+#: detections kept per keyframe by the ActivityNet challenge script (``read_csv(detections, ..., 50)``)
+ACTIVITYNET_CAPACITY = 50
+#: the largest label map read (AVA's is 3 KiB)
+MAX_LABEL_MAP_BYTES = 4 << 20
+#: the largest action id accepted (AVA has 80; the evaluators allocate per-id arrays)
+MAX_ACTION_ID = 100_000
+
+
 @dataclass
 class AvaMapResult:
     """Frame mAP over the label map's classes and the AP of each (NaN: no ground truth left for that class)."""
@@ -134,9 +152,13 @@ class AvaMapResult:
     per_class: dict[int, float]
     #: class id -> name from the label map
     names: dict[int, str] = field(default_factory=dict)
-    #: keyframes scored (ground truth present, not excluded) and detections kept
+    #: keyframes scored and detections that took part in matching
     num_keyframes: int = 0
     num_detections: int = 0
+    #: which evaluator's rules were applied (one of :data:`AVA_PROTOCOLS`)
+    protocol: str = "pyslowfast"
+    #: ``("file:line", reason)`` of each malformed row left out of both files
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def named(self) -> dict[str, float]:
         """Per-class AP by class name."""
@@ -148,137 +170,219 @@ _PBTXT_ITEM = re.compile(r"item\s*\{(.*?)\}", re.S)
 
 def read_ava_label_map(path: str | os.PathLike[str]) -> dict[int, str]:
     """``{id: name}`` of an AVA label map ``.pbtxt`` (``item { name: "..." id: N }``, ``label_id`` also read)."""
-    text = Path(path).read_text(encoding="utf-8")
+    with open_regular(path) as f:
+        raw = f.read(MAX_LABEL_MAP_BYTES + 1)
+    if len(raw) > MAX_LABEL_MAP_BYTES:
+        raise AnnotationError(f"{path}: larger than {MAX_LABEL_MAP_BYTES >> 20} MiB (expected an AVA label map .pbtxt)")
+    text = raw.decode("utf-8", "replace")
     out: dict[int, str] = {}
     for body in _PBTXT_ITEM.findall(text):
         name = re.search(r'name:\s*"([^"]*)"', body)
         ident = re.search(r"\b(?:label_id|id):\s*(-?\d+)", body)
         if not name or not ident:
-            raise ValueError(f"{path}: label map item without name and id: {body.strip()!r}")
+            raise AnnotationError(f"{path}: label map item without name and id: {body.strip()!r}")
         out[int(ident.group(1))] = name.group(1)
     if not out:
-        raise ValueError(f"{path}: no 'item {{ name: ... id: ... }}' entries (expected an AVA label map .pbtxt)")
+        raise AnnotationError(f"{path}: no 'item {{ name: ... id: ... }}' entries (expected an AVA label map .pbtxt)")
     return out
 
 
-def _key(video: str, timestamp: str) -> tuple[str, int]:
-    return video, int(float(timestamp))
+_Box = tuple[float, float, float, float]  # y1, x1, y2, x2: the authors' order (IoU is the same either way)
 
 
-def _read_ava_rows(
-    path: str | os.PathLike[str], classes: set[int], with_score: bool
-) -> dict[tuple[str, int], list[tuple[int, float, list[float]]]]:
-    """(video, second) -> [(action, score, [x1, y1, x2, y2])] of an AVA CSV, only for ``classes``."""
-    rows: dict[tuple[str, int], list[tuple[int, float, list[float]]]] = defaultdict(list)
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, r in enumerate(csv.reader(f), 1):
-            if not r or all(not x.strip() for x in r):
+@dataclass
+class _AvaRow:
+    key: tuple[str, object]
+    action: int | None  # None: a 2-column ``video,timestamp`` row
+    score: float
+    box: _Box
+
+
+def _ava_rows(
+    path: str | os.PathLike[str],
+    key: Callable[[str, str], tuple[str, object]],
+    scored: bool,
+    skipped: list,
+    sizes: tuple[int, ...] = (2, 7, 8),
+) -> Iterator[_AvaRow]:
+    """The rows of an AVA CSV with ``sizes`` fields; ``scored``: an 8th column is the score (else it is ignored)."""
+    for where, r in csv_rows(path, skipped):
+        if len(r) not in sizes:
+            skipped.append(
+                (
+                    where,
+                    f"expected {' or '.join(map(str, sizes))} fields (video,timestamp,x1,y1,x2,y2,"
+                    f"action,score), got {len(r)}",
+                )
+            )
+            continue
+        try:
+            k = key(r[0], r[1])
+            if len(r) == 2:
+                yield _AvaRow(k, None, 1.0, (0.0, 0.0, 0.0, 0.0))
                 continue
-            need = 8 if with_score else 7
-            if len(r) < need or len(r) > 8:
-                what = "video,timestamp,x1,y1,x2,y2,action" + (",score" if with_score else "")
-                raise ValueError(f"{path}:{lineno}: expected {what}, got {len(r)} fields")
-            try:
-                action = int(r[6])
-                box = [float(v) for v in r[2:6]]
-                score = float(r[7]) if with_score else 1.0
-                key = _key(r[0], r[1])
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            if action in classes:
-                rows[key].append((action, score, box))
-    return rows
+            x1, y1, x2, y2 = (float(v) for v in r[2:6])
+            action = int(r[6])
+            score = float(r[7]) if scored and len(r) == 8 else 1.0
+        except (ValueError, ArithmeticError) as e:  # decimal.InvalidOperation is an ArithmeticError
+            skipped.append((where, f"not video,timestamp,x1,y1,x2,y2,action[,score] ({type(e).__name__}: {e})"))
+            continue
+        yield _AvaRow(k, action, score, (y1, x1, y2, x2))
 
 
-def _read_excluded(path: str | os.PathLike[str] | None) -> set[tuple[str, int]]:
-    if path is None:
-        return set()
-    out = set()
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, r in enumerate(csv.reader(f), 1):
-            if not r:
-                continue
-            if len(r) != 2:
-                raise ValueError(f"{path}:{lineno}: expected video,timestamp, got {len(r)} fields")
-            out.add(_key(r[0], r[1]))
-    return out
+def _pyslowfast_key(video: str, timestamp: str) -> tuple[str, object]:
+    return video, int(timestamp)  # ava_eval_helper.make_image_key: "%s,%04d" % (video, int(timestamp))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    import torch
-    from torchvision.ops import box_iou
-
-    return box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+def _activitynet_key(video: str, timestamp: str) -> tuple[str, object]:
+    # get_ava_performance.make_image_key: %-formatting turns the Decimal into a float first (str.format would not)
+    return video, "%.6f" % decimal.Decimal(timestamp)  # noqa: UP031
 
 
-def _match_keyframe(dets: list[tuple[float, list[float]]], gts: list[list[float]], thr: float) -> list[bool]:
-    """True-positive flags of one class's detections in one keyframe, in the order given (sorted by score)."""
+def _iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` boxes, with the authors' operations in their order (np_box_ops)."""
+    d, g = dets[:, :, None], gts.T[None]
+    heights = np.maximum(0.0, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
+    widths = np.maximum(0.0, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
+    inter = heights * widths
+    area_d = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
+    area_g = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a degenerate ground-truth box: NaN, never a match
+        return inter / (area_d[:, None] + area_g[None, :] - inter)
+
+
+def _true_positives(dets: list[_Box], gts: list[_Box], threshold: float) -> np.ndarray:
+    """Flags of one class's detections in one keyframe, matched in the order given to the box each overlaps most."""
+    flags = np.zeros(len(dets), dtype=bool)
     if not gts:
-        return [False] * len(dets)
-    iou = _iou(np.array([d[1] for d in dets], dtype=np.float64), np.array(gts, dtype=np.float64))
+        return flags
+    iou = _iou(np.array(dets, dtype=float), np.array(gts, dtype=float))
     taken = np.zeros(len(gts), dtype=bool)
-    flags = []
-    for row in iou:
-        best = int(np.argmax(row))  # the box it overlaps most; if that one is taken, it is a false positive
-        hit = bool(row[best] >= thr and not taken[best])
-        taken[best] |= hit
-        flags.append(hit)
+    for i, best in enumerate(np.argmax(iou, axis=1)):
+        if iou[i, best] >= threshold and not taken[best]:
+            flags[i] = taken[best] = True
     return flags
 
 
+def _by_keyframe(rows: Iterable[_AvaRow], classes: set[int]) -> dict[tuple[str, object], list[_AvaRow]]:
+    out: dict[tuple[str, object], list[_AvaRow]] = defaultdict(list)
+    for row in rows:
+        if row.action in classes:
+            out[row.key].append(row)
+    return out
+
+
+def _heap_order(rows: list[_AvaRow], capacity: int) -> list[_AvaRow]:
+    """The ActivityNet script's per-keyframe order: a min-heap of ``capacity`` (0: all), then sorted by -score."""
+    heap: list[tuple[float, int, float, float, float, float]] = []
+    for r in rows:
+        entry = (r.score, r.action, *r.box)  # the script's tuple: ties compare by action, then box
+        if capacity < 1 or len(heap) < capacity:
+            heapq.heappush(heap, entry)  # type: ignore[arg-type]
+        elif r.score > heap[0][0]:
+            heapq.heapreplace(heap, entry)  # type: ignore[arg-type]
+    key = rows[0].key if rows else ("", 0)
+    return [_AvaRow(key, a, s, box) for s, a, *box in sorted(heap, key=lambda e: -e[0])]  # type: ignore[arg-type]
+
+
+# long: both evaluators' reading rules side by side, then the one matching and AP they share
 def ava_frame_map(
     groundtruth_csv: str | os.PathLike[str],
     detections_csv: str | os.PathLike[str],
     label_map: str | os.PathLike[str] | dict[int, str],
     excluded_timestamps: str | os.PathLike[str] | None = None,
     *,
+    protocol: str = "pyslowfast",
     iou_threshold: float = 0.5,
-    capacity: int | None = None,
 ) -> AvaMapResult:
     """AVA frame mAP of ``detections_csv`` against ``groundtruth_csv`` over the classes of ``label_map``.
+
+    Equal (to rounding) to the evaluator ``protocol`` names, per class and overall:
+
+    * ``"pyslowfast"``: PySlowFast's ``slowfast/utils/ava_eval_helper.py`` on its ``ava_evaluation/`` package
+      (facebookresearch/SlowFast), the evaluator behind the model zoo's AVA numbers. Keyframes are
+      ``(video, int(timestamp))``; every detection is kept; excluded keyframes leave both files; detections in a
+      keyframe without ground truth are false positives. Ground-truth rows may carry an 8th column (ignored).
+    * ``"activitynet"``: the ActivityNet challenge's ``Evaluation/get_ava_performance.py`` (activitynet/ActivityNet).
+      Keyframes are ``(video, "%.6f" % timestamp)``; the ground-truth file lists the keyframes scored (a
+      ``video,timestamp`` row: a scored keyframe without action); detections elsewhere are ignored; per keyframe
+      only the 50 highest-scoring detections are kept (its heap), in score order.
+
+    Shared by both: boxes with ``x2 <= x1`` or ``y2 <= y1`` are dropped from the detections; within a keyframe and
+    class, detections are matched in order, each to the ground-truth box it overlaps most (IoU >=
+    ``iou_threshold``), a false positive if that box is taken; each class's detections, concatenated keyframe by
+    keyframe, are ranked with ``np.argsort(scores)[::-1]`` for :func:`voc_average_precision`; classes without ground
+    truth are left out of the mean. A malformed row is skipped, listed in ``skipped`` of the result (the authors'
+    scripts stop at it).
 
     Args:
         groundtruth_csv: ``video,timestamp,x1,y1,x2,y2,action[,person]`` rows (e.g. ``ava_val_v2.2.csv``).
         detections_csv: ``video,timestamp,x1,y1,x2,y2,action,score`` rows, one per box and action.
-        label_map: the ``.pbtxt`` of the scored actions (or ``{id: name}``); other actions are ignored.
-        excluded_timestamps: ``video,timestamp`` keyframes left out of both files.
-        capacity: keep only the ``capacity`` highest-scoring detections per keyframe (the ActivityNet challenge
-            script keeps 50; PySlowFast, whose numbers the model zoo publishes, keeps all: None).
-
-    Detections of a keyframe without ground truth are false positives. Within a keyframe and class, detections are
-    matched highest score first (equal scores in file order).
+        label_map: the ``.pbtxt`` of the scored actions (or ``{id: name}``, ids from 1); other actions are ignored.
+        excluded_timestamps: ``video,timestamp`` keyframes left out of both files (PySlowFast's layout; the
+            ActivityNet script takes none, its ground truth lists what is scored: pass None to equal it).
     """
+    if protocol not in AVA_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {protocol!r}")
     names = label_map if isinstance(label_map, dict) else read_ava_label_map(label_map)
-    classes = set(names)
-    excluded = _read_excluded(excluded_timestamps)
-    gt = {k: v for k, v in _read_ava_rows(groundtruth_csv, classes, False).items() if k not in excluded}
-    det = {k: v for k, v in _read_ava_rows(detections_csv, classes, True).items() if k not in excluded}
+    if not names or min(names) < 1 or max(names) > MAX_ACTION_ID:
+        raise AnnotationError(f"{label_map}: AVA action ids must lie in 1..{MAX_ACTION_ID}")
+    classes, skipped = set(names), []
+    pysf = protocol == "pyslowfast"
+    key = _pyslowfast_key if pysf else _activitynet_key
+    excluded = set()
+    if excluded_timestamps is not None:
+        for where, r in csv_rows(excluded_timestamps, skipped):
+            try:
+                if len(r) != 2:
+                    raise ValueError(f"expected video,timestamp, got {len(r)} fields")
+                excluded.add(key(r[0], r[1]))
+            except (ValueError, ArithmeticError) as e:
+                skipped.append((where, str(e)))
+
+    gt_rows = [r for r in _ava_rows(groundtruth_csv, key, not pysf, skipped) if r.key not in excluded]
+    scored_keys = {r.key for r in gt_rows}  # activitynet: every keyframe the file lists, with or without actions
+    gt = _by_keyframe(gt_rows, classes)
+    det_sizes = (8,) if pysf else (2, 7, 8)  # PySlowFast reads row[7] of every detection; ActivityNet: 1.0 if absent
+    det = _by_keyframe(_ava_rows(detections_csv, key, True, skipped, det_sizes), classes)
+    if pysf:
+        det = {k: rows for k, rows in det.items() if k not in excluded}
+    else:
+        gt = {k: _heap_order(rows, 0) for k, rows in gt.items()}
+        det = {k: _heap_order(rows, ACTIVITYNET_CAPACITY) for k, rows in det.items() if k in scored_keys}
+
     num_gt: dict[int, int] = defaultdict(int)
     for rows in gt.values():
-        for action, _, _ in rows:
-            num_gt[action] += 1
+        for r in rows:
+            num_gt[r.action] += 1  # type: ignore[index]
     scores: dict[int, list[float]] = defaultdict(list)
-    hits: dict[int, list[bool]] = defaultdict(list)
+    hits: dict[int, list[np.ndarray]] = defaultdict(list)
     kept = 0
-    for key, rows in det.items():
-        if capacity is not None:
-            rows = sorted(rows, key=lambda r: -r[1])[:capacity]
+    for k, rows in det.items():
+        rows = [r for r in rows if r.box[0] < r.box[2] and r.box[1] < r.box[3]]  # degenerate boxes dropped
         kept += len(rows)
-        for c in {r[0] for r in rows}:
-            mine = sorted(((s, b) for a, s, b in rows if a == c), key=lambda d: -d[0])
-            boxes = [b for a, _, b in gt.get(key, []) if a == c]
-            scores[c] += [s for s, _ in mine]
-            hits[c] += _match_keyframe(mine, boxes, iou_threshold)
+        for c in {r.action for r in rows}:
+            mine = [r for r in rows if r.action == c]
+            scores[c] += [r.score for r in mine]
+            hits[c].append(
+                _true_positives([r.box for r in mine], [g.box for g in gt.get(k, ()) if g.action == c], iou_threshold)
+            )
     per_class = {
-        c: voc_average_precision(scores[c], hits[c], num_gt[c]) if num_gt[c] else float("nan") for c in sorted(names)
+        c: voc_average_precision(scores[c], np.concatenate(hits[c]) if hits[c] else [], num_gt[c])
+        if num_gt[c]
+        else float("nan")
+        for c in sorted(names)
     }
-    valid = [v for v in per_class.values() if not np.isnan(v)]
-    if not valid:
-        raise ValueError(f"{groundtruth_csv}: no ground-truth box of the label map's classes is left to score")
-    return AvaMapResult(float(np.mean(valid)), per_class, dict(names), len(gt), kept)
+    if all(np.isnan(v) for v in per_class.values()):
+        raise AnnotationError(f"{groundtruth_csv}: no ground-truth box of the label map's classes is left to score")
+    by_index = np.full(max(names), np.nan)  # the evaluators' array: class id i at index i - 1, NaN-mean over it
+    by_index[np.array(sorted(names)) - 1] = [per_class[c] for c in sorted(names)]
+    num_keyframes = len(gt) if pysf else len(scored_keys)
+    return AvaMapResult(float(np.nanmean(by_index)), per_class, dict(names), num_keyframes, kept, protocol, skipped)
 
 
 def write_ava_csv(path: str | os.PathLike[str], rows: Iterable[tuple[object, ...]]) -> None:
-    """Write AVA CSV rows (``video,timestamp,x1,y1,x2,y2,action[,score]``) as plain comma-separated lines."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
+    """Write AVA CSV rows (``video,timestamp,x1,y1,x2,y2,action[,score]``) all or nothing (the atomic writer)."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    atomic_write(path, text.getvalue())

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SlowFastZooError
 from .views import FrameTable
 
 __all__ = [
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 SEEK_THRESHOLD_S = 1.0
 
 
-class VideoError(RuntimeError):
+class VideoError(SlowFastZooError, RuntimeError):
     """A video could not be read; the message names the file and what failed."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -1,9 +1,12 @@
 """Cache folders, settings read at call time, hashing, the one atomic writer, safe eviction and bounded locks.
 
-Every file the weights subsystem writes goes through :func:`atomic_writer`: a temporary ``*.incomplete`` file in the
+Every file the zoo writes goes through :func:`atomic_writer`: a temporary ``*.incomplete`` file in the
 destination folder, fsync'ed, given the permissions the umask allows (not mkstemp's 0600, so teammates on a
-shared machine can read a shared cache), then renamed into place. Eviction never follows a link out of the cache:
-links are unlinked themselves and only regular files whose real path lies under the cache root are deleted.
+shared machine can read a shared cache), then renamed into place (a rename replaces a planted link, never writes
+through it). A file appended to or truncated in place (evaluation records) is opened with :func:`open_output`:
+``O_NOFOLLOW``, then an ``fstat`` regular-file check, and written through that one descriptor. Eviction never
+follows a link out of the cache: links are unlinked themselves and only regular files whose real path lies under
+the cache root are deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +27,7 @@ from typing import BinaryIO
 
 import torch
 
+from ..errors import UnsafeOutputError
 from .errors import CacheWriteError, WeightsError
 
 __all__ = [
@@ -42,6 +47,8 @@ __all__ = [
     "lock",
     "lock_timeout",
     "looks_like_safetensors",
+    "open_output",
+    "output_dir",
     "remove_incomplete",
     "sha256_file",
     "timeout_seconds",
@@ -195,7 +202,7 @@ def write_error(where: str | os.PathLike[str], e: BaseException) -> CacheWriteEr
     return CacheWriteError(
         f"cannot write to the cache at {where}: {e}. Free some space or make it writable, or point "
         f"HF_HUB_CACHE (Hub downloads) / {ENV_CACHE} (converted weights) at another directory, "
-        f"or pass checkpoint=<file> to create()."
+        f"or give a weights file (create(..., checkpoint=FILE); --checkpoint FILE on the command line)."
     )
 
 
@@ -230,6 +237,34 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def open_output(path: str | os.PathLike[str], flags: int) -> int:
+    """A descriptor of the regular file ``path`` opened with ``flags`` (plus ``O_NOFOLLOW``): never through a link.
+
+    A link, FIFO, device or folder at ``path`` raises :class:`UnsafeOutputError` before a byte is read or written;
+    read, write, append and truncate through the returned descriptor (the caller closes it).
+    """
+    extra = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # O_NONBLOCK: a FIFO cannot block the open
+    try:
+        fd = os.open(path, flags | extra, 0o666)  # the kernel applies the umask
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
+            raise UnsafeOutputError(f"{path}: a link or not a regular file (refused as an output)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeOutputError(f"{path}: not a regular file (refused as an output)")
+    return fd
+
+
+def output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder ``path`` (and parents); a link or a file planted at its name is refused."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise UnsafeOutputError(f"{path}: a link or not a folder; the zoo writes only into its own folders")
+    return path
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> tuple[str, int]:

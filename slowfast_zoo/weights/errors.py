@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from ..errors import SlowFastZooError
+
 __all__ = [
     "CacheWriteError",
     "CorruptCacheError",
+    "DeadlineExceeded",
     "HashMismatchError",
     "SourceFailed",
     "WeightsError",
@@ -13,7 +16,7 @@ __all__ = [
 ]
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SlowFastZooError, RuntimeError):
     """Pretrained weights could not be provided."""
 
 
@@ -49,5 +52,9 @@ class CorruptCacheError(CacheWriteError):
     """A cached file is corrupt and cannot be deleted (read-only cache); it was not used."""
 
 
-class SourceFailed(Exception):
+class SourceFailed(SlowFastZooError):
     """A source failed in a way that lets the next source be tried (network, timeout, 5xx, broken transfer)."""
+
+
+class DeadlineExceeded(SourceFailed):
+    """A download ran past its overall deadline: the next source may be tried, this one is not retried."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SlowFastZooError
 from .keys import is_solver_blob
 from .pickles import Buffer, RefusedPickle, check_legacy_storages, restricted_load
 
@@ -58,7 +59,7 @@ KNOWN_DAMAGED = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SlowFastZooError, ValueError):
     """A checkpoint file cannot be read, or does not fit the model it is loaded into."""
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..errors import SlowFastZooError
+
 __all__ = [
     "SCHEMES",
     "KeyMappingError",
@@ -34,7 +36,7 @@ V = TypeVar("V")
 SCHEMES = ("zoo", "pysf", "caffe2", "ptv", "ptv_wrapper")
 
 
-class KeyMappingError(KeyError):
+class KeyMappingError(SlowFastZooError, KeyError):
     """A state dict holds names that its key scheme cannot map."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

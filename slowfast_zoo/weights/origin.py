@@ -146,6 +146,7 @@ def download_origin(
     for stale in origin_partials(cfg.name, zoo_cache, remove=True):
         log.warning("%s: removed %s, left by an interrupted download", cfg.name, stale)
     failures: list[str] = []
+    gone = 0  # URLs that answered 404/410
     for file in cfg.origin.files:
         raw = path.parent / ("upstream-" + file.url.rsplit("/", 1)[-1].replace("\\", "_"))
         try:
@@ -153,6 +154,7 @@ def download_origin(
             digest, size = fetch(file.url, raw, check, timeout=timeout, deadline=deadline, progress=raw.name[9:])
         except (SourceFailed, WeightsNotFoundError) as e:
             failures.append(str(e))
+            gone += isinstance(e, WeightsNotFoundError)
             log.warning("%s: %s", cfg.name, e)
             continue
         try:
@@ -185,6 +187,6 @@ def download_origin(
             "%s: weights converted from the authors' file %s (%s keys): %s", cfg.name, file.url, result.key_scheme, path
         )
         return path, result.sha256, "origin", file.url
-    if all("HTTP 404" in f or "HTTP 410" in f for f in failures):
+    if gone == len(failures):
         raise WeightsNotFoundError(f"{cfg.name}: every origin URL is gone: " + "; ".join(failures))
     raise SourceFailed("; ".join(failures))

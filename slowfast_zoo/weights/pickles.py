@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SlowFastZooError
+
 __all__ = ["Buffer", "RefusedPickle", "check_legacy_storages", "restricted_load", "scan_pickle"]
 
 #: what the readers work on: a file's bytes, or a read-only map of it
@@ -60,7 +62,7 @@ def scan_pickle(buf: Buffer, start: int = 0) -> int:
     raise pickle.UnpicklingError("truncated pickle (no STOP opcode)")
 
 
-class RefusedPickle(pickle.UnpicklingError):
+class RefusedPickle(SlowFastZooError, pickle.UnpicklingError):
     """A pickle asks for something a checkpoint never needs (a global, an allocation beyond its bytes)."""
 
 

@@ -95,7 +95,7 @@ def _origin_applies(cfg: Any) -> bool:
 def _how_to_get(cfg: Any) -> str:
     return (
         f"Download them while online with `slowfast-zoo download {cfg.name}`, "
-        "or pass checkpoint=<file> to create()"  # the CLI says --checkpoint FILE instead
+        "or give a local weights file (--checkpoint FILE; create(..., checkpoint=FILE) in Python)"
         + (f" with a local copy of {cfg.origin.url}" if cfg.origin else "")
         + "."
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .cache import CHUNK, atomic_writer, is_write_error, write_error
-from .errors import SourceFailed, WeightsError, WeightsNotFoundError
+from .errors import DeadlineExceeded, SourceFailed, WeightsError, WeightsNotFoundError
 from .manifest import HEX40, HEX64
 
 __all__ = ["HeadInfo", "auth_header", "check_revision", "fetch", "head", "link_into_hf_cache", "repo_folder", "stream"]
@@ -164,7 +164,7 @@ def stream(
                     if limit is not None and received > limit:
                         raise WeightsError(f"{url}: more than the {limit} bytes allowed")
                     if time.monotonic() - start > deadline:
-                        raise SourceFailed(
+                        raise DeadlineExceeded(
                             f"{url}: only {received} bytes after {deadline:g} s (the download deadline; "
                             "set SLOWFAST_ZOO_DEADLINE to allow more)"
                         )
@@ -197,7 +197,7 @@ def fetch(
                 check(digest, size)
             return digest, size
         except SourceFailed as e:
-            if attempt == attempts or "deadline" in str(e):
+            if attempt == attempts or isinstance(e, DeadlineExceeded):
                 raise
             log.warning("retry %d of %d: %s", attempt, attempts - 1, e)
         except OSError as e:

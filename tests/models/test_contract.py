@@ -151,6 +151,7 @@ def test_param_groups_decay_by_stage() -> None:
     assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)
 
 
+@pytest.mark.usefixtures("one_thread")  # bit-for-bit across implementations: see the fixture
 def test_sync_batchnorm_conversion_keeps_keys_and_outputs() -> None:
     model = tiny("slowfast_r50_8x8").eval()
     x = clip(model)

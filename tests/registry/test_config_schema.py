@@ -82,6 +82,7 @@ HOSTILE = [
     (("label_names",), ["a"] * 399, "label_names"),
     (("label_names",), [1] * 400, "label_names[0]"),
     (("num_classes",), 401, "num_classes"),
+    ((*P, "channel_order"), "BGR", "pretrained_cfg.channel_order"),  # was accepted and never applied
 ]
 
 

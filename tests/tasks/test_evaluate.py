@@ -160,6 +160,15 @@ def test_shards_merge_to_the_same_file(kinetics_like, tmp_path):
     assert out.read_bytes() == whole.read_bytes()
 
 
+def test_malformed_annotation_rows_are_skipped_and_counted(kinetics_like, tmp_path):
+    root, ann, name = kinetics_like
+    bad = tmp_path / "with_bad_rows.txt"  # an overlong path (OSError before) and a row that is not UTF-8
+    bad.write_bytes(ann.read_bytes() + b"x" * 5000 + b".mp4 1\n" + b"\xff.mp4 2\n")
+    result = evaluate(name, "kinetics400", root, bad, out=tmp_path / "r.json", limit=2, progress=False)
+    assert result.rows_skipped == 2 and [w for w, _ in result.rows_skipped_first] == [f"{bad}:9", f"{bad}:10"]
+    assert "annotation rows left out: 2 (see rows_skipped_first)" in result.table()
+
+
 def test_a_results_file_of_another_run_is_refused(kinetics_like, tmp_path):
     root, ann, name = kinetics_like
     out = tmp_path / "r.json"
@@ -254,6 +263,14 @@ def test_ava_map_equals_the_metric_on_detect_output(tmp_path):
     assert (mAP.used, mAP.skipped) == (2, 1) and result.skipped == {"movieCCCCCC": "not found under root"}
     assert mAP.published is None  # a freshly built detector has no published number
     assert (tmp_path / "ava.json.detections.csv").is_file()
+    assert any("PySlowFast's evaluator" in n for n in result.notes)  # it says whose rules the mAP follows
+
+    anet = evaluate(
+        model, "ava", root, gt, out=tmp_path / "anet.json", progress=False, ava_protocol="activitynet", **kwargs
+    )
+    expected = ava_frame_map(gt, mine, labels, excluded, protocol="activitynet")
+    assert anet.metrics[0].measured == pytest.approx(100 * expected.map, abs=1e-4)
+    assert any("ActivityNet challenge script" in n for n in anet.notes)
 
 
 def test_ava_threshold_comes_from_the_checkpoint(tmp_path):

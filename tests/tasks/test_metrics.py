@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slowfast_zoo import metrics
 from slowfast_zoo.tasks.metrics import (
-    ava_frame_map,
     average_precision,
     mean_average_precision,
-    read_ava_label_map,
     topk_accuracy,
     voc_average_precision,
 )
@@ -97,102 +94,3 @@ def test_voc_ap_interpolates_precision():
     assert voc_average_precision([], [], 3) == 0.0
     # a missed positive caps recall: one hit of 2 at rank 1 -> AP 1/2
     assert voc_average_precision([0.5], [True], 2) == pytest.approx(0.5)
-
-
-# ---- AVA frame mAP ------------------------------------------------------------------------------------------------
-LABEL_MAP = """item {
-  name: "bend/bow (at the waist)"
-  id: 1
-}
-item {
-  name: "sit"
-  id: 2
-}
-item {
-  name: "never annotated"
-  id: 3
-}
-"""
-A = [0.1, 0.1, 0.5, 0.5]
-A_SHIFTED = [0.12, 0.1, 0.52, 0.5]  # IoU with A: 0.152 / 0.168 = 0.905
-B = [0.5, 0.5, 0.9, 0.9]
-
-
-def _rows(*rows):
-    return "".join(",".join(str(v) for v in r) + "\n" for r in rows)
-
-
-@pytest.fixture
-def ava_files(tmp_path):
-    gt = tmp_path / "gt.csv"
-    gt.write_text(
-        _rows(
-            ("vid1", "0902", *A, 1, 0),
-            ("vid1", "0902", *B, 1, 1),
-            ("vid1", "0902", *B, 2, 1),
-            ("vid1", "0903", *A, 2, 0),
-            ("vid1", "0904", *A, 1, 0),  # excluded keyframe: not a positive
-            ("vid1", "0902", *A, 80, 0),  # action outside the label map
-        )
-    )
-    det = tmp_path / "det.csv"
-    det.write_text(
-        _rows(
-            ("vid1", "0902", *A_SHIFTED, 1, 0.8),  # a duplicate of A, written first, scored lower: false positive
-            ("vid1", "0902", *A, 1, 0.9),  # true positive
-            ("vid1", "0902", *B, 1, 0.7),  # true positive
-            ("vid1", "0903", *A, 1, 0.95),  # no class-1 box at 0903: false positive
-            ("vid1", "0904", *A, 1, 0.99),  # excluded keyframe: dropped
-            ("vid1", "0902", *B, 2, 0.6),  # true positive
-            ("vid1", "0902", *A, 2, 0.55),  # A does not overlap B: false positive
-            ("vid1", "0903", *A, 2, 0.5),  # true positive
-            ("vid1", "0902", *A, 80, 0.9),  # not scored
-        )
-    )
-    excluded = tmp_path / "excluded.csv"
-    excluded.write_text("vid1,0904\n")
-    labels = tmp_path / "labels.pbtxt"
-    labels.write_text(LABEL_MAP)
-    return gt, det, labels, excluded
-
-
-def test_ava_frame_map_hand_computed(ava_files):
-    gt, det, labels, excluded = ava_files
-    result = ava_frame_map(gt, det, labels, excluded)
-    # class 1 (2 boxes): ranked 0.95 -, 0.9 +, 0.8 -, 0.7 + -> AP 1/2 (see test_voc_ap_interpolates_precision)
-    # class 2 (2 boxes): ranked 0.6 +, 0.55 -, 0.5 + -> precision 1, 1/2, 2/3 -> 1/2 * 1 + 1/2 * 2/3
-    assert result.per_class[1] == pytest.approx(0.5)
-    assert result.per_class[2] == pytest.approx(0.5 + 1 / 3)
-    assert np.isnan(result.per_class[3])  # no ground truth: left out of the mean
-    assert result.map == pytest.approx((0.5 + 0.5 + 1 / 3) / 2)
-    assert result.named()["sit"] == result.per_class[2]
-    assert result.num_keyframes == 2
-
-
-def test_ava_excluded_timestamps_matter(ava_files):
-    gt, det, labels, _ = ava_files
-    # without the exclusion, 0904 adds a class-1 box and its 0.99 detection hits it:
-    # ranked 0.99 +, 0.95 -, 0.9 +, 0.8 -, 0.7 + of 3 -> precision 1, 1/2, 2/3, 1/2, 3/5 -> 1/3 * (1 + 2/3 + 3/5)
-    result = ava_frame_map(gt, det, labels)
-    assert result.per_class[1] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
-
-
-def test_ava_capacity_keeps_the_best_per_keyframe(ava_files):
-    gt, det, labels, excluded = ava_files
-    # one detection per keyframe: 0902 keeps A/1 (0.9, +), 0903 keeps A/1 (0.95, -)
-    result = ava_frame_map(gt, det, labels, excluded, capacity=1)
-    assert result.per_class[1] == pytest.approx(0.5 * 0.5)  # ranked -, + of 2 boxes: precision 1/2 at recall 1/2
-    assert result.per_class[2] == 0.0
-
-
-def test_ava_label_map_and_bad_rows(tmp_path, ava_files):
-    _, det, labels, _ = ava_files
-    assert read_ava_label_map(labels) == {1: "bend/bow (at the waist)", 2: "sit", 3: "never annotated"}
-    bad = tmp_path / "bad.csv"
-    bad.write_text("vid1,0902,0.1,0.1\n")
-    with pytest.raises(ValueError, match=r"bad\.csv:1: expected video,timestamp"):
-        ava_frame_map(bad, det, labels)
-    (tmp_path / "empty.pbtxt").write_text("")
-    with pytest.raises(ValueError, match="no 'item"):
-        read_ava_label_map(tmp_path / "empty.pbtxt")
-    assert metrics.ava_frame_map is ava_frame_map

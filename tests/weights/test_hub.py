@@ -333,7 +333,8 @@ def test_local_files_only_without_cache(published, hub, caches):
 
 
 def test_unpublished_without_origin_says_so(caches):
-    cfg = tiny_cfg(NAME)  # the manifest pins no revision yet, and the origin is removed
+    # a Hub entry this test unpins itself (the shipped manifest may pin one any day), and no origin
+    cfg = tiny_cfg(NAME, hub=HubFile("org/never-published"))
     with pytest.raises(WeightsUnavailableError, match="no published weights"):
         pretrained_file(cfg)
 
