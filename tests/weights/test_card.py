@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 import yaml
-from hub_server import caches_fixture, hub_fixture, random_model, tiny_cfg  # noqa: F401  (fixtures)
+from hub_server import caches_fixture, hub_fixture, pin_in_manifest, random_model, tiny_cfg  # noqa: F401  (fixtures)
 from huggingface_hub import ModelCard
 
 import slowfast_zoo
@@ -69,13 +69,14 @@ def test_weights_without_published_metrics_have_no_model_index() -> None:
     assert card.data.eval_results is None and card.data.library_name == "slowfast-zoo"
 
 
-def test_fine_tuned_card_names_its_base_model(tmp_path) -> None:
+def test_fine_tuned_card_names_its_base_model(tmp_path, monkeypatch) -> None:
     cfg = tiny_cfg(SF, origin=slowfast_zoo.get_pretrained_cfg(SF).origin)
     model = random_model(cfg)
     fingerprint = tensors_sha256(model.state_dict())
     model.pretrained_cfg = cfg.replace(weights=LoadedWeights("x", "0" * 64, "pretrained", None, fingerprint))
     published = save_pretrained(model, tmp_path / "published")  # the published tensors, unchanged
     assert ModelCard.load(published / "README.md").data.base_model is None
+    pin_in_manifest(monkeypatch, SF, published / "model.safetensors")  # the base counts only where it is pinned
 
     tuned = slowfast_zoo.create(f"local-dir:{published}", num_classes=3)
     card = ModelCard.load(save_pretrained(tuned, tmp_path / "tuned", label_names=["a", "b", "c"]) / "README.md")
