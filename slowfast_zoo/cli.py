@@ -290,17 +290,48 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--window", default="2,1", metavar="W,S", help="window length and stride, s (%(default)s)")
     parser.add_argument("--views", choices=["fast", "reference"], default="fast")
-    parser.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
+    parser.add_argument("--format", choices=["safetensors", "npz", "parquet"], default="safetensors")
     parser.add_argument("--shard-size", type=int, default=256, help="videos per shard file (%(default)s)")
     parser.add_argument("--rank", type=int, help="this machine's share (default: $RANK or 0)")
     parser.add_argument("--world-size", type=int, help="number of machines (default: $WORLD_SIZE or 1)")
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     parser.add_argument("--batch-size", type=int, help="views per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _ray_arguments(parser)
+
+
+def _ray_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Ray (pip install 'slowfast-zoo[ray]')")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="run here, or on Ray Data (%(default)s)")
+    g.add_argument("--address", help="Ray cluster address, e.g. auto (default: a local Ray instance)")
+    g.add_argument("--actors", type=_positive_int, default=1, help="model actors, one model copy each (%(default)s)")
+    g.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="GPUs each model actor reserves (%(default)s)")
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     w, _, s = str(args.window).partition(",")
+    if args.engine == "ray":
+        from slowfast_zoo.tasks import ray_jobs
+
+        summary = ray_jobs.extract(
+            features.read_video_list(args.videos),
+            args.model,
+            args.out_dir,
+            per=args.per,
+            window_s=float(w),
+            stride_s=float(s or w),
+            views=args.views,
+            shard_size=args.shard_size,
+            format=args.format,
+            checkpoint=args.checkpoint,
+            batch_size=args.batch_size,
+            address=args.address,
+            actors=args.actors,
+            num_gpus_per_actor=args.num_gpus_per_actor,
+            progress=not args.no_progress,
+        )
+        print(summary)
+        return 1 if summary.failed else 0
     rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
     world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
     summary = features.extract(

@@ -43,13 +43,23 @@ from ..video.io import VideoError, VideoReader
 from ..weights.cache import atomic_writer
 from .predict import load_model, plan_views, window_bounds
 
-__all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
+__all__ = [
+    "ExtractSummary",
+    "check_shard",
+    "extract",
+    "load_features",
+    "read_shard_meta",
+    "read_video_list",
+    "remove_stale_temps",
+    "shard_name",
+    "write_shard",
+]
 
 log = logging.getLogger(__name__)
 
 #: 2: shards record the run (model, weights, preprocessing); resume and merge compare it
 FORMAT_VERSION = "2"
-_EXT = {"safetensors": ".safetensors", "npz": ".npz"}
+_EXT = {"safetensors": ".safetensors", "npz": ".npz", "parquet": ".parquet"}
 
 
 @dataclass
@@ -164,11 +174,12 @@ def _video_rows(
 META_KEY = "slowfast_zoo.features"
 
 
-def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
     """Write a shard all or nothing (the cache's fsync'ed temp-file-and-rename writer).
 
     The bytes depend only on the contents (sorted JSON metadata, one entry), so reruns give identical files
-    (safetensors; a zip archive as npz stores the time it was written).
+    (safetensors, parquet; a zip archive as npz stores the time it was written). Parquet: one row per embedding,
+    columns ``video``, ``start``, ``end``, ``embedding`` (float32 list), the metadata in the schema (needs pyarrow).
     """
     meta = json.dumps(metadata, sort_keys=True)
     with atomic_writer(path) as f:
@@ -176,6 +187,8 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
             from safetensors.torch import save
 
             f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={META_KEY: meta}))
+        elif format == "parquet":
+            _write_parquet(f, tensors, metadata, meta)
         else:
             arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
             arrays["paths"] = np.array(metadata["paths"], dtype=str)
@@ -183,7 +196,41 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
             np.savez(f, **arrays)
 
 
-def _remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
+def _write_parquet(f: Any, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], meta: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = tensors["embeddings"].numpy()
+    table = pa.table(
+        {
+            "video": pa.array([metadata["paths"][i] for i in tensors["video_index"].tolist()], pa.string()),
+            "start": pa.array(tensors["start"].numpy()),
+            "end": pa.array(tensors["end"].numpy()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
+        },
+        metadata={META_KEY: meta},
+    )
+    pq.write_table(table, f)
+
+
+def _read_parquet(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[META_KEY.encode()])
+    dim = table.schema.field("embedding").type.list_size
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    index = {p: i for i, p in enumerate(meta["paths"])}
+    t = {
+        "embeddings": torch.from_numpy(emb.copy()),
+        "video_index": torch.tensor([index[v] for v in table.column("video").to_pylist()], dtype=torch.int64),
+        "start": torch.from_numpy(table.column("start").to_numpy()),
+        "end": torch.from_numpy(table.column("end").to_numpy()),
+    }
+    return t, meta
+
+
+def remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
     """Temporary files an interrupted run of these shards left behind (a killed process cannot clean up)."""
     for name in names:
         for stale in out_dir.glob(f".{name}.*.incomplete"):
@@ -212,7 +259,7 @@ def extract(
     rank: int = 0,
     world_size: int = 1,
     shard_size: int = 256,
-    format: Literal["safetensors", "npz"] = "safetensors",
+    format: Literal["safetensors", "npz", "parquet"] = "safetensors",
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
@@ -230,7 +277,7 @@ def extract(
             published clips x crops, embeddings averaged).
         rank, world_size: this process's share: shards ``rank, rank + world_size, ...``.
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
-        format: ``safetensors`` or ``npz``.
+        format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches never mix videos.
         progress: a tqdm bar on stderr with videos done and clips/s.
 
@@ -253,7 +300,7 @@ def extract(
     num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
     mine = list(range(rank, num_shards, world_size))
     names = {k: shard_name(k, num_shards, format) for k in mine}
-    _remove_stale_temps(out, names.values())
+    remove_stale_temps(out, names.values())
     summary = ExtractSummary(str(out), rank, world_size, num_shards)
     if not mine:
         return summary
@@ -262,18 +309,7 @@ def extract(
     todo = []
     for k in mine:
         if (out / names[k]).exists():
-            meta = _read_meta(out / names[k])
-            if meta.get("paths") != paths[k * shard_size : (k + 1) * shard_size]:
-                raise ValueError(
-                    f"{out / names[k]} holds other videos than shard {k} of this list: "
-                    "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
-                )
-            differ = _run_differences(meta, run)
-            if differ:
-                raise ValueError(
-                    f"{out / names[k]} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
-                    "or the same model, weights, views and settings to resume"
-                )
+            check_shard(out / names[k], paths[k * shard_size : (k + 1) * shard_size], run)
             summary.shards_skipped.append(names[k])
         else:
             todo.append(k)
@@ -328,7 +364,7 @@ def extract(
                 "paths": shard_paths,
                 "failed": failed,
             }
-            _write_atomic(out / names[k], tensors, metadata, format)
+            write_shard(out / names[k], tensors, metadata, format)
             summary.shards_written.append(names[k])
             summary.failed.update(failed)
     finally:
@@ -386,6 +422,22 @@ def _plain(x: Any) -> Any:
     return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
 
 
+def check_shard(path: Path, paths: Sequence[str], run: dict[str, Any]) -> None:
+    """Raise ValueError unless the finished shard ``path`` holds ``paths`` and was written by ``run`` (resume)."""
+    meta = read_shard_meta(path)
+    if meta.get("paths") != list(paths):
+        raise ValueError(
+            f"{path} holds other videos than this shard of the list: "
+            "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
+        )
+    differ = _run_differences(meta, run)
+    if differ:
+        raise ValueError(
+            f"{path} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
+            "or the same model, weights, views and settings to resume"
+        )
+
+
 def _run_differences(meta: dict[str, Any], run: dict[str, Any]) -> list[str]:
     """The run fields in which a shard's metadata differs from ``run``."""
     return [k for k in RUN_FIELDS if meta.get(k) != run.get(k)]
@@ -396,8 +448,12 @@ def _open(path: str) -> VideoReader:
 
 
 # ---- reading shards -----------------------------------------------------------------------------------------------
-def _read_meta(path: Path) -> dict[str, Any]:
-    """The metadata object of a shard file, without reading its tensors."""
+def read_shard_meta(path: Path) -> dict[str, Any]:
+    """The metadata object of a shard file (paths, failed videos, the run), without reading its tensors."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return json.loads(pq.read_schema(path).metadata[META_KEY.encode()])
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -408,13 +464,13 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Every shard in ``out_dir`` (both formats), concatenated in shard order.
+    """Every shard in ``out_dir`` (safetensors, npz, parquet), concatenated in shard order.
 
     Returns ``embeddings`` ``(rows, D)``, ``paths`` (one per row), ``start``, ``end``, ``failed`` (path -> reason)
     and ``shards`` (file names read).
     """
     out = Path(out_dir)
-    files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in (".safetensors", ".npz"))
+    files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in _EXT.values())
     embs, row_paths, starts, ends, failed = [], [], [], [], {}
     first: dict[str, Any] = {}
     for f in files:
@@ -424,6 +480,8 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             with safe_open(str(f), framework="pt") as sf:
                 meta = json.loads(sf.metadata()[META_KEY])
                 t = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+        elif f.suffix == ".parquet":
+            t, meta = _read_parquet(f)
         else:
             with np.load(f, allow_pickle=False) as z:
                 t = {k: torch.from_numpy(z[k]) for k in ("embeddings", "video_index", "start", "end")}
