@@ -272,6 +272,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             workers=args.workers,
             out=args.out,
             shard=args.shard,
+            engine=args.engine,
+            ray_options={"address": args.address, "actors": args.actors, "num_gpus_per_actor": args.num_gpus_per_actor},
         )
     if result is None:
         print(f"this shard is done; when every shard is, run: slowfast-zoo evaluate --merge --out {args.out}")
@@ -446,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    _ray_arguments(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,15 +170,38 @@ def _classify(job: _Job, model: Any, batch_size: int | None) -> dict[str, Any]:
     from .predict import predict
 
     item: EvalItem = job.payload
-    rec: dict[str, Any] = {"i": job.index, "id": job.id, "y": list(item.target)}
     if item.path is None:
-        return {**rec, "status": "missing", "reason": "not found under root"}
+        return _record(job, None, "not found under root")
     try:
         video = FrameFolderVideo(item.path, item.fps or 30.0) if item.frames else item.path
         scores = predict(video, model, views="reference", batch_size=batch_size).scores
     except (VideoError, OSError) as e:
-        return {**rec, "status": "unreadable", "reason": str(e)}
+        return _record(job, None, str(e))
+    return _record(job, scores, "")
+
+
+def _record(job: _Job, scores: torch.Tensor | None, reason: str) -> dict[str, Any]:
+    """The line a classified video adds to its shard file (``reason``: why it could not be used)."""
+    rec: dict[str, Any] = {"i": job.index, "id": job.id, "y": list(job.payload.target)}
+    if job.payload.path is None:
+        return {**rec, "status": "missing", "reason": reason}
+    if scores is None:
+        return {**rec, "status": "unreadable", "reason": reason}
     return {**rec, "status": "ok", "scores": float32_list(scores.tolist())}
+
+
+def _classify_on_ray(todo: list[_Job], model: str, batch_size: int | None, options: dict[str, Any]) -> Iterator[dict]:
+    """The records of ``todo`` computed by decode tasks and model actors on Ray (:mod:`.ray_jobs`)."""
+    from .ray_jobs import classify
+
+    for job in todo:
+        if job.payload.path is None:
+            yield _record(job, None, "not found under root")
+    jobs = {j.index: j for j in todo if j.payload.path is not None}
+    videos = [(i, j.payload.path, j.payload.fps if j.payload.frames else None) for i, j in jobs.items()]
+    for i, scores, error in classify(videos, model, batch_size=batch_size, **options):
+        # the decoder's reason, as the local path words it (VideoError: "<path>: <reason>")
+        yield _record(jobs[i], scores, error and f"{jobs[i].payload.path}: {error}")
 
 
 def _detect(job: _Job, model: Any, offset: float) -> dict[str, Any]:
@@ -329,6 +352,8 @@ def evaluate(
     out: str | os.PathLike[str] | None = None,
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
+    engine: str = "local",
+    ray_options: dict[str, Any] | None = None,
 ) -> EvalResult | None:
     """Measure a checkpoint on a dataset split with its published test protocol and the benchmark's metric.
 
@@ -350,6 +375,9 @@ def evaluate(
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
         shard: ``(I, N)`` or ``"I/N"``: this process does videos ``k % N == I`` (default from RANK/WORLD_SIZE).
         progress: a progress bar (videos/s and ETA) on stderr.
+        engine: ``local`` (this process) or ``ray``: decode tasks and model actors on Ray Data, the same records
+            and result (classification sets; ``model`` a name or spec; ``slowfast-zoo[ray]``).
+        ray_options: for ``ray``: ``address``, ``actors``, ``num_gpus_per_actor``, ``cpus_per_actor``.
 
     Returns:
         :class:`EvalResult` once every shard is done, else None (another shard still has to finish).
@@ -358,11 +386,17 @@ def evaluate(
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if dataset == "ava" and (proposals is None or label_map is None):
         raise ValueError("AVA needs proposals (person boxes with scores) and label_map (the action list .pbtxt)")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray" and (dataset == "ava" or not isinstance(model, str)):
+        raise ValueError("the Ray engine evaluates classification sets with a model name or spec (AVA: local)")
+    spec = model
     rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
     model = _load(model, device if device is not None else _default_device())
     cfg = model.pretrained_cfg
+    run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None
     header: dict[str, Any] = {"format": FORMAT, "model": cfg.name, "dataset": dataset, "published": dict(cfg.metrics)}
     if dataset == "ava":
         jobs, notes, threshold = _ava_jobs(cfg, root, proposals, box_threshold)
@@ -380,6 +414,8 @@ def evaluate(
     else:
         jobs, notes = _classification_jobs(cfg, dataset, root, annotations, label_map)
         run = lambda job: _classify(job, model, batch_size)  # noqa: E731
+        if engine == "ray":
+            run_all = lambda todo: _classify_on_ray(todo, spec, batch_size, ray_options or {})  # noqa: E731
         if cfg.dataset != dataset and cfg.dataset in DATASETS:
             notes.append(f"note: {cfg.name} was trained on {cfg.dataset}, evaluated here on {dataset}")
     if limit is not None:
@@ -394,7 +430,7 @@ def evaluate(
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-eval-"))) / "results.json"
         out = Path(out)
         parts_dir(out).mkdir(parents=True, exist_ok=True)
-        _run_shard(jobs, run, header, out, rank, world, workers, progress)
+        _run_shard(jobs, run, header, out, rank, world, workers, progress, run_all)
         result = merge(out)
     return result
 
@@ -408,6 +444,7 @@ def _run_shard(
     world: int,
     workers: int,
     progress: bool,
+    run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None,
 ) -> None:
     path = parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
     done = read_records(path, header)
@@ -421,9 +458,10 @@ def _run_shard(
 
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="video", file=sys.stderr, desc="evaluate")
     start, failed = time.perf_counter(), 0
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and run_all is None else None
     try:
-        for rec in pool.map(run, todo) if pool is not None else map(run, todo):
+        records = run_all(todo) if run_all is not None else pool.map(run, todo) if pool is not None else map(run, todo)
+        for rec in records:
             append_record(path, rec)
             failed += rec["status"] != "ok"
             if bar is not None:

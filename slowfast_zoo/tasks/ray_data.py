@@ -22,6 +22,7 @@ This module imports no Ray: the stages are plain callables. :mod:`slowfast_zoo.t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ import torch
 from ..registry.pretrained import PretrainedCfg
 from ..video import transforms as T
 from ..video.io import VideoError, VideoReader
+from .eval_datasets import FrameFolderVideo
 from .predict import load_model, plan_views, window_bounds
 from .preprocess import pretrained_cfg_of
 
@@ -57,6 +59,8 @@ def _given(batch: dict[str, Any], column: str, i: int) -> float | None:
 
 class DecodeClips:
     """CPU stage: rows with a ``path`` (and optional ``start`` / ``end`` seconds) -> rows of preprocessed views.
+
+    A ``path`` that is a folder is read as frame images (sorted by name) at the row's ``fps`` (default 30).
 
     Output rows: ``path``, ``start`` / ``end`` (seconds of the video or window), ``views`` float32
     ``(V, 3, T, S, S)`` (the model-layout crops of the checkpoint's ``views``: ``fast`` one, ``reference`` its
@@ -94,10 +98,12 @@ class DecodeClips:
             return [(lo, hi)]
         return [(lo + s, lo + e) for s, e in window_bounds(hi - lo, self.window_s, self.stride_s)]
 
-    def decode(self, path: str, start: float | None = None, end: float | None = None) -> list[dict[str, Any]]:
-        """The rows of one video (raises on an unreadable file)."""
+    def decode(
+        self, path: str, start: float | None = None, end: float | None = None, fps: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The rows of one video file, or of a folder of frame images at ``fps`` (raises on an unreadable one)."""
         rows = []
-        with VideoReader(path) as reader:
+        with FrameFolderVideo(path, fps or 30.0) if os.path.isdir(path) else VideoReader(path) as reader:
             whole = start is None and end is None and self.per == "video"
             for lo, hi in self.spans(reader.info.duration, start, end):
                 plan = plan_views(self.cfg, reader.info, self.views, window=None if whole else (lo, hi))
@@ -115,7 +121,7 @@ class DecodeClips:
             path = str(batch["path"][i])
             start, end = _given(batch, "start", i), _given(batch, "end", i)
             try:
-                rows = self.decode(path, start, end)
+                rows = self.decode(path, start, end, _given(batch, "fps", i))
                 error = ""
             except Exception as e:  # one bad file (any decoder error) must not stop a dataset-wide job
                 rows = [{"start": start or 0.0, "end": end or 0.0, "views": np.zeros((0,), np.float32)}]

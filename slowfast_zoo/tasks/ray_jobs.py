@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from . import features as F
 from .predict import load_model
 from .ray_data import ClassifyClips, DecodeClips, EmbedClips
 
-__all__ = ["classify_records", "extract", "init"]
+__all__ = ["classify", "extract", "init"]
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +247,39 @@ def _write(
     summary.rows += len(rows)
     summary.shards_written.append(path.name)
     summary.failed.update(failed)
+
+
+def classify(
+    videos: Sequence[tuple[int, str, float | None]],
+    model: str,
+    *,
+    views: Literal["fast", "reference"] = "reference",
+    batch_size: int | None = None,
+    address: str | None = None,
+    actors: int = 1,
+    num_gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+) -> Iterator[tuple[int, torch.Tensor | None, str]]:
+    """``(key, scores, error)`` for each ``(key, path, fps)`` (``fps``: of a frame folder, else None), in the order
+    given: ``scores`` as :func:`slowfast_zoo.predict` gives them (None and the reason in ``error`` when the video
+    could not be read). Runs the decode stage and ``actors`` :class:`ClassifyClips` actors on Ray."""
+    if not isinstance(model, str):
+        raise TypeError("the Ray engine builds the model in each actor: pass its name or hf-hub:/local-dir: spec")
+    if not videos:
+        return
+    rows = [{"path": p, "order": key, "fps": float("nan") if fps is None else fps} for key, p, fps in videos]
+    init(address)
+    ds = _pipeline(
+        rows,
+        DecodeClips(model, views=views),
+        ClassifyClips,
+        model,
+        {"batch_size": batch_size},
+        actors=actors,
+        num_gpus_per_actor=num_gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        rows_per_batch=1,
+    )
+    for row in _rows(ds):
+        error = str(row["error"])
+        yield int(row["order"]), None if error else torch.from_numpy(row["scores"].copy()), error

@@ -61,7 +61,9 @@ def spec(tmp_path_factory) -> str:
     m.pretrained_cfg = m.pretrained_cfg.replace(
         test_short_side=32, test_crop_size=32, test_head_pool="adaptive", test_clips=2, test_crops=("left", "center")
     )
-    folder = slowfast_zoo.publish.save_pretrained(m, tmp_path_factory.mktemp("tiny") / "model", label_names=list("abcde"))
+    folder = slowfast_zoo.publish.save_pretrained(
+        m, tmp_path_factory.mktemp("tiny") / "model", label_names=list("abcde")
+    )
     return f"local-dir:{folder}"
 
 
@@ -105,8 +107,12 @@ def _decoded(spec: str, videos: list[str]) -> dict[str, list]:
 def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
     """read → DecodeClips → EmbedClips on Ray equals features.extract bit for bit in fp32 (each row's views are
     batched on their own, as the single-process path batches them); a corrupt file gives a row naming the error."""
-    ds = ray.data.from_items([{"path": p} for p in videos]).map_batches(DecodeClips(spec, views="reference"), batch_size=1)
-    ds = ds.map_batches(EmbedClips, fn_constructor_args=(spec,), batch_size=2, compute=ray.data.ActorPoolStrategy(size=1))
+    ds = ray.data.from_items([{"path": p} for p in videos]).map_batches(
+        DecodeClips(spec, views="reference"), batch_size=1
+    )
+    ds = ds.map_batches(
+        EmbedClips, fn_constructor_args=(spec,), batch_size=2, compute=ray.data.ActorPoolStrategy(size=1)
+    )
     rows = {r["path"]: r for r in ds.take_all()}
     assert set(rows) == set(videos)
     corrupt = rows[videos[2]]
@@ -177,7 +183,7 @@ def test_a_killed_model_actor_is_restarted_and_the_output_is_complete(ray_local,
                 videos, spec, out, per="window", shard_size=2, progress=False,
                 stage=__import__("ray_stages").PausedEmbed, stage_kwargs={"control": str(control)},
             )  # fmt: skip
-        except BaseException as e:  # noqa: BLE001  (reported by the main thread)
+        except BaseException as e:
             result["error"] = e
 
     thread = threading.Thread(target=run)
@@ -237,3 +243,21 @@ def _wait_for_file(folder: Path, pattern: str, process: subprocess.Popen | None 
             raise AssertionError(f"the driver exited ({process.returncode}) early: {process.stderr.read().decode()}")
         time.sleep(0.02)
     raise AssertionError(f"no {pattern} in {folder}")
+
+
+def test_evaluate_engine_ray_writes_the_single_process_result(ray_local, spec, videos, tmp_path):
+    """The same results file as the local path, bit for bit: per-video scores equal, the corrupt and the missing
+    video listed as skipped."""
+    root = Path(videos[0]).parent
+    lines = [f"{Path(p).name} {i % 5}" for i, p in enumerate(videos)] + ["gone.mp4 1"]
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    args = [spec, "--dataset", "kinetics400", "--root", str(root), "--annotations", str(tmp_path / "val.txt")]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "local.json"), "--workers", "1"]) == 0
+    assert main(["evaluate", *args, "--out", str(tmp_path / "ray.json"), "--engine", "ray"]) == 0
+    local, got = (tmp_path / "local.json").read_bytes(), (tmp_path / "ray.json").read_bytes()
+    assert got == local and b"gone.mp4" in got and b"corrupt.mp4" in got
+
+    def records(name: str) -> set[str]:
+        return set((tmp_path / f"{name}.json.parts" / "shard-00000-of-00001.jsonl").read_text().splitlines())
+
+    assert records("ray") == records("local") and len(records("ray")) == 1 + 6  # the header and every video
