@@ -88,6 +88,13 @@ class DecodeClips:
         self.views, self.per, self.window_s, self.stride_s = views, per, window_s, stride_s
         self.transform = T.create_transforms(self.cfg, "eval")
 
+    def task_memory(self) -> int:
+        """Bytes to reserve for one decode task (Ray's ``memory``): twice the float32 views of a row, plus 256 MiB
+        for the decoder."""
+        cfg = self.cfg
+        views = 1 if self.views == "fast" else cfg.test_clips * len(cfg.test_crops)
+        return 2 * views * 3 * cfg.num_frames * cfg.test_crop_size**2 * 4 + (256 << 20)
+
     def spans(self, duration: float, start: float | None, end: float | None) -> list[tuple[float, float]]:
         """``(start, end)`` seconds of the rows one video gives."""
         lo = 0.0 if start is None else max(start, 0.0)

@@ -25,7 +25,7 @@ from . import features as F
 from .predict import load_model
 from .ray_data import ClassifyClips, DecodeClips, EmbedClips
 
-__all__ = ["classify", "extract", "init"]
+__all__ = ["classify", "extract", "init", "pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def init(address: str | None = None) -> None:
         ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=False)
 
 
-def _pipeline(
+def pipeline(
     rows: list[dict[str, Any]],
     decode: DecodeClips,
     stage: type,
@@ -58,9 +58,9 @@ def _pipeline(
     # only the rows of shards in progress; the cost is that one slow video holds back the results behind it
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
-    # max_retries: a decode task whose worker died (a decoder crash) runs again; being a task-only option it also
-    # keeps Ray from fusing decoding into the model actors, so the actors never wait for frames
-    ds = ds.map_batches(decode, batch_size=1, num_cpus=1, max_retries=3)
+    # memory: what a decode task holds, so a node runs no more of them than fit; the model actors reserve none,
+    # so Ray does not fuse decoding into them (fused, an actor would wait for its own frames)
+    ds = ds.map_batches(decode, batch_size=1, num_cpus=1, memory=decode.task_memory())
     return ds.map_batches(
         stage,
         fn_constructor_args=(model,),
@@ -177,7 +177,7 @@ def extract(
     ]
     init(address)
     kwargs = {"checkpoint": checkpoint and str(checkpoint), "batch_size": batch_size, "mix_rows": mix_rows}
-    ds = _pipeline(
+    ds = pipeline(
         rows,
         decode,
         stage,
@@ -269,7 +269,7 @@ def classify(
         return
     rows = [{"path": p, "order": key, "fps": float("nan") if fps is None else fps} for key, p, fps in videos]
     init(address)
-    ds = _pipeline(
+    ds = pipeline(
         rows,
         DecodeClips(model, views=views),
         ClassifyClips,

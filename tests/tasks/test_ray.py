@@ -126,6 +126,17 @@ def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
         assert torch.equal(torch.tensor(rows[path]["embedding"]), local["embeddings"][i])
 
 
+def test_decoding_and_the_model_run_as_separate_stages(ray_local, spec, videos):
+    """Decode tasks and model actors are two operators: Ray does not fuse decoding into the model actors."""
+    ds = ray_jobs.pipeline(
+        [{"path": videos[0], "order": 0}], DecodeClips(spec), EmbedClips, spec, {},
+        actors=1, num_gpus_per_actor=0, cpus_per_actor=1, rows_per_batch=1,
+    ).materialize()  # fmt: skip
+    stats = ds.stats()
+    assert "MapBatches(DecodeClips)->MapBatches(EmbedClips)" not in stats
+    assert "Operator 1 MapBatches(DecodeClips)" in stats and "MapBatches(EmbedClips)" in stats
+
+
 def test_classify_stage_equals_predict(spec, videos):
     """ClassifyClips on the decoded reference views gives predict's scores and top label, bit for bit."""
     batch = _decoded(spec, videos)
