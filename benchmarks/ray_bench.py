@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import slowfast_zoo  # noqa: E402
-from slowfast_zoo import features  # noqa: E402
-from slowfast_zoo.tasks.ray_data import DecodeClips, EmbedClips  # noqa: E402
+import slowfast_zoo
+from slowfast_zoo import features
+from slowfast_zoo.tasks.ray_data import DecodeClips, EmbedClips
 
 
 def _model(folder: Path, width: int, crop: int) -> str:
@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ray_jobs.extract(videos[:1], spec, work / f"warm{actors}", actors=actors, progress=False)
         t = _timed(lambda a=actors: ray_jobs.extract(videos, spec, work / f"ray{a}", actors=a, progress=False))
         record("end_to_end", f"ray {actors} actor(s)", t, note="includes actor start + model load")
-        same = all(
-            (work / "local" / f.name).read_bytes() == f.read_bytes() for f in (work / f"ray{actors}").iterdir()
-        )
+        same = all((work / "local" / f.name).read_bytes() == f.read_bytes() for f in (work / f"ray{actors}").iterdir())
         print(f"  shards equal to local: {same}", flush=True)
     ray.shutdown()
     result = {
