@@ -312,47 +312,28 @@ def _ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_features(args: argparse.Namespace) -> int:
     w, _, s = str(args.window).partition(",")
-    if args.engine == "ray":
-        from slowfast_zoo.tasks import ray_jobs
-
-        summary = ray_jobs.extract(
-            features.read_video_list(args.videos),
-            args.model,
-            args.out_dir,
-            per=args.per,
-            window_s=float(w),
-            stride_s=float(s or w),
-            views=args.views,
-            shard_size=args.shard_size,
-            format=args.format,
-            checkpoint=args.checkpoint,
-            batch_size=args.batch_size,
-            address=args.address,
-            actors=args.actors,
-            num_gpus_per_actor=args.num_gpus_per_actor,
-            progress=not args.no_progress,
-        )
-        print(summary)
-        return 1 if summary.failed else 0
-    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
-    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-    summary = features.extract(
-        features.read_video_list(args.videos),
-        args.model,
-        args.out_dir,
+    common: dict[str, Any] = dict(
         per=args.per,
         window_s=float(w),
         stride_s=float(s or w),
         views=args.views,
-        rank=rank,
-        world_size=world,
         shard_size=args.shard_size,
         format=args.format,
         checkpoint=args.checkpoint,
-        device=args.device,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
+    if args.engine == "ray":  # every shard, by a pool of Ray actors
+        from slowfast_zoo.tasks import ray_jobs
+
+        extract: Any = ray_jobs.extract
+        common.update(address=args.address, actors=args.actors, num_gpus_per_actor=args.num_gpus_per_actor)
+    else:
+        extract = features.extract
+        rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+        world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        common.update(rank=rank, world_size=world, device=args.device)
+    summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0
 

@@ -52,6 +52,7 @@ __all__ = [
     "read_video_list",
     "remove_stale_temps",
     "shard_name",
+    "shard_tensors",
     "write_shard",
 ]
 
@@ -172,6 +173,18 @@ def _video_rows(
 # ---- writing shards -----------------------------------------------------------------------------------------------
 #: the one safetensors metadata entry (a JSON object): several entries would be written in an unspecified order
 META_KEY = "slowfast_zoo.features"
+
+
+def shard_tensors(
+    rows: list[torch.Tensor], index: list[int], starts: list[float], ends: list[float], dim: int
+) -> dict[str, torch.Tensor]:
+    """The tensors of a shard: embeddings ``(rows, dim)``, ``video_index``, ``start`` / ``end`` seconds."""
+    return {
+        "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
+        "video_index": torch.tensor(index, dtype=torch.int64),
+        "start": torch.tensor(starts, dtype=torch.float64),
+        "end": torch.tensor(ends, dtype=torch.float64),
+    }
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
@@ -350,13 +363,7 @@ def extract(
                     elapsed = time.perf_counter() - t0
                     bar.set_postfix(clips_per_s=f"{summary.clips / max(elapsed, 1e-9):.1f}", refresh=False)
                     bar.update(1)
-            dim = model.num_features
-            tensors = {
-                "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
-                "video_index": torch.tensor(index, dtype=torch.int64),
-                "start": torch.tensor(starts, dtype=torch.float64),
-                "end": torch.tensor(ends, dtype=torch.float64),
-            }
+            tensors = shard_tensors(rows, index, starts, ends, model.num_features)
             metadata = {
                 **run,
                 "shard": k,

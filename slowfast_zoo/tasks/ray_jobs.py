@@ -236,14 +236,8 @@ def _write(
             starts.append(float(r["start"]))
             ends.append(float(r["end"]))
             summary.clips += int(r["num_views"])
-    tensors = {
-        "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
-        "video_index": torch.tensor(index, dtype=torch.int64),
-        "start": torch.tensor(starts, dtype=torch.float64),
-        "end": torch.tensor(ends, dtype=torch.float64),
-    }
     metadata = {**run, "shard": k, "num_shards": num_shards, "paths": paths, "failed": failed}
-    F.write_shard(path, tensors, metadata, format)
+    F.write_shard(path, F.shard_tensors(rows, index, starts, ends, dim), metadata, format)
     summary.rows += len(rows)
     summary.shards_written.append(path.name)
     summary.failed.update(failed)

@@ -151,6 +151,25 @@ def test_classify_stage_equals_predict(spec, videos):
         assert out["label"][i] == expected.top[0].label
 
 
+def test_decode_rows_with_start_and_end(spec, videos, local_windows):
+    """A row's ``start`` / ``end`` (seconds) is the span embedded: [1, 3) of a 3 s video is its second window."""
+    decode = DecodeClips(spec)
+    batch = decode({"path": [videos[1], videos[1]], "start": [1.0, float("nan")], "end": [3.0, float("nan")]})
+    assert batch["start"] == [1.0, 0.0] and batch["end"][0] == 3.0 and batch["end"][1] == pytest.approx(3.0, abs=0.05)
+    got = torch.tensor(EmbedClips(spec)(batch)["embedding"])
+    local = features.load_features(local_windows)
+    rows = [i for i, p in enumerate(local["paths"]) if p == videos[1]]
+    assert local["start"][rows].tolist() == [0.0, 1.0]
+    assert torch.equal(got[0], local["embeddings"][rows[1]])
+    assert not torch.equal(got[1], got[0])  # no span: the whole video, centred
+
+    windows = DecodeClips(spec, per="window", window_s=1.0, stride_s=0.5)(
+        {"path": [videos[1]], "start": [1.0], "end": [3.0]}
+    )
+    assert list(zip(windows["start"], windows["end"])) == [(1.0, 2.0), (1.5, 2.5), (2.0, 3.0)]
+    assert windows["windows"] == [3, 3, 3]
+
+
 def test_mixed_rows_match_within_float_rounding(spec, videos):
     """mix_rows batches views of several videos together: a convolution over a batch of 8 may sum in another order
     than over 4, so equal to ~1e-5 (relative), not bit for bit."""
