@@ -326,6 +326,11 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.engine == "ray":  # every shard, by a pool of Ray actors
         from slowfast_zoo.tasks import ray_jobs
 
+        if args.rank is not None or args.world_size is not None:
+            raise ValueError(
+                "--engine ray does the whole list (Ray spreads it); --rank/--world-size are for the local engine"
+            )
+
         extract: Any = ray_jobs.extract
         common.update(address=args.address, actors=args.actors, num_gpus_per_actor=args.num_gpus_per_actor)
     else:

@@ -394,6 +394,8 @@ def evaluate(
     rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
+    if engine == "ray" and world != 1:
+        raise ValueError(f"shard {rank}/{world}: the Ray engine does the whole list (Ray spreads it); shards are local")
     model = _load(model, device if device is not None else _default_device())
     cfg = model.pretrained_cfg
     run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None

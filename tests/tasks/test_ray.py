@@ -291,3 +291,15 @@ def test_evaluate_engine_ray_writes_the_single_process_result(ray_local, spec, v
         return set((tmp_path / f"{name}.json.parts" / "shard-00000-of-00001.jsonl").read_text().splitlines())
 
     assert records("ray") == records("local") and len(records("ray")) == 1 + 6  # the header and every video
+
+
+def test_engine_ray_refuses_static_shards(spec, videos, tmp_path, capsys):
+    """Ray spreads the whole list itself: a --rank / --shard meant for static sharding is refused, not ignored."""
+    argv = ["features", videos[0], "-o", str(tmp_path / "f"), "--model", spec, "--engine", "ray", "--rank", "1"]
+    assert main(argv) == 2 and "--rank/--world-size are for the local engine" in capsys.readouterr().err
+    ann = tmp_path / "val.txt"
+    ann.write_text(f"{Path(videos[0]).name} 0\n")
+    argv = ["evaluate", spec, "--dataset", "kinetics400", "--root", str(Path(videos[0]).parent), "--annotations"]
+    argv += [str(ann), "--out", str(tmp_path / "r.json"), "--engine", "ray", "--shard", "0/2"]
+    assert main(argv) == 2 and "the Ray engine does the whole list" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "r.json.parts").exists()
