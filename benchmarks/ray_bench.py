@@ -11,7 +11,8 @@ A SlowFast R50 8x8 (random weights, ``--width`` channels in the stem, ``--crop``
   (``ray.init``) reported on its own.
 
 Ray gets ``--cpus`` logical CPUs (decode tasks take 1 each, model actors 1 each; Ray runs torch in them with one
-thread). The single-process rows use torch's default threads. Every figure is one timed run after a warm-up run.
+thread). The single-process rows use ``--threads`` torch threads (default 1, as each actor: on a shared, loaded
+machine more threads mostly spin). Every figure is one timed run after a warm-up run.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--crop", type=int, default=112)
     p.add_argument("--cpus", type=int, default=4, help="logical CPUs given to Ray")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the single-process rows (%(default)s)")
     p.add_argument("--out")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="sfz-ray-bench-"))
