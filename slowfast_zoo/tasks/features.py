@@ -237,8 +237,8 @@ def _read_parquet(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     t = {
         "embeddings": torch.from_numpy(emb.copy()),
         "video_index": torch.tensor([index[v] for v in table.column("video").to_pylist()], dtype=torch.int64),
-        "start": torch.from_numpy(table.column("start").to_numpy()),
-        "end": torch.from_numpy(table.column("end").to_numpy()),
+        "start": torch.from_numpy(table.column("start").to_numpy().copy()),
+        "end": torch.from_numpy(table.column("end").to_numpy().copy()),
     }
     return t, meta
 

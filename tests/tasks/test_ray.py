@@ -105,36 +105,28 @@ def _decoded(spec: str, videos: list[str]) -> dict[str, list]:
 
 
 def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
-    """read → DecodeClips → EmbedClips on Ray equals features.extract bit for bit in fp32 (each row's views are
-    batched on their own, as the single-process path batches them); a corrupt file gives a row naming the error."""
-    ds = ray.data.from_items([{"path": p} for p in videos]).map_batches(
-        DecodeClips(spec, views="reference"), batch_size=1
-    )
-    ds = ds.map_batches(
-        EmbedClips, fn_constructor_args=(spec,), batch_size=2, compute=ray.data.ActorPoolStrategy(size=1)
-    )
-    rows = {r["path"]: r for r in ds.take_all()}
-    assert set(rows) == set(videos)
-    corrupt = rows[videos[2]]
+    """rows → DecodeClips tasks → EmbedClips actors on Ray equals features.extract bit for bit in fp32 (each row's
+    views are batched on their own, as the single-process path batches them); a corrupt file gives a row naming the
+    error; decoding and the model stay two operators (Ray does not fuse decoding into the model actors)."""
+    rows = [{"path": p, "order": i} for i, p in enumerate(videos)]
+    ds = ray_jobs.pipeline(
+        rows, DecodeClips(spec, views="reference"), EmbedClips, spec, {},
+        actors=1, num_gpus_per_actor=0, cpus_per_actor=1, rows_per_batch=2,
+    ).materialize()  # fmt: skip
+    stats = ds.stats()
+    assert "MapBatches(DecodeClips)->MapBatches(EmbedClips)" not in stats
+    assert "Operator 1 MapBatches(DecodeClips)" in stats and "MapBatches(EmbedClips)" in stats
+    got = {r["path"]: r for r in ds.take_all()}
+    assert set(got) == set(videos)
+    corrupt = got[videos[2]]
     assert "not a readable video" in corrupt["error"] and corrupt["num_views"] == 0
     assert torch.isnan(torch.tensor(corrupt["embedding"])).all()
 
     features.extract(videos, spec, tmp_path, views="reference", progress=False)
     local = features.load_features(tmp_path)
     for i, path in enumerate(local["paths"]):
-        assert rows[path]["error"] == "" and rows[path]["num_views"] == 4  # 2 clips x 2 crops
-        assert torch.equal(torch.tensor(rows[path]["embedding"]), local["embeddings"][i])
-
-
-def test_decoding_and_the_model_run_as_separate_stages(ray_local, spec, videos):
-    """Decode tasks and model actors are two operators: Ray does not fuse decoding into the model actors."""
-    ds = ray_jobs.pipeline(
-        [{"path": videos[0], "order": 0}], DecodeClips(spec), EmbedClips, spec, {},
-        actors=1, num_gpus_per_actor=0, cpus_per_actor=1, rows_per_batch=1,
-    ).materialize()  # fmt: skip
-    stats = ds.stats()
-    assert "MapBatches(DecodeClips)->MapBatches(EmbedClips)" not in stats
-    assert "Operator 1 MapBatches(DecodeClips)" in stats and "MapBatches(EmbedClips)" in stats
+        assert got[path]["error"] == "" and got[path]["num_views"] == 4  # 2 clips x 2 crops
+        assert torch.equal(torch.tensor(got[path]["embedding"]), local["embeddings"][i])
 
 
 def test_classify_stage_equals_predict(spec, videos):
