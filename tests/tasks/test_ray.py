@@ -295,3 +295,20 @@ def test_engine_ray_refuses_static_shards(spec, videos, tmp_path, capsys):
     argv += [str(ann), "--out", str(tmp_path / "r.json"), "--engine", "ray", "--shard", "0/2"]
     assert main(argv) == 2 and "the Ray engine does the whole list" in capsys.readouterr().err
     assert not (tmp_path / "f").exists() and not (tmp_path / "r.json.parts").exists()
+
+
+def test_a_folder_of_frames_is_read_at_the_rows_fps(spec, videos, tmp_path):
+    """A ``path`` that is a folder is read as frame images at the row's ``fps`` (evaluate's frame folders)."""
+    import av
+    from PIL import Image
+
+    from slowfast_zoo.tasks.eval_datasets import FrameFolderVideo
+
+    with av.open(videos[1]) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            Image.fromarray(frame.to_ndarray(format="rgb24")).save(tmp_path / f"{i:05d}.png")
+    out = ClassifyClips(spec)(DecodeClips(spec, views="reference")({"path": [str(tmp_path)], "fps": [15.0]}))
+    model = slowfast_zoo.create(spec, pretrained=True, head_pool="adaptive").eval()
+    expected = slowfast_zoo.predict(FrameFolderVideo(tmp_path, 15.0), model, views="reference").scores
+    assert out["error"] == [""] and torch.equal(torch.tensor(out["scores"][0]), expected)
+    assert out["end"] == [90 / 15.0]  # 90 frames at 15 fps
