@@ -51,7 +51,8 @@ def pipeline(
     cpus_per_actor: float,
     rows_per_batch: int,
 ) -> Any:
-    """A Ray dataset: ``rows`` -> decode tasks (one video each) -> a pool of ``actors`` model actors."""
+    """A Ray dataset: ``rows`` -> decode tasks (one video each) -> a pool of ``actors`` model actors, results in
+    the order of ``rows`` (it sets ``preserve_order`` on the current ``DataContext``)."""
     import ray
 
     # in order: shards complete one after another (an interrupted run leaves few half-done) and the driver holds
