@@ -85,11 +85,11 @@ def test_whole_file_writers_replace_a_planted_link(out, outside, write):
 
 @pytest.mark.parametrize("fmt", ["safetensors", "npz"])
 def test_a_feature_shard_replaces_a_planted_link(out, outside, fmt):
-    from slowfast_zoo.tasks.features import _write_atomic
+    from slowfast_zoo.tasks.features import write_shard
 
     shard = _plant(out.parent / f"features-00000-of-00001.{fmt}", outside)
     tensors = {"embeddings": torch.zeros(1, 4), "video_index": torch.zeros(1, dtype=torch.int64)}
-    _write_atomic(shard, tensors, {"paths": ["v.mp4"], "failed": {}}, fmt)
+    write_shard(shard, tensors, {"paths": ["v.mp4"], "failed": {}}, fmt)
     assert outside.read_bytes() == SECRET and not shard.is_symlink() and shard.stat().st_size > 0
 
 
