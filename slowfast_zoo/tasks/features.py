@@ -9,8 +9,8 @@ Shards. The video list is cut into shards of ``shard_size`` consecutive videos, 
 shard ``k`` belongs to rank ``k % world_size``, so any number of machines can share one list without talking to
 each other (each runs with its own ``rank``). A shard is written to a temporary file and renamed into place when
 all its videos are done, so a file that exists is complete; a rerun skips the shards that exist (resume) and
-recomputes the rest. Each video is computed in batches of its own views only, so its embeddings do not depend on
-which other videos a run processed: an interrupted and resumed run writes the same bytes as one uninterrupted run.
+recomputes the rest. Batches mix the views of one shard's videos only, so a shard's bytes depend on its own videos
+alone: an interrupted and resumed run writes the same bytes as one uninterrupted run.
 
 Each shard holds ``embeddings`` ``(rows, num_features)``, ``video_index`` ``(rows,)`` (index into the shard's
 ``paths``), ``start`` / ``end`` ``(rows,)`` seconds, and one metadata entry ``slowfast_zoo.features``, a JSON

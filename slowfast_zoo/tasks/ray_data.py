@@ -11,11 +11,12 @@ A user's pipeline (``pip install "slowfast-zoo[ray]"``)::
 :class:`DecodeClips` turns each row (a video, or its ``[start, end)`` seconds) into one row per video or per sliding
 window holding the checkpoint's own views, preprocessed as :func:`slowfast_zoo.predict` preprocesses them
 (``plan_views`` + :func:`~slowfast_zoo.tasks.runner.iter_view_inputs`). A video that cannot be read gives one row
-whose ``error`` says why (and no views), so a corrupt file never stops the job. :class:`EmbedClips` and :class:`ClassifyClips` are the
-model stages: each actor builds the model once with :func:`slowfast_zoo.create` (weights verified by sha256) and runs
-each row's views through a :class:`~slowfast_zoo.tasks.runner.ViewRunner` (the single-process tasks' batcher) in
-batches of that row only, so a row's result does not depend on which rows Ray batched together (``mix_rows=True``
-packs views of several rows into one forward pass: faster on a GPU, equal within float rounding).
+whose ``error`` says why (and no views), so a corrupt file never stops the job. :class:`EmbedClips` and
+:class:`ClassifyClips` are the model stages: each actor builds the model once with :func:`slowfast_zoo.create`
+(weights verified by sha256) and runs each row's views through a :class:`~slowfast_zoo.tasks.runner.ViewRunner`
+(the single-process tasks' batcher) in batches of that row only, so a row's result does not depend on which rows
+Ray batched together (``mix_rows=True`` packs views of several rows into one forward pass: faster on a GPU, equal
+within float rounding).
 
 This module imports no Ray: the stages are plain callables. :mod:`slowfast_zoo.tasks.ray_jobs` runs them on Ray.
 """

@@ -6,7 +6,10 @@ of model actors (:class:`~slowfast_zoo.tasks.ray_data.EmbedClips` / ``ClassifyCl
 the stages, retries failed tasks and restarts a dead actor (its batch runs again). Results come back to the driver,
 which writes them with the single-process writers: feature shards renamed into place once all their videos are in,
 evaluation records appended one per video; so an interrupted driver leaves only complete files, and a rerun does
-only the rest. Each video's views are batched on their own, so its numbers equal the single-process path's.
+only the rest. Each row's views (a video's, or a window's) are batched on their own, so its numbers do not depend on
+how Ray groups rows. The single-process path batches the views of a shard's videos together: where its batches hold
+the same views (e.g. ``views="fast"`` with ``batch_size=1``) the files are equal byte for byte, else within float
+rounding (~1e-6). Evaluation batches per video in both engines: its results are equal bit for bit.
 """
 
 from __future__ import annotations

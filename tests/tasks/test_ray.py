@@ -79,12 +79,16 @@ def videos(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_windows(spec, videos, tmp_path_factory) -> Path:
-    """The single-process reference: per-window embeddings, two videos per shard."""
+    """The single-process reference: per-window embeddings, two videos per shard, one view per forward pass.
+
+    The single-process path batches the views of a shard's videos together; the Ray actors batch each row's views on
+    their own (rows arrive one at a time). With ``views="fast"`` a row is one view, so ``batch_size=1`` makes the
+    batches the same: then the files are equal byte for byte (other batches: within float rounding, tested below)."""
     out = tmp_path_factory.mktemp("local")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        features.extract(videos, spec, out, per="window", shard_size=2, progress=False)
+        features.extract(videos, spec, out, per="window", shard_size=2, batch_size=1, progress=False)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -105,9 +109,9 @@ def _decoded(spec: str, videos: list[str]) -> dict[str, list]:
 
 
 def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
-    """rows → DecodeClips tasks → EmbedClips actors on Ray equals features.extract bit for bit in fp32 (each row's
-    views are batched on their own, as the single-process path batches them); a corrupt file gives a row naming the
-    error; decoding and the model stay two operators (Ray does not fuse decoding into the model actors)."""
+    """rows → DecodeClips tasks → EmbedClips actors on Ray equals features.extract bit for bit in fp32 when the
+    batches are the same (each row's 4 views in one batch: ``batch_size=4`` locally); a corrupt file gives a row
+    naming the error; decoding and the model stay two operators (Ray does not fuse decoding into the model actors)."""
     rows = [{"path": p, "order": i} for i, p in enumerate(videos)]
     ds = ray_jobs.pipeline(
         rows, DecodeClips(spec, views="reference"), EmbedClips, spec, {},
@@ -122,7 +126,7 @@ def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
     assert "not a readable video" in corrupt["error"] and corrupt["num_views"] == 0
     assert torch.isnan(torch.tensor(corrupt["embedding"])).all()
 
-    features.extract(videos, spec, tmp_path, views="reference", progress=False)
+    features.extract(videos, spec, tmp_path, views="reference", batch_size=4, progress=False)
     local = features.load_features(tmp_path)
     for i, path in enumerate(local["paths"]):
         assert got[path]["error"] == "" and got[path]["num_views"] == 4  # 2 clips x 2 crops
@@ -185,6 +189,10 @@ def test_engine_ray_writes_the_single_process_files(ray_local, spec, videos, loc
     assert torch.equal(got["embeddings"], expected["embeddings"]) and len(got["paths"]) == 6  # 2 s: 1 window, 3 s: 2
     if format == "safetensors":
         assert _files(out) == _files(local_windows)  # the same bytes
+        # the single-process default batches views of several videos together: equal within float rounding
+        features.extract(videos, spec, tmp_path / "default", per="window", shard_size=2, progress=False)
+        default = features.load_features(tmp_path / "default")
+        torch.testing.assert_close(got["embeddings"], default["embeddings"], rtol=1e-5, atol=1e-6)
     else:
         import pyarrow.parquet as pq
 
