@@ -250,6 +250,13 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
             np.savez(f, **arrays)
 
 
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as e:
+        raise ImportError("format='parquet' needs pyarrow: pip install 'slowfast-zoo[ray]' (or pyarrow)") from e
+
+
 def _write_parquet(f: Any, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], meta: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -363,6 +370,8 @@ def _check_arguments(
         raise ValueError(f"per must be 'video' or 'window', got {per!r}")
     if format not in _EXT:
         raise ValueError(f"format must be one of {sorted(_EXT)}, got {format!r}")
+    if format == "parquet":
+        _require_pyarrow()
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, {world_size})")
     if shard_size < 1:
@@ -476,9 +485,7 @@ def _parse_meta(path: Path, raw: object) -> dict[str, Any]:
 def read_shard_meta(path: Path) -> dict[str, Any]:
     """The metadata object of a shard file (paths, failed videos, the run), without reading its tensors."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return _parse_meta(path, _parquet_meta(path, pq.read_schema(path)))
+        return _parse_meta(path, _parquet_meta(_parquet_schema(path)))
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -488,7 +495,17 @@ def read_shard_meta(path: Path) -> dict[str, Any]:
     return _parse_meta(path, str(z["metadata"]) if "metadata" in z else None)
 
 
-def _parquet_meta(path: Path, schema: Any) -> str | None:
+def _parquet_schema(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise FeatureShardError(f"{path}: not a readable Parquet file ({e}); delete it to extract it again") from e
+
+
+def _parquet_meta(schema: Any) -> str | None:
     raw = (schema.metadata or {}).get(META_KEY.encode())
     try:
         return raw.decode() if raw is not None else None
@@ -501,8 +518,8 @@ def _read_parquet(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
-    meta = _parse_meta(path, _parquet_meta(path, schema))
+    schema = _parquet_schema(path)
+    meta = _parse_meta(path, _parquet_meta(schema))
     want = {"video": pa.string(), "start": pa.float64(), "end": pa.float64()}
     emb_type = schema.field("embedding").type if "embedding" in schema.names else None
     if any(n not in schema.names or schema.field(n).type != t for n, t in want.items()) or not (
