@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     features.extract(videos[:1], spec, work / "warm", progress=False)
     record("end_to_end", "local", _timed(lambda: features.extract(videos, spec, work / "local", progress=False)))
 
+    local = features.load_features(work / "local")
     t_init = _timed(lambda: ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False))
     ray.data.DataContext.get_current().enable_progress_bars = False
     print(f"ray.init {t_init:.2f} s", flush=True)
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = _timed(lambda a=actors: ray_jobs.extract(videos, spec, work / f"ray{a}", actors=a, progress=False))
         record("end_to_end", f"ray {actors} actor(s)", t, note="includes actor start + model load")
         same = all((work / "local" / f.name).read_bytes() == f.read_bytes() for f in (work / f"ray{actors}").iterdir())
-        print(f"  shards equal to local: {same}", flush=True)
+        diff = (features.load_features(work / f"ray{actors}")["embeddings"] - local["embeddings"]).abs().max()
+        print(
+            f"  shards equal to local byte for byte: {same}; max |embedding difference| {float(diff):.2e}", flush=True
+        )
     ray.shutdown()
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
