@@ -313,7 +313,8 @@ def extract(
             (windows as :func:`slowfast_zoo.predict_windows` places them).
         views: ``fast`` (one centred clip and crop per video or window) or ``reference`` (the checkpoint's
             published clips x crops, embeddings averaged).
-        rank, world_size: this process's share: shards ``rank, rank + world_size, ...``.
+        rank: this process's share: shards ``rank, rank + world_size, ...``.
+        world_size: the number of processes sharing the work.
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
         format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.

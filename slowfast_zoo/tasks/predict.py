@@ -327,7 +327,7 @@ def to_json_lines(results: Iterable[VideoPrediction]) -> Iterator[str]:
 
 def sample_video() -> Path:
     """Path of the short sample clip shipped with the package (see ``slowfast_zoo/assets/README.md``)."""
-    ref = resources.files("slowfast_zoo").joinpath("assets", SAMPLE_VIDEO)
+    ref = resources.files("slowfast_zoo") / "assets" / SAMPLE_VIDEO
     path = Path(str(ref))
     if not path.is_file():  # pragma: no cover - zipped installs
         raise FileNotFoundError(f"sample clip missing from the installed package: {ref}")
