@@ -147,6 +147,17 @@ def test_classify_stage_equals_predict(spec, videos):
         assert out["label"][i] == expected.top[0].label
 
 
+def test_classify_stage_takes_predicts_precision_and_fast(spec, videos):
+    """precision / fast reach the actors: bf16 on the optimized copy gives predict's bf16 fast scores, bit for bit
+    (and not the fp32 ones)."""
+    batch = _decoded(spec, videos[:1])
+    got = torch.tensor(ClassifyClips(spec, precision="bf16", fast=True)(batch)["scores"][0])
+    model = slowfast_zoo.create(spec, pretrained=True, head_pool="adaptive").eval()
+    expected = slowfast_zoo.predict(videos[0], model, views="reference", precision="bf16", fast=True).scores
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, slowfast_zoo.predict(videos[0], model, views="reference").scores)
+
+
 def test_decode_rows_with_start_and_end(spec, videos, local_windows):
     """A row's ``start`` / ``end`` (seconds) is the span embedded: [1, 3) of a 3 s video is its second window."""
     decode = DecodeClips(spec)
