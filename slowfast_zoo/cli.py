@@ -326,6 +326,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             fast=args.fast,
             out=args.out,
             shard=args.shard,
+            engine=args.engine,
+            ray_options={"address": args.address, "actors": args.actors, "num_gpus_per_actor": args.num_gpus_per_actor},
         )
     if result is None:
         print(f"this shard is done; when every shard is, run: slowfast-zoo evaluate --merge --out {args.out}")
@@ -358,7 +360,7 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--window", default="2,1", metavar="W,S", help="window length and stride, s (%(default)s)")
     parser.add_argument("--views", choices=["fast", "reference"], default="fast")
-    parser.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
+    parser.add_argument("--format", choices=["safetensors", "npz", "parquet"], default="safetensors")
     parser.add_argument("--shard-size", type=int, default=256, help="videos per shard file (%(default)s)")
     parser.add_argument("--rank", type=int, help="this machine's share (default: $RANK or 0)")
     parser.add_argument("--world-size", type=int, help="number of machines (default: $WORLD_SIZE or 1)")
@@ -366,6 +368,7 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="views per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _speed_arguments(parser, workers=True)
+    _ray_arguments(parser)
 
 
 def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
@@ -377,30 +380,45 @@ def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
         )
 
 
+def _ray_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Ray (pip install 'slowfast-zoo[ray]')")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="run here, or on Ray Data (%(default)s)")
+    g.add_argument("--address", help="Ray cluster address, e.g. auto (default: a local Ray instance)")
+    g.add_argument("--actors", type=_positive_int, default=1, help="model actors, one model copy each (%(default)s)")
+    g.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="GPUs each model actor reserves (%(default)s)")
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     w, _, s = str(args.window).partition(",")
-    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
-    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-    summary = features.extract(
-        features.read_video_list(args.videos),
-        args.model,
-        args.out_dir,
+    common: dict[str, Any] = dict(
         per=args.per,
         window_s=float(w),
         stride_s=float(s or w),
         views=args.views,
-        rank=rank,
-        world_size=world,
         shard_size=args.shard_size,
         format=args.format,
         checkpoint=args.checkpoint,
-        device=args.device,
         batch_size=args.batch_size,
-        workers=args.workers,
         precision=args.precision,
         fast=args.fast,
         progress=not args.no_progress,
     )
+    if args.engine == "ray":  # every shard, by a pool of Ray actors
+        from slowfast_zoo.tasks import ray_jobs
+
+        if args.rank is not None or args.world_size is not None:
+            raise ValueError(
+                "--engine ray does the whole list (Ray spreads it); --rank/--world-size are for the local engine"
+            )
+
+        extract: Any = ray_jobs.extract
+        common.update(address=args.address, actors=args.actors, num_gpus_per_actor=args.num_gpus_per_actor)
+    else:
+        extract = features.extract
+        rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+        world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers)
+    summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0
 
@@ -517,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    _ray_arguments(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -188,3 +188,19 @@ def test_decoding_knows_no_preprocessing():
     assert internal <= {"slowfast_zoo.video.views"}, f"video/io.py imports {sorted(internal)}"
     views = {_internal(t) for t, _ in GRAPH["slowfast_zoo.video.views"]} - {None, "slowfast_zoo.video"}
     assert not views, f"video/views.py (pure index arithmetic) imports {sorted(views)}"
+
+
+def test_only_the_ray_runner_imports_ray():
+    """Ray is an optional extra (``slowfast-zoo[ray]``): tasks/ray_jobs.py is the one module that imports it, and
+    only evaluate and the CLI import ray_jobs (inside the functions that run ``engine="ray"``)."""
+    importers = {m for m, imps in GRAPH.items() for target, _ in imps if target.split(".")[0] == "ray"}
+    assert importers <= {"slowfast_zoo.tasks.ray_jobs"}, importers
+    users = {a for a, b in _edges() if b == "slowfast_zoo.tasks.ray_jobs"}
+    assert users <= {"slowfast_zoo.cli", "slowfast_zoo.tasks.evaluate"}, users
+
+
+def test_importing_the_package_and_cli_loads_no_ray():
+    import subprocess
+
+    code = "import sys, slowfast_zoo, slowfast_zoo.cli; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent).returncode == 0

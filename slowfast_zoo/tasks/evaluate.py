@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,37 +189,60 @@ class _Job:
 
 @dataclass
 class _Decoded:
-    """A video's record so far and, when it could be read, the model inputs of its views (made by a worker)."""
+    """A video and, when it could be read, the model inputs of its views (made by a worker); else why not."""
 
-    rec: dict[str, Any]
+    job: _Job
     views: list[torch.Tensor] | None = None
+    reason: str = ""
 
 
 def _decode_views(job: _Job, cfg: Any, device: torch.device) -> _Decoded:
     """Decode and transform one video's reference views (runs in a worker thread; no model)."""
     item: EvalItem = job.payload
-    rec: dict[str, Any] = {"i": job.index, "id": job.id, "y": list(item.target)}
     if item.path is None:
-        return _Decoded({**rec, "status": "missing", "reason": "not found under root"})
+        return _Decoded(job, reason="not found under root")
     try:
         video = FrameFolderVideo(item.path, item.fps or 30.0) if item.frames else item.path
         with torch.inference_mode(), open_video(video) as reader:
             views = list(iter_view_inputs(reader, cfg, plan_views(cfg, reader.info, "reference"), device))
     except (VideoError, OSError) as e:
-        return _Decoded({**rec, "status": "unreadable", "reason": str(e)})
-    return _Decoded(rec, views)
+        return _Decoded(job, reason=str(e))
+    return _Decoded(job, views)
 
 
 def _classify(decoded: _Decoded, model: Any, batch_size: int | None, precision: str) -> dict[str, Any]:
     """The model on one video's decoded views (in the one inference thread), batched as ``predict`` batches them."""
     if decoded.views is None:
-        return decoded.rec
+        return _record(decoded.job, None, decoded.reason)
     runner = ViewRunner(model, class_scores(model), 1, precision=precision)  # type: ignore[arg-type]
     runner.batch_size = batch_size or default_batch(len(decoded.views), runner.device)
     for view in decoded.views:
         runner.add(view)
-    scores = ensemble(model.pretrained_cfg, runner.take())
-    return {**decoded.rec, "status": "ok", "scores": float32_list(scores.tolist())}
+    return _record(decoded.job, ensemble(model.pretrained_cfg, runner.take()), "")
+
+
+def _record(job: _Job, scores: torch.Tensor | None, reason: str) -> dict[str, Any]:
+    """The line a classified video adds to its shard file (``reason``: why it could not be used)."""
+    rec: dict[str, Any] = {"i": job.index, "id": job.id, "y": list(job.payload.target)}
+    if job.payload.path is None:
+        return {**rec, "status": "missing", "reason": reason}
+    if scores is None:
+        return {**rec, "status": "unreadable", "reason": reason}
+    return {**rec, "status": "ok", "scores": float32_list(scores.tolist())}
+
+
+def _classify_on_ray(todo: list[_Job], model: str, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The records of ``todo`` computed by decode tasks and model actors on Ray (:mod:`.ray_jobs`)."""
+    from .ray_jobs import classify
+
+    for job in todo:
+        if job.payload.path is None:
+            yield _record(job, None, "not found under root")
+    jobs = {j.index: j for j in todo if j.payload.path is not None}
+    videos = [(i, j.payload.path, j.payload.fps if j.payload.frames else None) for i, j in jobs.items()]
+    for i, scores, error in classify(videos, model, **options):
+        # the decoder's reason, as the local path words it (VideoError: "<path>: <reason>")
+        yield _record(jobs[i], scores, error and f"{jobs[i].payload.path}: {error}")
 
 
 def _detect(job: _Job, model: Any, offset: float) -> dict[str, Any]:
@@ -380,6 +403,8 @@ def evaluate(
     out: str | os.PathLike[str] | None = None,
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
+    engine: str = "local",
+    ray_options: dict[str, Any] | None = None,
 ) -> EvalResult | None:
     """Measure a checkpoint on a dataset split with its published test protocol and the benchmark's metric.
 
@@ -406,6 +431,9 @@ def evaluate(
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
         shard: ``(I, N)`` or ``"I/N"``: this process does videos ``k % N == I`` (default from RANK/WORLD_SIZE).
         progress: a progress bar (videos/s and ETA) on stderr.
+        engine: ``local`` (this process) or ``ray``: decode tasks and model actors on Ray Data, the same records
+            and result (classification sets; ``model`` a name or spec; ``slowfast-zoo[ray]``).
+        ray_options: for ``ray``: ``address``, ``actors``, ``num_gpus_per_actor``, ``cpus_per_actor``.
 
     Returns:
         :class:`EvalResult` once every shard is done, else None (another shard still has to finish).
@@ -416,15 +444,23 @@ def evaluate(
         raise ValueError("AVA needs proposals (person boxes with scores) and label_map (the action list .pbtxt)")
     if ava_protocol not in AVA_PROTOCOLS:
         raise ValueError(f"ava_protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {ava_protocol!r}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray" and (dataset == "ava" or not isinstance(model, str)):
+        raise ValueError("the Ray engine evaluates classification sets with a model name or spec (AVA: local)")
+    spec = model
     rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
+    if engine == "ray" and world != 1:
+        raise ValueError(f"shard {rank}/{world}: the Ray engine does the whole list (Ray spreads it); shards are local")
     if dataset == "ava" and (precision != "fp32" or fast):
         raise ValueError("AVA detection runs in fp32 only (precision='fp32', fast=False)")
     dev = device if device is not None else _default_device()
     task = "detect" if dataset == "ava" else "classify"
     model = load_model(model, device=dev, task=task, precision=precision, fast=fast)  # type: ignore[arg-type]
     cfg = model.pretrained_cfg
+    run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None
     header: dict[str, Any] = {"format": FORMAT, "model": cfg.name, "dataset": dataset, "published": dict(cfg.metrics)}
     if dataset == "ava":
         jobs, notes, threshold, bad_rows = _ava_jobs(cfg, root, proposals, box_threshold)
@@ -448,6 +484,9 @@ def evaluate(
         device_ = next(model.parameters()).device
         decode = lambda job: _decode_views(job, cfg, device_)  # noqa: E731
         run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
+        if engine == "ray":
+            options = {"batch_size": batch_size, "precision": precision, "fast": fast, **(ray_options or {})}
+            run_all = lambda todo: _classify_on_ray(todo, spec, options)  # noqa: E731
         if cfg.dataset != dataset and cfg.dataset in DATASETS:
             notes.append(f"note: {cfg.name} was trained on {cfg.dataset}, evaluated here on {dataset}")
     if limit is not None:
@@ -466,7 +505,7 @@ def evaluate(
         out = Path(out)
         output_dir(parts_dir(out))
         with eval_mode(model), torch.inference_mode():
-            _run_shard(jobs, decode, run, header, out, rank, world, workers, progress)
+            _run_shard(jobs, decode, run, header, out, rank, world, workers, progress, run_all)
         result = merge(out)
     return result
 
@@ -481,8 +520,10 @@ def _run_shard(
     world: int,
     workers: int,
     progress: bool,
+    run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None,
 ) -> None:
-    """``decode`` each video in ``workers`` threads, ahead of ``run`` (the model), which runs in this thread only."""
+    """``decode`` each video in ``workers`` threads, ahead of ``run`` (the model), which runs in this thread only;
+    or ``run_all`` makes every record (the Ray engine)."""
     path = parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
     done = read_records(path, header)
     if not path.exists() or path.stat().st_size == 0:
@@ -492,8 +533,8 @@ def _run_shard(
     bar = progress_bar(len(mine), "evaluate", "video", progress, initial=len(mine) - len(todo))
     start, failed = time.perf_counter(), 0
     try:  # on Ctrl-C: the videos being decoded finish, the queued ones are dropped
-        for decoded in prefetch(decode, todo, workers):
-            rec = run(decoded)
+        records = run_all(todo) if run_all is not None else map(run, prefetch(decode, todo, workers))
+        for rec in records:
             append_record(path, rec)
             failed += rec["status"] != "ok"
             if bar is not None:

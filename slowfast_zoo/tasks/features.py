@@ -9,14 +9,15 @@ Shards. The video list is cut into shards of ``shard_size`` consecutive videos, 
 shard ``k`` belongs to rank ``k % world_size``, so any number of machines can share one list without talking to
 each other (each runs with its own ``rank``). A shard is written to a temporary file and renamed into place when
 all its videos are done, so a file that exists is complete; a rerun skips the shards that exist (resume) and
-recomputes the rest. Each video is computed in batches of its own views only, so its embeddings do not depend on
-which other videos a run processed: an interrupted and resumed run writes the same bytes as one uninterrupted run.
+recomputes the rest. Batches mix the views of one shard's videos only, so a shard's bytes depend on its own videos
+alone: an interrupted and resumed run writes the same bytes as one uninterrupted run.
 
 Each shard holds ``embeddings`` ``(rows, num_features)``, ``video_index`` ``(rows,)`` (index into the shard's
 ``paths``), ``start`` / ``end`` ``(rows,)`` seconds, and one metadata entry ``slowfast_zoo.features``, a JSON
 object: ``paths`` (every video of the shard), ``failed`` (path -> reason, videos that could not be read: they have
 no rows), shard numbers and the run (:data:`RUN_FIELDS`: model, weights file sha256 and tensors sha256,
-architecture, preprocessing, ``per``, ``views``, window) (``.npz``: arrays ``paths`` and ``metadata``). A resumed
+architecture, preprocessing, ``per``, ``views``, window) (``.npz``: arrays ``paths`` and ``metadata``;
+``.parquet``: one row per embedding, the metadata in the schema). A resumed
 run refuses shards of another run, and :func:`load_features` refuses to merge shards of different runs.
 """
 
@@ -49,17 +50,29 @@ from .runner import (
     iter_view_inputs,
     load_model,
     open_video,
+    pooled_features,
     prefetch,
     progress_bar,
 )
 
-__all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
+__all__ = [
+    "ExtractSummary",
+    "check_shard",
+    "extract",
+    "load_features",
+    "read_shard_meta",
+    "read_video_list",
+    "remove_stale_temps",
+    "shard_name",
+    "shard_tensors",
+    "write_shard",
+]
 
 log = logging.getLogger(__name__)
 
 #: 2: shards record the run (model, weights, preprocessing); resume and merge compare it
 FORMAT_VERSION = "2"
-_EXT = {"safetensors": ".safetensors", "npz": ".npz"}
+_EXT = {"safetensors": ".safetensors", "npz": ".npz", "parquet": ".parquet"}
 
 
 @dataclass
@@ -195,20 +208,19 @@ def _embed_shard(
             bar.update(1)
     views = runner.take() if counts else torch.zeros(0, model.num_features)
     embeddings = [chunk.mean(dim=0) for chunk in views.split(counts)]
-    tensors = {
-        "embeddings": torch.stack(embeddings) if embeddings else torch.zeros(0, model.num_features),
+    return shard_tensors(embeddings, index, starts, ends, model.num_features), failed
+
+
+def shard_tensors(
+    rows: list[torch.Tensor], index: list[int], starts: list[float], ends: list[float], dim: int
+) -> dict[str, torch.Tensor]:
+    """The tensors of a shard: embeddings ``(rows, dim)``, ``video_index``, ``start`` / ``end`` seconds."""
+    return {
+        "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
         "video_index": torch.tensor(index, dtype=torch.int64),
         "start": torch.tensor(starts, dtype=torch.float64),
         "end": torch.tensor(ends, dtype=torch.float64),
     }
-    return tensors, failed
-
-
-def _pooled_features(model: Any) -> Any:
-    def fn(x: Any) -> torch.Tensor:
-        return model.forward_head(model.forward_features(x), pre_logits=True)
-
-    return fn
 
 
 # ---- writing shards -----------------------------------------------------------------------------------------------
@@ -216,11 +228,12 @@ def _pooled_features(model: Any) -> Any:
 META_KEY = "slowfast_zoo.features"
 
 
-def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], format: str) -> None:
     """Write a shard all or nothing (the cache's fsync'ed temp-file-and-rename writer).
 
     The bytes depend only on the contents (sorted JSON metadata, one entry), so reruns give identical files
-    (safetensors; a zip archive as npz stores the time it was written).
+    (safetensors, parquet; a zip archive as npz stores the time it was written). Parquet: one row per embedding,
+    columns ``video``, ``start``, ``end``, ``embedding`` (float32 list), the metadata in the schema (needs pyarrow).
     """
     meta = json.dumps(metadata, sort_keys=True)
     with atomic_writer(path) as f:
@@ -228,6 +241,8 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
             from safetensors.torch import save
 
             f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={META_KEY: meta}))
+        elif format == "parquet":
+            _write_parquet(f, tensors, metadata, meta)
         else:
             arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
             arrays["paths"] = np.array(metadata["paths"], dtype=str)
@@ -235,7 +250,31 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
             np.savez(f, **arrays)
 
 
-def _remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as e:
+        raise ImportError("format='parquet' needs pyarrow: pip install 'slowfast-zoo[ray]' (or pyarrow)") from e
+
+
+def _write_parquet(f: Any, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], meta: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = tensors["embeddings"].numpy()
+    table = pa.table(
+        {
+            "video": pa.array([metadata["paths"][i] for i in tensors["video_index"].tolist()], pa.string()),
+            "start": pa.array(tensors["start"].numpy()),
+            "end": pa.array(tensors["end"].numpy()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
+        },
+        metadata={META_KEY: meta},
+    )
+    pq.write_table(table, f)
+
+
+def remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
     """Temporary files an interrupted run of these shards left behind (a killed process cannot clean up)."""
     for name in names:
         for stale in out_dir.glob(f".{name}.*.incomplete"):
@@ -255,7 +294,7 @@ def extract(
     rank: int = 0,
     world_size: int = 1,
     shard_size: int = 256,
-    format: Literal["safetensors", "npz"] = "safetensors",
+    format: Literal["safetensors", "npz", "parquet"] = "safetensors",
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
@@ -277,7 +316,7 @@ def extract(
         rank: this process's share: shards ``rank, rank + world_size, ...``.
         world_size: the number of processes sharing the work.
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
-        format: ``safetensors`` or ``npz``.
+        format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
         workers: threads decoding and transforming videos ahead of the model (0: none); the model runs in one.
         precision, fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
@@ -292,23 +331,21 @@ def extract(
     out.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
     names = {k: shard_name(k, num_shards, format) for k in range(rank, num_shards, world_size)}
-    _remove_stale_temps(out, names.values())
+    remove_stale_temps(out, names.values())
     summary = ExtractSummary(str(out), rank, world_size, num_shards)
     if not names:
         return summary
     model = load_model(model, checkpoint=checkpoint, device=device)
     if fast:
         model = load_model(model, precision=precision, fast=True)
-    run = run_record(model, per=per, views=views, window_s=window_s, stride_s=stride_s)
-    if precision != "fp32" or fast:
-        run["preprocessing"]["precision"] = f"{precision}{' fast' if fast else ''}"
+    run = run_record(model, per=per, views=views, window_s=window_s, stride_s=stride_s, precision=precision, fast=fast)
     shard_of = {k: paths[k * shard_size : (k + 1) * shard_size] for k in names}
     todo = _unfinished(out, names, shard_of, run, summary)
     if not todo:
         return summary
     device_type = next(model.parameters()).device.type
     bs = batch_size or (8 if device_type == "cpu" else 32)
-    runner = ViewRunner(model, _pooled_features(model), bs, precision=precision)
+    runner = ViewRunner(model, pooled_features(model), bs, precision=precision)
     settings = _Settings(per, views, window_s, stride_s)
     bar = progress_bar(sum(len(shard_of[k]) for k in todo), f"features[{rank}]", "video", progress)
     t0 = time.perf_counter()
@@ -317,7 +354,7 @@ def extract(
             for k in todo:
                 tensors, failed = _embed_shard(shard_of[k], model, settings, runner, workers, bar, summary)
                 meta = {**run, "shard": k, "num_shards": num_shards, "paths": shard_of[k], "failed": failed}
-                _write_atomic(out / names[k], tensors, meta, format)
+                write_shard(out / names[k], tensors, meta, format)
                 summary.shards_written.append(names[k])
                 summary.failed.update(failed)
     finally:
@@ -334,6 +371,8 @@ def _check_arguments(
         raise ValueError(f"per must be 'video' or 'window', got {per!r}")
     if format not in _EXT:
         raise ValueError(f"format must be one of {sorted(_EXT)}, got {format!r}")
+    if format == "parquet":
+        _require_pyarrow()
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, {world_size})")
     if shard_size < 1:
@@ -351,18 +390,7 @@ def _unfinished(
         if not (out / name).exists():
             todo.append(k)
             continue
-        meta = _read_meta(out / name)
-        if meta.get("paths") != shard_of[k]:
-            raise ValueError(
-                f"{out / name} holds other videos than shard {k} of this list: "
-                "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
-            )
-        differ = _run_differences(meta, run)
-        if differ:
-            raise ValueError(
-                f"{out / name} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
-                "or the same model, weights, views and settings to resume"
-            )
+        check_shard(out / name, shard_of[k], run)
         summary.shards_skipped.append(name)
     return todo
 
@@ -387,9 +415,12 @@ _NOT_PREPROCESSING = {
 }  # fmt: skip
 
 
-def run_record(model: Any, *, per: str, views: str, window_s: float, stride_s: float) -> dict[str, Any]:
+def run_record(
+    model: Any, *, per: str, views: str, window_s: float, stride_s: float, precision: str = "fp32", fast: bool = False
+) -> dict[str, Any]:
     """The run a shard belongs to: model name, weights (file sha256 and the tensors used), architecture and
-    preprocessing (every pretrained-config field that shapes the input), and the extraction settings."""
+    preprocessing (every pretrained-config field that shapes the input, and the precision unless fp32), and the
+    extraction settings."""
     from ..weights.cache import tensors_sha256
 
     cfg = model.pretrained_cfg
@@ -405,6 +436,8 @@ def run_record(model: Any, *, per: str, views: str, window_s: float, stride_s: f
         "window_s": window_s if per == "window" else None,
         "stride_s": stride_s if per == "window" else None,
     }
+    if precision != "fp32" or fast:
+        record["preprocessing"]["precision"] = f"{precision}{' fast' if fast else ''}"
     return json.loads(json.dumps(record))  # the form it has once read back from a shard
 
 
@@ -412,6 +445,22 @@ def _plain(x: Any) -> Any:
     import dataclasses
 
     return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+
+
+def check_shard(path: Path, paths: Sequence[str], run: dict[str, Any]) -> None:
+    """Raise ValueError unless the finished shard ``path`` holds ``paths`` and was written by ``run`` (resume)."""
+    meta = read_shard_meta(path)
+    if meta.get("paths") != list(paths):
+        raise ValueError(
+            f"{path} holds other videos than this shard of the list: "
+            "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
+        )
+    differ = _run_differences(meta, run)
+    if differ:
+        raise ValueError(
+            f"{path} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
+            "or the same model, weights, views and settings to resume"
+        )
 
 
 def _run_differences(meta: dict[str, Any], run: dict[str, Any]) -> list[str]:
@@ -434,8 +483,10 @@ def _parse_meta(path: Path, raw: object) -> dict[str, Any]:
     return meta
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    """The metadata object of a shard file, without reading its tensors."""
+def read_shard_meta(path: Path) -> dict[str, Any]:
+    """The metadata object of a shard file (paths, failed videos, the run), without reading its tensors."""
+    if path.suffix == ".parquet":
+        return _parse_meta(path, _parquet_meta(_parquet_schema(path)))
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -445,14 +496,64 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return _parse_meta(path, str(z["metadata"]) if "metadata" in z else None)
 
 
+def _parquet_schema(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise FeatureShardError(f"{path}: not a readable Parquet file ({e}); delete it to extract it again") from e
+
+
+def _parquet_meta(schema: Any) -> str | None:
+    raw = (schema.metadata or {}).get(META_KEY.encode())
+    try:
+        return raw.decode() if raw is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _read_parquet(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A Parquet shard's tensors and metadata, checked: the columns :func:`write_shard` writes, videos of its list."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _parquet_schema(path)
+    meta = _parse_meta(path, _parquet_meta(schema))
+    want = {"video": pa.string(), "start": pa.float64(), "end": pa.float64()}
+    emb_type = schema.field("embedding").type if "embedding" in schema.names else None
+    if any(n not in schema.names or schema.field(n).type != t for n, t in want.items()) or not (
+        pa.types.is_fixed_size_list(emb_type) and emb_type.value_type == pa.float32()
+    ):
+        raise FeatureShardError(
+            f"{path}: expected columns video (string), start / end (float64), embedding (fixed-size float32 list): "
+            "not a shard this zoo wrote, or damaged"
+        )
+    table = pq.read_table(path, columns=["video", "start", "end", "embedding"])
+    dim = emb_type.list_size
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    index = {p: i for i, p in enumerate(meta["paths"])}
+    videos = table.column("video").to_pylist()
+    if any(v not in index for v in videos):
+        raise FeatureShardError(f"{path}: a row names a video that is not in its {len(index)} paths (damaged)")
+    t = {
+        "embeddings": torch.from_numpy(emb.copy()),
+        "video_index": torch.tensor([index[v] for v in videos], dtype=torch.int64),
+        "start": torch.from_numpy(table.column("start").to_numpy().copy()),
+        "end": torch.from_numpy(table.column("end").to_numpy().copy()),
+    }
+    return t, meta
+
+
 def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Every shard in ``out_dir`` (both formats), concatenated in shard order.
+    """Every shard in ``out_dir`` (safetensors, npz, parquet), concatenated in shard order.
 
     Returns ``embeddings`` ``(rows, D)``, ``paths`` (one per row), ``start``, ``end``, ``failed`` (path -> reason)
     and ``shards`` (file names read).
     """
     out = Path(out_dir)
-    files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in (".safetensors", ".npz"))
+    files = sorted(p for p in out.iterdir() if p.name.startswith("features-") and p.suffix in _EXT.values())
     embs, row_paths, starts, ends, failed = [], [], [], [], {}
     first: dict[str, Any] = {}
     for f in files:
@@ -462,6 +563,8 @@ def load_features(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             with safe_open(str(f), framework="pt") as sf:
                 meta = _parse_meta(f, (sf.metadata() or {}).get(META_KEY))
                 t = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+        elif f.suffix == ".parquet":
+            t, meta = _read_parquet(f)
         else:
             z = read_npz(f)  # bounded by the file's size, unlike np.load
             meta = _parse_meta(f, str(z["metadata"]) if "metadata" in z else None)

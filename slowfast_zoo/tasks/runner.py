@@ -28,6 +28,7 @@ __all__ = [
     "iter_view_inputs",
     "load_model",
     "open_video",
+    "pooled_features",
     "prefetch",
     "progress_bar",
 ]
@@ -143,6 +144,15 @@ def class_scores(model: Any) -> Callable[[Any], torch.Tensor]:
         logits = model.position_logits(x).float()
         probs = logits.sigmoid() if sigmoid else logits.softmax(dim=-1)
         return probs.flatten(1, -2).mean(dim=1)
+
+    return fn
+
+
+def pooled_features(model: Any) -> Callable[[Any], torch.Tensor]:
+    """Per-view embeddings: ``forward_head(forward_features(x), pre_logits=True)``."""
+
+    def fn(x: Any) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
 
     return fn
 

@@ -85,11 +85,11 @@ def test_whole_file_writers_replace_a_planted_link(out, outside, write):
 
 @pytest.mark.parametrize("fmt", ["safetensors", "npz"])
 def test_a_feature_shard_replaces_a_planted_link(out, outside, fmt):
-    from slowfast_zoo.tasks.features import _write_atomic
+    from slowfast_zoo.tasks.features import write_shard
 
     shard = _plant(out.parent / f"features-00000-of-00001.{fmt}", outside)
     tensors = {"embeddings": torch.zeros(1, 4), "video_index": torch.zeros(1, dtype=torch.int64)}
-    _write_atomic(shard, tensors, {"paths": ["v.mp4"], "failed": {}}, fmt)
+    write_shard(shard, tensors, {"paths": ["v.mp4"], "failed": {}}, fmt)
     assert outside.read_bytes() == SECRET and not shard.is_symlink() and shard.stat().st_size > 0
 
 
@@ -215,3 +215,45 @@ def test_safetensors_shard_without_metadata_names_the_file(tmp_path):
     (tmp_path / "x").rename(tmp_path / "features-00000-of-00001.safetensors")
     with pytest.raises(FeatureShardError, match=r"features-00000-of-00001\.safetensors"):
         load_features(tmp_path)
+
+
+def _parquet(path: Path, columns: dict, metadata: bytes | None) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns, metadata=None if metadata is None else {b"slowfast_zoo.features": metadata}), path)
+
+
+@pytest.mark.parametrize(
+    "case", ["not-parquet", "no-metadata", "not-json", "embedding-not-float32", "video-not-listed"]
+)
+def test_malformed_parquet_shard_names_the_file(tmp_path, case):
+    """Parquet shards get the checks the other formats get: metadata, column types, rows pointing into the paths."""
+    pa = pytest.importorskip("pyarrow")
+    meta = json.dumps({"paths": ["v.mp4"], "failed": {}}).encode()
+    emb = pa.FixedSizeListArray.from_arrays(pa.array([0.0] * 4, pa.float32()), 4)
+    columns = {"video": pa.array(["v.mp4"]), "start": pa.array([0.0]), "end": pa.array([1.0]), "embedding": emb}
+    if case == "no-metadata":
+        meta = None
+    elif case == "not-json":
+        meta = b"\xff{"
+    elif case == "embedding-not-float32":
+        columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array([0.0] * 4, pa.float64()), 4)
+    else:
+        columns["video"] = pa.array(["elsewhere.mp4"])
+    _parquet(tmp_path / "features-00000-of-00001.parquet", columns, meta)
+    if case == "not-parquet":
+        (tmp_path / "features-00000-of-00001.parquet").write_bytes(b"PAR1 but not really")
+    with pytest.raises(FeatureShardError, match=r"features-00000-of-00001\.parquet"):
+        load_features(tmp_path)
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    from slowfast_zoo.tasks.features import extract
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    with pytest.raises(ImportError, match="pyarrow"):
+        extract(["v.mp4"], "no-such-model", tmp_path / "out", format="parquet")
+    assert not (tmp_path / "out").exists()
