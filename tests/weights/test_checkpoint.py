@@ -320,6 +320,11 @@ def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
     assert {p.dtype for p in model.parameters()} == {torch.float32} and same_weights(model, reference)
 
 
+def _mapped(path: Path) -> bool:
+    """Whether this process maps ``path`` (one line of /proc/self/maps per mapping, the file's path last)."""
+    return any(line.rstrip().endswith(str(path.resolve())) for line in Path("/proc/self/maps").read_text().splitlines())
+
+
 def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_file(tmp_path, reference) -> None:
     """torch zip files load with mmap (copy-on-write): parameters can change, the file's bytes never do."""
     import hashlib
@@ -327,6 +332,13 @@ def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_fil
     path = tmp_path / "model.pyth"
     write(path, "zip", from_zoo(reference.state_dict(), "pysf"))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if Path("/proc/self/maps").is_file():  # Linux: the process's mappings name the file while its tensors live
+        sd, _, _ = read_state_dict(path)
+        assert _mapped(path), "a zip checkpoint read from a path was copied into memory, not mapped"
+        del sd
+        sd, _, _ = read_state_dict(path, path.read_bytes())
+        assert not _mapped(path), "bytes given in memory must be parsed from memory, not mapped again"
+        del sd
     model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
     assert same_weights(model, reference)
     with torch.no_grad():
