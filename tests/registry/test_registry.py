@@ -105,6 +105,7 @@ def test_pretrained_cfg_is_complete(name: str) -> None:
         cfg.num_frames = 3  # immutable
 
 
+@pytest.mark.self_consistency
 def test_config_round_trips_through_json() -> None:
     import json
 

@@ -45,6 +45,7 @@ def write(path, kind: str, sd: dict[str, torch.Tensor]) -> None:
         torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
 
 
+@pytest.mark.self_consistency
 @pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy", "plain", "ddp"])
 @pytest.mark.parametrize("scheme", ["zoo", "pysf", "ptv", "ptv_wrapper"])
 def test_every_container_and_scheme_loads(tmp_path, reference, kind: str, scheme: str) -> None:
