@@ -191,18 +191,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = args.videos or [inference.sample_video()]
     if args.render and len(videos) != 1:
         raise ValueError("--render draws on one video; pass exactly one")
-    model = inference.load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = inference.load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
+    )
     failed = 0
     for video in videos:
         try:
             if args.windows:
                 window, stride = args.windows
                 results = inference.predict_windows(
-                    video, model, window, stride, views=args.views or "fast", top_k=args.top_k, progress=True
-                )
+                    video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
+                    precision=args.precision, progress=True,
+                )  # fmt: skip
             else:
                 views = args.views or "reference"
-                results = [inference.predict(video, model, views=views, top_k=args.top_k, progress=True)]
+                results = [
+                    inference.predict(
+                        video, model, views=views, top_k=args.top_k, precision=args.precision, progress=True
+                    )
+                ]
         except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
             failed += 1
             print(_one_line(e, str(video)), file=sys.stderr, flush=True)
@@ -315,6 +322,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
+            precision=args.precision,
+            fast=args.fast,
             out=args.out,
             shard=args.shard,
         )
@@ -356,6 +365,16 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     parser.add_argument("--batch-size", type=int, help="views per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _speed_arguments(parser, workers=True)
+
+
+def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s, exact)")
+    parser.add_argument("--fast", action="store_true", help="BatchNorm folded, channels-last, bf16 weights with bf16")
+    if workers:
+        parser.add_argument(
+            "--workers", type=int, default=1, help="threads decoding ahead of the model (default: %(default)s)"
+        )
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -377,6 +396,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        fast=args.fast,
         progress=not args.no_progress,
     )
     print(summary)
@@ -442,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
     p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
     p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
+    _speed_arguments(p, workers=False)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
@@ -489,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
-    p.add_argument("--workers", type=int, default=2, help="videos decoded and run at once (default: %(default)s)")
+    _speed_arguments(p, workers=True)
     p.add_argument("--out", default="results.json", help="results file; per-video records in OUT.parts/ (resume)")
     p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")

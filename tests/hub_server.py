@@ -580,3 +580,13 @@ def assert_same_model(a: Any, b: Any, cfg: Any) -> None:
     x = example_input(cfg)
     with torch.no_grad():
         torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=1e-5, atol=1e-6)
+
+
+def pin_in_manifest(monkeypatch: Any, name: str, weights_file: Any) -> None:
+    """Make the installed manifest pin ``weights_file`` for ``name`` (as it will once that model is published)."""
+    import slowfast_zoo.weights.sources as sources
+    from slowfast_zoo.weights.cache import sha256_file
+
+    record = dict(sources.load_manifest()[name])
+    record["hub"] = {**record["hub"], "revision": "a" * 40, "sha256": sha256_file(weights_file)}
+    monkeypatch.setattr(sources, "load_manifest", lambda: {name: record})

@@ -100,18 +100,6 @@ def test_features_command_writes_embeddings(tmp_path, capsys) -> None:
 
 
 # --- errors: one line naming the file and the problem, non-zero exit, never a traceback ---------------------------
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny Slow R50 (width 8) saved as a local-dir: folder, to run the commands offline and fast."""
-    import torch
-
-    import slowfast_zoo
-
-    torch.manual_seed(0)
-    model = slowfast_zoo.create("slow_r50_4x16", width=8, num_classes=5)
-    return slowfast_zoo.publish.save_pretrained(
-        model, tmp_path_factory.mktemp("tiny") / "model", label_names=list("abcde")
-    )
 
 
 def _err_lines(capsys) -> list[str]:

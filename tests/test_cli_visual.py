@@ -13,19 +13,6 @@ from stream_server import Server
 from slowfast_zoo.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    import torch
-
-    import slowfast_zoo
-
-    torch.manual_seed(0)
-    model = slowfast_zoo.create("slow_r50_4x16", width=8, num_classes=5)
-    return slowfast_zoo.publish.save_pretrained(
-        model, tmp_path_factory.mktemp("tiny") / "model", label_names=list("abcde")
-    )
-
-
 def test_predict_live_prints_windows_and_the_summary(tiny_dir, tmp_path, capsys):
     server = Server(tmp_path, "--frames", "60", "--fps", "30")
     try:

@@ -103,6 +103,19 @@ def fuse_bn(model: M, *, inplace: bool = False) -> M:
     return model
 
 
+class _Float32AvgPool3d(nn.AvgPool3d):
+    """``AvgPool3d`` computed in float32 on a low-precision input (the CPU has no bf16 ``avg_pool3d`` kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
+def _pool_in_float32(model: nn.Module) -> None:
+    for m in model.modules():
+        if type(m) is nn.AvgPool3d:
+            m.__class__ = _Float32AvgPool3d  # same attributes (heads read kernel_size), float32 forward
+
+
 def optimize_for_inference(
     model: M,
     *,
@@ -118,7 +131,8 @@ def optimize_for_inference(
             stay contiguous. Faster on CPU (oneDNN; several times with bf16 on AMX) and on GPU (cuDNN, tensor cores).
         fuse: fold BatchNorm into the convolutions (:func:`fuse_bn`).
         dtype: also cast the parameters, e.g. ``torch.bfloat16`` (feed inputs of that dtype); ``None`` keeps them and
-            leaves mixed precision to ``torch.autocast``.
+            leaves mixed precision to ``torch.autocast``. Average pools then run in float32 (the CPU has no bf16
+            ``avg_pool3d``): a head's pool, over a small map, costs little.
         inplace: change ``model`` itself instead of a deep copy (saves the copy's memory). A model still in
             training mode is refused then, since it is presumably being trained.
 
@@ -139,6 +153,8 @@ def optimize_for_inference(
         fuse_bn(model, inplace=True)
     if dtype is not None:
         model.to(dtype=dtype)
+        if dtype != torch.float32:
+            _pool_in_float32(model)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     return model

@@ -151,7 +151,7 @@ class ResNet3d(nn.Module):
         xs = {p: self.stem[p](t) for p, t in zip(self.pathways, inputs)}
         kept = [list(xs.values())] if 0 in indices else []
         last = max(indices, default=4)
-        for s, name in enumerate(STAGES, start=1):
+        for s, name in enumerate(STAGES, 1):  # start positional: dynamo of torch 2.4 rejects the keyword
             if last < s:
                 break
             xs = self._lateral(LATERAL_AFTER[s - 1], xs)

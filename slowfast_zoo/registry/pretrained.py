@@ -177,7 +177,7 @@ def _label_file(name: str) -> str:
     # a name is looked up in the package's own list, never joined into a path: '../x' cannot reach another file
     if not isinstance(name, str) or name not in label_set_names():
         raise ValueError(f"unknown label set {name!r}; known: {sorted(label_set_names())}")
-    return resources.files("slowfast_zoo").joinpath("labels", f"{name}.json").read_text(encoding="utf-8")
+    return (resources.files("slowfast_zoo") / "labels" / f"{name}.json").read_text(encoding="utf-8")
 
 
 @cache

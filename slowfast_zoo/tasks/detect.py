@@ -12,6 +12,7 @@ import torch
 from ..video import transforms as T
 from ..video.io import VideoReader
 from ..video.views import keyframe_times
+from .runner import load_model
 
 __all__ = ["BoxPrediction", "detect", "keyframe_times", "parse_boxes"]
 
@@ -88,14 +89,7 @@ def detect(
     The clip is centred on each keyframe, resized to the checkpoint's short side (full frame, no crop) with the
     boxes scaled alike, normalized and packed, as the reference evaluates AVA.
     """
-    if isinstance(model, str):
-        from ..factory import create
-
-        model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device)
-    elif device is not None:
-        model = model.to(device)
-    if not getattr(model, "cfg", None) or not model.cfg.roi_head:
-        raise ValueError("detect needs an AVA detector (e.g. slowfast_r50_8x8_det); use predict for classifiers")
+    model = load_model(model, checkpoint=checkpoint, device=device, task="detect")
     cfg = model.pretrained_cfg
     if boxes is None:
         from .persons import person_boxes

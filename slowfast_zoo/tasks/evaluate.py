@@ -21,11 +21,9 @@ import hashlib
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from ..video.io import VideoError
+from ..video.views import plan_views
 from ..weights.cache import output_dir
 from . import metrics as M
 from .eval_datasets import (
@@ -54,6 +53,18 @@ from .eval_records import (
     read_header,
     read_records,
     write_json_atomic,
+)
+from .runner import (
+    ViewRunner,
+    class_scores,
+    default_batch,
+    ensemble,
+    eval_mode,
+    iter_view_inputs,
+    load_model,
+    open_video,
+    prefetch,
+    progress_bar,
 )
 
 __all__ = ["AVA_PROTOCOLS", "DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
@@ -160,21 +171,6 @@ class EvalResult:
 
 
 # ---- models -------------------------------------------------------------------------------------------------------
-def _load(model: Any, device: str | torch.device | None) -> Any:
-    """A model from a name (published weights; ``hf-hub:``/``local-dir:`` too) with the head pool it was tested with."""
-    if not isinstance(model, str):
-        if getattr(model, "pretrained_cfg", None) is None:
-            raise TypeError("expected a model name or a model made by slowfast_zoo.create")
-        return model.to(device) if device is not None else model
-    from ..factory import create
-
-    built = create(model, pretrained=True, device=device)
-    cfg = built.pretrained_cfg
-    if not built.cfg.roi_head and built.cfg.head_pool != cfg.test_head_pool:
-        built = create(model, pretrained=True, device=device, head_pool=cfg.test_head_pool)
-    return built.eval()
-
-
 def _default_device() -> str | None:
     if not torch.cuda.is_available():
         return None
@@ -191,19 +187,39 @@ class _Job:
     payload: Any
 
 
-def _classify(job: _Job, model: Any, batch_size: int | None) -> dict[str, Any]:
-    from .predict import predict
+@dataclass
+class _Decoded:
+    """A video's record so far and, when it could be read, the model inputs of its views (made by a worker)."""
 
+    rec: dict[str, Any]
+    views: list[torch.Tensor] | None = None
+
+
+def _decode_views(job: _Job, cfg: Any, device: torch.device) -> _Decoded:
+    """Decode and transform one video's reference views (runs in a worker thread; no model)."""
     item: EvalItem = job.payload
     rec: dict[str, Any] = {"i": job.index, "id": job.id, "y": list(item.target)}
     if item.path is None:
-        return {**rec, "status": "missing", "reason": "not found under root"}
+        return _Decoded({**rec, "status": "missing", "reason": "not found under root"})
     try:
         video = FrameFolderVideo(item.path, item.fps or 30.0) if item.frames else item.path
-        scores = predict(video, model, views="reference", batch_size=batch_size).scores
+        with torch.inference_mode(), open_video(video) as reader:
+            views = list(iter_view_inputs(reader, cfg, plan_views(cfg, reader.info, "reference"), device))
     except (VideoError, OSError) as e:
-        return {**rec, "status": "unreadable", "reason": str(e)}
-    return {**rec, "status": "ok", "scores": float32_list(scores.tolist())}
+        return _Decoded({**rec, "status": "unreadable", "reason": str(e)})
+    return _Decoded(rec, views)
+
+
+def _classify(decoded: _Decoded, model: Any, batch_size: int | None, precision: str) -> dict[str, Any]:
+    """The model on one video's decoded views (in the one inference thread), batched as ``predict`` batches them."""
+    if decoded.views is None:
+        return decoded.rec
+    runner = ViewRunner(model, class_scores(model), 1, precision=precision)  # type: ignore[arg-type]
+    runner.batch_size = batch_size or default_batch(len(decoded.views), runner.device)
+    for view in decoded.views:
+        runner.add(view)
+    scores = ensemble(model.pretrained_cfg, runner.take())
+    return {**decoded.rec, "status": "ok", "scores": float32_list(scores.tolist())}
 
 
 def _detect(job: _Job, model: Any, offset: float) -> dict[str, Any]:
@@ -359,6 +375,8 @@ def evaluate(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     workers: int = 1,
+    precision: str = "fp32",
+    fast: bool = False,
     out: str | os.PathLike[str] | None = None,
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
@@ -381,7 +399,10 @@ def evaluate(
             ``"activitynet"`` (the challenge script; give its ground-truth layout), see :func:`~.metrics.ava_frame_map`.
         limit: only the first ``limit`` videos of the list.
         batch_size: views per forward pass (see :func:`slowfast_zoo.predict`).
-        workers: videos decoded and run at once (threads).
+        workers: threads that decode and transform videos ahead of the model (0: none). The model itself runs in
+            one thread, in eval mode throughout, one video's views at a time (its mode is restored at the end).
+        precision, fast: ``"fp32"`` / ``"bf16"`` and the optimized copy, as in :func:`slowfast_zoo.predict`
+            (classification; AVA runs in fp32).
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
         shard: ``(I, N)`` or ``"I/N"``: this process does videos ``k % N == I`` (default from RANK/WORLD_SIZE).
         progress: a progress bar (videos/s and ETA) on stderr.
@@ -398,7 +419,11 @@ def evaluate(
     rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
-    model = _load(model, device if device is not None else _default_device())
+    if dataset == "ava" and (precision != "fp32" or fast):
+        raise ValueError("AVA detection runs in fp32 only (precision='fp32', fast=False)")
+    dev = device if device is not None else _default_device()
+    task = "detect" if dataset == "ava" else "classify"
+    model = load_model(model, device=dev, task=task, precision=precision, fast=fast)  # type: ignore[arg-type]
     cfg = model.pretrained_cfg
     header: dict[str, Any] = {"format": FORMAT, "model": cfg.name, "dataset": dataset, "published": dict(cfg.metrics)}
     if dataset == "ava":
@@ -415,11 +440,14 @@ def evaluate(
             "offset": ava_time_offset,
             "protocol": ava_protocol,
         }
-        run: Callable[[_Job], dict[str, Any]] = lambda job: _detect(job, model, ava_time_offset)  # noqa: E731
+        decode: Callable[[_Job], Any] = lambda job: job  # noqa: E731  (detect reads its own keyframe clips)
+        run: Callable[[Any], dict[str, Any]] = lambda job: _detect(job, model, ava_time_offset)  # noqa: E731
     else:
         jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
         notes = []
-        run = lambda job: _classify(job, model, batch_size)  # noqa: E731
+        device_ = next(model.parameters()).device
+        decode = lambda job: _decode_views(job, cfg, device_)  # noqa: E731
+        run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
         if cfg.dataset != dataset and cfg.dataset in DATASETS:
             notes.append(f"note: {cfg.name} was trained on {cfg.dataset}, evaluated here on {dataset}")
     if limit is not None:
@@ -437,14 +465,16 @@ def evaluate(
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-eval-"))) / "results.json"
         out = Path(out)
         output_dir(parts_dir(out))
-        _run_shard(jobs, run, header, out, rank, world, workers, progress)
+        with eval_mode(model), torch.inference_mode():
+            _run_shard(jobs, decode, run, header, out, rank, world, workers, progress)
         result = merge(out)
     return result
 
 
 def _run_shard(
     jobs: list[_Job],
-    run: Callable[[_Job], dict[str, Any]],
+    decode: Callable[[_Job], Any],
+    run: Callable[[Any], dict[str, Any]],
     header: dict[str, Any],
     out: Path,
     rank: int,
@@ -452,29 +482,24 @@ def _run_shard(
     workers: int,
     progress: bool,
 ) -> None:
+    """``decode`` each video in ``workers`` threads, ahead of ``run`` (the model), which runs in this thread only."""
     path = parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
     done = read_records(path, header)
     if not path.exists() or path.stat().st_size == 0:
         append_record(path, {"header": header})
     mine = [j for j in jobs if j.index % world == rank]
     todo = [j for j in mine if j.index not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="video", file=sys.stderr, desc="evaluate")
+    bar = progress_bar(len(mine), "evaluate", "video", progress, initial=len(mine) - len(todo))
     start, failed = time.perf_counter(), 0
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        for rec in pool.map(run, todo) if pool is not None else map(run, todo):
+    try:  # on Ctrl-C: the videos being decoded finish, the queued ones are dropped
+        for decoded in prefetch(decode, todo, workers):
+            rec = run(decoded)
             append_record(path, rec)
             failed += rec["status"] != "ok"
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(skipped=failed, refresh=False)
     finally:
-        if pool is not None:  # on Ctrl-C: finish the videos in flight, drop the queued ones
-            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     log.info("shard %d/%d: %d video(s) in %.1f s", rank, world, len(todo), time.perf_counter() - start)

@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +38,20 @@ import numpy as np
 import torch
 
 from ..errors import FeatureShardError
-from ..video import transforms as T
-from ..video.io import VideoError, VideoReader
+from ..video.io import VideoError
+from ..video.views import plan_views
 from ..weights.cache import atomic_writer
 from ..weights.formats import read_npz
-from .predict import load_model, plan_views, window_bounds
+from .predict import iter_windows
+from .runner import (
+    ViewRunner,
+    eval_mode,
+    iter_view_inputs,
+    load_model,
+    open_video,
+    prefetch,
+    progress_bar,
+)
 
 __all__ = ["ExtractSummary", "extract", "load_features", "read_video_list", "shard_name"]
 
@@ -114,51 +122,93 @@ def read_video_list(items: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 # ---- computing embeddings -----------------------------------------------------------------------------------------
-class _Embedder:
-    """Views of one video -> one embedding per clip group (views averaged), batched within the video only."""
-
-    def __init__(self, model: Any, batch_size: int) -> None:
-        self.model = model
-        self.cfg = model.pretrained_cfg
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        self.batch_size = batch_size
-        self.transform = T.create_transforms(self.cfg, "eval")
-
-    def crops(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
-        """Model-layout crops ``(3, T, S, S)`` of uint8 frames ``(T, H, W, 3)``, as :func:`predict` makes them."""
-        return self.transform.crops(frames.to(self.device), positions)
-
-    def embed(self, views: list[torch.Tensor]) -> torch.Tensor:
-        """``(len(views), num_features)`` float32 on the CPU."""
-        out = []
-        for i in range(0, len(views), self.batch_size):
-            batch = torch.stack(views[i : i + self.batch_size]).to(self.dtype)
-            inputs = T.pack_pathways(batch, self.cfg.alpha)
-            x = inputs if self.cfg.alpha is not None else inputs[0]
-            feats = self.model.forward_features(x)
-            out.append(self.model.forward_head(feats, pre_logits=True).float().cpu())
-        return torch.cat(out)
+@dataclass
+class _Settings:
+    per: str
+    views: str
+    window_s: float
+    stride_s: float
 
 
-def _video_rows(
-    reader: Any, emb: _Embedder, per: str, views: str, window_s: float, stride_s: float
-) -> tuple[list[torch.Tensor], list[float], list[float], int]:
-    """(embeddings, starts, ends, clips run) of one video."""
-    info = reader.info
-    bounds = [(0.0, info.duration)] if per == "video" else window_bounds(info.duration, window_s, stride_s)
-    rows, starts, ends, clips = [], [], [], 0
-    for start, end in bounds:
-        plan = plan_views(emb.cfg, info, views, window=None if per == "video" else (start, end))
-        crops: list[torch.Tensor] = []
-        for view in plan:
-            crops += emb.crops(view.read(reader), view.crops)
-        e = emb.embed(crops)
-        rows.append(e.mean(dim=0))
-        starts.append(float(start))
-        ends.append(float(end))
-        clips += len(crops)
-    return rows, starts, ends, clips
+@dataclass
+class _Rows:
+    """One video's model inputs (made by a worker): ``views`` for each row (video or window), or why it failed."""
+
+    views: list[list[torch.Tensor]] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    error: VideoError | None = None
+
+
+def _decode_rows(path: str, cfg: Any, device: torch.device, settings: _Settings) -> _Rows:
+    """Decode and transform one video's views, per row, as :func:`predict` makes them (no model: a worker runs it)."""
+    rows = _Rows()
+    try:
+        with torch.inference_mode(), open_video(path) as reader:
+            info = reader.info
+            whole = settings.per == "video"
+            bounds = (
+                [(0.0, info.duration)] if whole else iter_windows(info.duration, settings.window_s, settings.stride_s)
+            )
+            for start, end in bounds:
+                plan = plan_views(cfg, info, settings.views, window=None if whole else (start, end))  # type: ignore[arg-type]
+                rows.views.append(list(iter_view_inputs(reader, cfg, plan, device)))
+                rows.starts.append(float(start))
+                rows.ends.append(float(end))
+    except VideoError as err:
+        return _Rows(error=err)
+    return rows
+
+
+def _embed_shard(
+    shard_paths: list[str], model: Any, settings: _Settings, runner: ViewRunner, workers: int, bar: Any,
+    summary: ExtractSummary,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
+    """The tensors of one shard: every view of its videos, batched across them, one mean embedding per row.
+
+    Batches mix the videos of one shard only, so a shard's bytes depend on its own videos alone (resume is exact).
+    """
+    cfg, device = model.pretrained_cfg, runner.device
+    counts: list[int] = []  # views per row
+    index: list[int] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    failed: dict[str, str] = {}
+    t0 = time.perf_counter()
+    decoded = prefetch(lambda p: _decode_rows(p, cfg, device, settings), shard_paths, workers)
+    for i, (path, rows) in enumerate(zip(shard_paths, decoded)):
+        if rows.error is not None:
+            failed[path] = rows.error.reason
+            log.warning("features: skipped %s", rows.error)
+        for views in rows.views:
+            for view in views:
+                runner.add(view)
+            counts.append(len(views))
+        index += [i] * len(rows.views)
+        starts += rows.starts
+        ends += rows.ends
+        summary.clips += sum(len(v) for v in rows.views)
+        summary.rows += len(rows.views)
+        summary.videos += 1
+        if bar is not None:
+            bar.set_postfix(clips_per_s=f"{summary.clips / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
+            bar.update(1)
+    views = runner.take() if counts else torch.zeros(0, model.num_features)
+    embeddings = [chunk.mean(dim=0) for chunk in views.split(counts)]
+    tensors = {
+        "embeddings": torch.stack(embeddings) if embeddings else torch.zeros(0, model.num_features),
+        "video_index": torch.tensor(index, dtype=torch.int64),
+        "start": torch.tensor(starts, dtype=torch.float64),
+        "end": torch.tensor(ends, dtype=torch.float64),
+    }
+    return tensors, failed
+
+
+def _pooled_features(model: Any) -> Any:
+    def fn(x: Any) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+    return fn
 
 
 # ---- writing shards -----------------------------------------------------------------------------------------------
@@ -193,15 +243,6 @@ def _remove_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
                 stale.unlink()
 
 
-def _progress(total: int, enabled: bool, rank: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"features[{rank}]", unit="video", file=sys.stderr, dynamic_ncols=True)
-
-
-# long: one resumable loop (plan shards, skip finished ones, decode, embed, write) sharing its state (to be split)
 def extract(
     videos: Sequence[str | os.PathLike[str]],
     model: Any,
@@ -218,6 +259,9 @@ def extract(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    workers: int = 1,
+    precision: Literal["fp32", "bf16"] = "fp32",
+    fast: bool = False,
     progress: bool = True,
 ) -> ExtractSummary:
     """Write the embeddings of ``videos`` (this rank's shards) to ``out_dir``; see the module doc for the layout.
@@ -230,15 +274,62 @@ def extract(
             (windows as :func:`slowfast_zoo.predict_windows` places them).
         views: ``fast`` (one centred clip and crop per video or window) or ``reference`` (the checkpoint's
             published clips x crops, embeddings averaged).
-        rank, world_size: this process's share: shards ``rank, rank + world_size, ...``.
+        rank: this process's share: shards ``rank, rank + world_size, ...``.
+        world_size: the number of processes sharing the work.
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
         format: ``safetensors`` or ``npz``.
-        batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches never mix videos.
+        batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
+        workers: threads decoding and transforming videos ahead of the model (0: none); the model runs in one.
+        precision, fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         progress: a tqdm bar on stderr with videos done and clips/s.
 
     Returns:
         :class:`ExtractSummary` (shards written and skipped, failures with reasons, clips/s).
     """
+    _check_arguments(per, format, rank, world_size, shard_size, window_s, stride_s)
+    paths = [str(v) for v in videos]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
+    names = {k: shard_name(k, num_shards, format) for k in range(rank, num_shards, world_size)}
+    _remove_stale_temps(out, names.values())
+    summary = ExtractSummary(str(out), rank, world_size, num_shards)
+    if not names:
+        return summary
+    model = load_model(model, checkpoint=checkpoint, device=device)
+    if fast:
+        model = load_model(model, precision=precision, fast=True)
+    run = run_record(model, per=per, views=views, window_s=window_s, stride_s=stride_s)
+    if precision != "fp32" or fast:
+        run["preprocessing"]["precision"] = f"{precision}{' fast' if fast else ''}"
+    shard_of = {k: paths[k * shard_size : (k + 1) * shard_size] for k in names}
+    todo = _unfinished(out, names, shard_of, run, summary)
+    if not todo:
+        return summary
+    device_type = next(model.parameters()).device.type
+    bs = batch_size or (8 if device_type == "cpu" else 32)
+    runner = ViewRunner(model, _pooled_features(model), bs, precision=precision)
+    settings = _Settings(per, views, window_s, stride_s)
+    bar = progress_bar(sum(len(shard_of[k]) for k in todo), f"features[{rank}]", "video", progress)
+    t0 = time.perf_counter()
+    try:
+        with eval_mode(model), torch.inference_mode():
+            for k in todo:
+                tensors, failed = _embed_shard(shard_of[k], model, settings, runner, workers, bar, summary)
+                meta = {**run, "shard": k, "num_shards": num_shards, "paths": shard_of[k], "failed": failed}
+                _write_atomic(out / names[k], tensors, meta, format)
+                summary.shards_written.append(names[k])
+                summary.failed.update(failed)
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+def _check_arguments(
+    per: str, format: str, rank: int, world_size: int, shard_size: int, window_s: float, stride_s: float
+) -> None:
     if per not in ("video", "window"):
         raise ValueError(f"per must be 'video' or 'window', got {per!r}")
     if format not in _EXT:
@@ -249,96 +340,31 @@ def extract(
         raise ValueError("shard_size must be at least 1")
     if per == "window" and (window_s <= 0 or stride_s <= 0):
         raise ValueError("window_s and stride_s must be positive")
-    paths = [str(v) for v in videos]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
-    mine = list(range(rank, num_shards, world_size))
-    names = {k: shard_name(k, num_shards, format) for k in mine}
-    _remove_stale_temps(out, names.values())
-    summary = ExtractSummary(str(out), rank, world_size, num_shards)
-    if not mine:
-        return summary
-    model = load_model(model, checkpoint=checkpoint, device=device)
-    run = run_record(model, per=per, views=views, window_s=window_s, stride_s=stride_s)
-    todo = []
-    for k in mine:
-        if (out / names[k]).exists():
-            meta = _read_meta(out / names[k])
-            if meta.get("paths") != paths[k * shard_size : (k + 1) * shard_size]:
-                raise ValueError(
-                    f"{out / names[k]} holds other videos than shard {k} of this list: "
-                    "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
-                )
-            differ = _run_differences(meta, run)
-            if differ:
-                raise ValueError(
-                    f"{out / names[k]} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
-                    "or the same model, weights, views and settings to resume"
-                )
-            summary.shards_skipped.append(names[k])
-        else:
-            todo.append(k)
-    if not todo:
-        return summary
 
-    device_type = next(model.parameters()).device.type
-    emb = _Embedder(model, batch_size or (8 if device_type == "cpu" else 32))
-    was_training = model.training
-    model.eval()
-    total = sum(len(paths[k * shard_size : (k + 1) * shard_size]) for k in todo)
-    bar = _progress(total, progress, rank)
-    t0 = time.perf_counter()
-    try:
-        for k in todo:
-            shard_paths = paths[k * shard_size : (k + 1) * shard_size]
-            rows: list[torch.Tensor] = []
-            index: list[int] = []
-            starts: list[float] = []
-            ends: list[float] = []
-            failed: dict[str, str] = {}
-            for i, path in enumerate(shard_paths):
-                try:
-                    with torch.inference_mode(), _open(path) as reader:
-                        r, s, e, n = _video_rows(reader, emb, per, views, window_s, stride_s)
-                except VideoError as err:
-                    failed[path] = err.reason
-                    log.warning("features: skipped %s", err)
-                    r, s, e, n = [], [], [], 0
-                rows += r
-                starts += s
-                ends += e
-                index += [i] * len(r)
-                summary.clips += n
-                summary.rows += len(r)
-                summary.videos += 1
-                if bar is not None:
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix(clips_per_s=f"{summary.clips / max(elapsed, 1e-9):.1f}", refresh=False)
-                    bar.update(1)
-            dim = model.num_features
-            tensors = {
-                "embeddings": torch.stack(rows) if rows else torch.zeros(0, dim),
-                "video_index": torch.tensor(index, dtype=torch.int64),
-                "start": torch.tensor(starts, dtype=torch.float64),
-                "end": torch.tensor(ends, dtype=torch.float64),
-            }
-            metadata = {
-                **run,
-                "shard": k,
-                "num_shards": num_shards,
-                "paths": shard_paths,
-                "failed": failed,
-            }
-            _write_atomic(out / names[k], tensors, metadata, format)
-            summary.shards_written.append(names[k])
-            summary.failed.update(failed)
-    finally:
-        summary.seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    return summary
+
+def _unfinished(
+    out: Path, names: dict[int, str], shard_of: dict[int, list[str]], run: dict[str, Any], summary: ExtractSummary
+) -> list[int]:
+    """The shards still to write; finished ones must hold the same videos and come from the same run."""
+    todo = []
+    for k, name in names.items():
+        if not (out / name).exists():
+            todo.append(k)
+            continue
+        meta = _read_meta(out / name)
+        if meta.get("paths") != shard_of[k]:
+            raise ValueError(
+                f"{out / name} holds other videos than shard {k} of this list: "
+                "use a new out_dir for a new list (or the same list, shard_size and order to resume)"
+            )
+        differ = _run_differences(meta, run)
+        if differ:
+            raise ValueError(
+                f"{out / name} was written by another run ({', '.join(differ)} differ): use a new out_dir, "
+                "or the same model, weights, views and settings to resume"
+            )
+        summary.shards_skipped.append(name)
+    return todo
 
 
 #: what a shard records about the run that wrote it; resuming and merging need all of them equal
@@ -391,10 +417,6 @@ def _plain(x: Any) -> Any:
 def _run_differences(meta: dict[str, Any], run: dict[str, Any]) -> list[str]:
     """The run fields in which a shard's metadata differs from ``run``."""
     return [k for k in RUN_FIELDS if meta.get(k) != run.get(k)]
-
-
-def _open(path: str) -> VideoReader:
-    return VideoReader(path)
 
 
 # ---- reading shards -----------------------------------------------------------------------------------------------

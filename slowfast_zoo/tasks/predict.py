@@ -1,7 +1,7 @@
 """Video in, predictions out: each checkpoint's published test protocol, or one quick view.
 
-``predict(video, model)`` decodes only the clips the protocol needs (:mod:`slowfast_zoo.video.io`), picks their
-frames by the checkpoint's own rule (:mod:`slowfast_zoo.video.views`, chosen by ``test_clip_sampler``), preprocesses
+``predict(video, model)`` decodes the frames the protocol needs in one pass (:mod:`slowfast_zoo.video.io`), picks
+them by the checkpoint's own rule (:mod:`slowfast_zoo.video.views`, chosen by ``test_clip_sampler``), preprocesses
 them as the checkpoint was evaluated (:mod:`slowfast_zoo.video.transforms`), runs the views in batches under
 ``torch.inference_mode`` and combines them as the authors did (docs/sources.md, "Input and test protocol"):
 
@@ -14,13 +14,10 @@ The activation is applied at every position of the head (a fixed-kernel head giv
 then averaged, as the reference's fully-convolutional test does. ``views="fast"`` is one centred clip and crop.
 """
 
-# Over ~400 lines: the protocol runner and its result types; views and transforms are already in video/.
-
 from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +28,20 @@ from typing import Any, Literal
 
 import torch
 
-from ..video import transforms as T
 from ..video.io import VideoInfo, VideoReader
 from ..video.views import ClipView, FrameTable, plan_views
+from .runner import (
+    Precision,
+    ViewRunner,
+    class_scores,
+    default_batch,
+    ensemble,
+    eval_mode,
+    iter_view_inputs,
+    load_model,
+    open_video,
+    progress_bar,
+)
 
 __all__ = [
     "ClipView",
@@ -41,6 +49,7 @@ __all__ = [
     "TensorVideo",
     "VideoPrediction",
     "format_table",
+    "iter_windows",
     "load_model",
     "plan_views",
     "predict",
@@ -137,80 +146,6 @@ class TensorVideo:
         pass
 
 
-# ---- models -------------------------------------------------------------------------------------------------------
-def load_model(
-    model: Any, *, checkpoint: str | os.PathLike[str] | None = None, device: str | torch.device | None = None
-) -> Any:
-    """A model ready for :func:`predict`: a name is built with its weights (or ``checkpoint``) and test head pool."""
-    if isinstance(model, str):
-        from ..factory import create, resolve_cfg
-
-        cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
-        if cfg.model.roi_head:
-            raise ValueError(f"{cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)")
-        built = create(
-            model,
-            pretrained=checkpoint is None,
-            checkpoint=checkpoint,
-            device=device,
-            head_pool=cfg.test_head_pool,
-        )
-        return built.eval()
-    if getattr(model, "pretrained_cfg", None) is None:
-        raise TypeError("expected a model name or a model made by slowfast_zoo.create (it carries pretrained_cfg)")
-    if not hasattr(model, "position_logits") or getattr(model.cfg, "num_classes", 0) == 0:
-        raise TypeError(
-            f"{model.pretrained_cfg.name}: predict needs a classifier, and this model returns features "
-            "(features_only or num_classes=0); use slowfast_zoo.features.extract or model.forward_features"
-        )
-    if model.cfg.roi_head:
-        raise ValueError(
-            f"{model.pretrained_cfg.name} is an AVA detector: it scores person boxes, call model(clip, boxes)"
-        )
-    if device is not None:
-        model = model.to(device)
-    return model
-
-
-# ---- running views ----------------------------------------------------------------------------------------------
-class _ViewRunner:
-    """Preprocess clips into crops, run them in batches, keep the per-view scores."""
-
-    def __init__(self, model: Any, cfg: Any, batch_size: int, progress: Any) -> None:
-        self.model, self.cfg, self.batch_size, self.progress = model, cfg, batch_size, progress
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        self.transform = T.create_transforms(cfg, "eval")
-        self.pending: list[torch.Tensor] = []
-        self.scores: list[torch.Tensor] = []
-
-    def add_clip(self, frames: torch.Tensor, crops: Sequence[str]) -> None:
-        for view in self.transform.crops(frames.to(self.device, non_blocking=True), crops):
-            self.pending.append(view)
-            if len(self.pending) >= self.batch_size:
-                self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        batch = torch.stack(self.pending).to(self.dtype)
-        self.pending = []
-        inputs = T.pack_pathways(batch, self.cfg.alpha)
-        logits = self.model.position_logits(inputs if self.cfg.alpha is not None else inputs[0]).float()
-        probs = logits.sigmoid() if self.cfg.activation == "sigmoid" else logits.softmax(dim=-1)
-        self.scores.append(probs.flatten(1, -2).mean(dim=1).cpu())  # activation per position, then mean
-        if self.progress is not None:
-            self.progress.update(batch.shape[0])
-
-    def result(self) -> tuple[torch.Tensor, int]:
-        self.flush()
-        views = torch.cat(self.scores)
-        self.scores = []
-        if self.cfg.ensemble == "max":
-            return views.max(dim=0).values, views.shape[0]
-        return views.mean(dim=0), views.shape[0]
-
-
 def _labels(cfg: Any, num_classes: int) -> Sequence[str]:
     names = cfg.label_names
     if names is not None and len(names) == num_classes:
@@ -224,34 +159,14 @@ def _top(scores: torch.Tensor, labels: Sequence[str], top_k: int) -> list[Predic
     return [Prediction(labels[i], i, float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def _open(video: Any) -> Any:
-    if isinstance(video, (VideoReader, TensorVideo)):
-        return video
-    if isinstance(video, torch.Tensor):
-        raise TypeError("for frames in memory pass TensorVideo(frames, fps)")
-    return VideoReader(video)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="view", file=sys.stderr, leave=False)
-
-
 def _run(
-    reader: Any, model: Any, cfg: Any, plan: list[ClipView], batch_size: int, bar: Any
+    reader: Any, model: Any, plan: list[ClipView], batch_size: int, precision: Precision, bar: Any
 ) -> tuple[torch.Tensor, int]:
-    runner = _ViewRunner(model, cfg, batch_size, bar)
-    for view in plan:
-        runner.add_clip(view.read(reader), view.crops)
-    return runner.result()
-
-
-def _default_batch(plan: list[ClipView], device: torch.device) -> int:
-    views = sum(len(v.crops) for v in plan)
-    return views if device.type != "cpu" else min(views, 6)
+    runner = ViewRunner(model, class_scores(model), batch_size, precision=precision, progress=bar)
+    for view in iter_view_inputs(reader, model.pretrained_cfg, plan, runner.device):
+        runner.add(view)
+    views = runner.take()
+    return ensemble(model.pretrained_cfg, views), views.shape[0]
 
 
 @torch.inference_mode()
@@ -264,6 +179,8 @@ def predict(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    precision: Precision = "fp32",
+    fast: bool = False,
     progress: bool = False,
 ) -> VideoPrediction:
     """Class predictions for a video file with a checkpoint's own preprocessing and test protocol.
@@ -276,29 +193,26 @@ def predict(
         top_k: how many classes to return.
         device: where to run (a name builds the model there; a model is moved there).
         batch_size: views per forward pass (default: all views on GPU, 6 on CPU).
+        precision: ``"fp32"`` (exact, the default) or ``"bf16"`` (autocast; see the README for how far scores move).
+        fast: run :func:`slowfast_zoo.optimize_for_inference`'s copy (made per call: for many videos, pass a model
+            optimized once, or use ``evaluate`` / ``features.extract``).
         progress: show a progress bar over views on stderr.
 
     Returns:
         :class:`VideoPrediction`: ``top`` (label, index, score) and ``scores`` (all classes, aggregated).
     """
-    model = load_model(model, checkpoint=checkpoint, device=device)
+    model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    was_training = model.training
-    model.eval()
-    try:
-        with _opened(video) as reader:
-            plan = plan_views(cfg, reader.info, views)
-            dev = next(model.parameters()).device
-            bs = batch_size or _default_batch(plan, dev)
-            bar = _progress(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, progress)
-            try:
-                scores, n = _run(reader, model, cfg, plan, bs, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), open_video(video) as reader:
+        plan = plan_views(cfg, reader.info, views)
+        bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
+        bar = progress_bar(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, "view", progress, leave=False)
+        try:
+            scores, n = _run(reader, model, plan, bs, precision, bar)
+        finally:
+            if bar is not None:
+                bar.close()
     return VideoPrediction(
         str(reader.path), cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, num_views=n
     )
@@ -315,38 +229,32 @@ def predict_windows(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    precision: Precision = "fp32",
+    fast: bool = False,
     progress: bool = False,
 ) -> Iterator[VideoPrediction]:
     """Predictions for consecutive windows ``[start, start + window_s)`` every ``stride_s`` seconds, as they come.
 
     Windows start at 0, ``stride_s``, ... while they fit in the video; if the last one ends before the video does,
     one more window is aligned to the end; a video shorter than ``window_s`` gives one window over all of it.
-    Each window is its own protocol (``views``), decoded by one reader moving forward, so memory stays constant.
+    Each window is its own protocol (``views``), decoded by one reader moving forward, so memory stays constant;
+    windows are generated one at a time over the duration the stream's packets really hold.
     """
     if window_s <= 0 or stride_s <= 0:
         raise ValueError("window_s and stride_s must be positive")
-    model = load_model(model, checkpoint=checkpoint, device=device)
+    model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with _opened(video) as reader:
-        bounds = window_bounds(reader.info.duration, window_s, stride_s)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(bounds), desc=Path(str(reader.path)).name, unit="window", file=sys.stderr)
+    with open_video(video) as reader:
+        bar = progress_bar(None, Path(str(reader.path)).name, "window", progress)
         labels = None
         try:
-            for start, end in bounds:
+            for start, end in iter_windows(reader.info.duration, window_s, stride_s):
                 plan = plan_views(cfg, reader.info, views, window=(start, end))
-                dev = next(model.parameters()).device
-                was_training = model.training
-                try:  # restored before each window is handed out: the caller may train between windows
-                    with torch.inference_mode():
-                        model.eval()
-                        scores, n = _run(reader, model, cfg, plan, batch_size or _default_batch(plan, dev), None)
-                finally:
-                    model.train(was_training)
+                bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
+                # eval mode per window, restored before each is handed out: the caller may train between windows
+                with torch.inference_mode(), eval_mode(model):
+                    scores, n = _run(reader, model, plan, bs, precision, None)
                 labels = labels or _labels(cfg, scores.numel())
                 if bar is not None:
                     bar.update(1)
@@ -358,34 +266,24 @@ def predict_windows(
                 bar.close()
 
 
-def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
-    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc)."""
+def iter_windows(duration: float, window: float, stride: float) -> Iterator[tuple[float, float]]:
+    """``(start, end)`` seconds of the windows :func:`predict_windows` takes (see its doc), one at a time."""
     eps = 1e-6
     if duration <= window + eps:
-        return [(0.0, duration)]
-    out = []
-    s = 0.0
+        yield (0.0, duration)
+        return
+    s, last_end = 0.0, 0.0
     while s + window <= duration + eps:
-        out.append((s, s + window))
+        yield (s, s + window)
+        last_end = s + window
         s = round(s + stride, 9)
-    if out[-1][1] < duration - eps:
-        out.append((duration - window, duration))
-    return out
+    if last_end < duration - eps:
+        yield (duration - window, duration)
 
 
-class _opened:
-    """Open a path (and close it afterwards), or use a reader the caller owns."""
-
-    def __init__(self, video: Any) -> None:
-        self.owned = not isinstance(video, (VideoReader, TensorVideo))
-        self.reader = _open(video)
-
-    def __enter__(self) -> Any:
-        return self.reader
-
-    def __exit__(self, *exc: object) -> None:
-        if self.owned:
-            self.reader.close()
+def window_bounds(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """:func:`iter_windows` as a list."""
+    return list(iter_windows(duration, window, stride))
 
 
 def _warn_head_pool(model: Any, cfg: Any, views: Views) -> None:
@@ -429,7 +327,7 @@ def to_json_lines(results: Iterable[VideoPrediction]) -> Iterator[str]:
 
 def sample_video() -> Path:
     """Path of the short sample clip shipped with the package (see ``slowfast_zoo/assets/README.md``)."""
-    ref = resources.files("slowfast_zoo").joinpath("assets", SAMPLE_VIDEO)
+    ref = resources.files("slowfast_zoo") / "assets" / SAMPLE_VIDEO
     path = Path(str(ref))
     if not path.is_file():  # pragma: no cover - zipped installs
         raise FileNotFoundError(f"sample clip missing from the installed package: {ref}")

@@ -15,10 +15,12 @@ stream's timestamps (:meth:`VideoReader.frame_table`): the published test protoc
 # One module over ~400 lines on purpose: the reader and the timestamp table share PyAV's error handling (VideoError).
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +47,13 @@ log = logging.getLogger(__name__)
 
 #: a wanted time this far (seconds) beyond the frame decoded last is reached by seeking, not by decoding through
 SEEK_THRESHOLD_S = 1.0
+#: frames larger than this (width x height; DCI 8K) are refused: one RGB frame of it is already 106 MB
+MAX_PIXELS = 8192 * 4320
+#: a stream with more frames than this (about 9 hours at 30 fps) is refused when its frame table is read
+MAX_FRAMES = 1_000_000
+
+#: what the reader does with each decoded frame (a uint8 RGB ``(H, W, 3)`` tensor, upright) before keeping it
+FrameFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class VideoError(SlowFastZooError, RuntimeError):
@@ -88,18 +97,33 @@ class VideoInfo:
     container: str
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """Open a file and its first video stream, turning every failure into a :class:`VideoError`."""
+def _open_container(path: str | os.PathLike[str]) -> Any:
+    """Open a regular file with FFmpeg's ``file:`` protocol (a name is never read as a URL or another protocol).
+
+    FIFOs, devices and sockets are refused: they can block forever or never end (live sources are not read by
+    accident). A regular file is finite, so demuxing it ends.
+    """
     av = require_av()
     p = Path(path)
-    if not p.exists():
-        raise VideoNotFoundError(path, "no such file")
-    if p.is_dir():
-        raise VideoError(path, "is a directory, not a video file")
     try:
-        container = av.open(str(p), mode="r")
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise VideoNotFoundError(path, "no such file") from None
+    except OSError as e:
+        raise VideoError(path, f"cannot be read ({e.strerror or e})") from e
+    if stat.S_ISDIR(mode):
+        raise VideoError(path, "is a directory, not a video file")
+    if not stat.S_ISREG(mode):
+        raise VideoError(path, "is not a regular file (a FIFO, device or socket): only video files are read")
+    try:
+        return av.open("file:" + str(p.absolute()), mode="r")
     except av.error.FFmpegError as e:
         raise VideoError(path, f"not a readable video container ({_ffmpeg_reason(e)})") from e
+
+
+def _open(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[Any, Any]:
+    """Open a file and its first video stream, turning every failure into a :class:`VideoError`."""
+    container = _open_container(path)
     streams = container.streams.video
     if not streams:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -109,8 +133,41 @@ def _open(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     if stream.codec_context is None or stream.codec_context.name is None:
         container.close()
         raise VideoError(path, "video stream has no decoder available")
+    try:
+        _check_size(path, stream.codec_context.width, stream.codec_context.height, max_pixels)
+    except VideoError:
+        container.close()
+        raise
     stream.thread_type = "AUTO"
     return container, stream
+
+
+def _check_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise VideoError(
+            path, f"frames of {width}x{height} exceed the limit of {max_pixels} pixels (max_pixels; 8192x4320)"
+        )
+
+
+def _stream_end(path: str | os.PathLike[str], stream_index: int, declared_pts: int | None) -> int | None:
+    """The end timestamp (time-base units) of the last packet of a video stream, found without decoding.
+
+    Seeks to the declared end (or the far end) and demuxes from the keyframe before it. None if that fails.
+    """
+    av = require_av()
+    try:
+        with _open_container(path) as container:
+            stream = container.streams[stream_index]
+            target = declared_pts if declared_pts is not None else 2**62
+            container.seek(int(target), stream=stream, backward=True, any_frame=False)
+            end = None
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+            return end
+    except (av.error.FFmpegError, VideoError, OverflowError, ValueError):
+        return None
 
 
 def _ffmpeg_reason(e: Exception) -> str:
@@ -168,12 +225,12 @@ def frame_table(path: str | os.PathLike[str]) -> FrameTable:
     """Timestamps of every frame of a video's first video stream, read from its packets (nothing is decoded)."""
     av = require_av()
     try:
-        with av.open(str(path), mode="r") as container:
+        with _open_container(path) as container:
             stream = container.streams.video[0]
-            pts = [p.pts for p in container.demux(stream) if p.size]
+            pts = _bounded(path, (p.pts for p in container.demux(stream) if p.size))
             if any(p is None for p in pts):  # packets without timestamps (e.g. AVI): decode to learn them
                 container.seek(0)
-                pts = [f.pts if f.pts is not None else f.dts for f in container.decode(stream)]
+                pts = _bounded(path, (f.pts if f.pts is not None else f.dts for f in container.decode(stream)))
             table = FrameTable(
                 pts=tuple(sorted({int(p) for p in pts if p is not None})),
                 time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
@@ -187,6 +244,15 @@ def frame_table(path: str | os.PathLike[str]) -> FrameTable:
     if not table.pts:
         raise VideoError(path, "video stream has zero frames")
     return table
+
+
+def _bounded(path: str | os.PathLike[str], items: Iterator[Any]) -> list[Any]:
+    out = []
+    for item in items:
+        out.append(item)
+        if len(out) > MAX_FRAMES:
+            raise VideoError(path, f"more than {MAX_FRAMES} frames (MAX_FRAMES): not read as one video")
+    return out
 
 
 def _normalize_rotation(deg: float) -> int:
@@ -207,11 +273,14 @@ class VideoReader:
     of a long video (sliding windows) are read in one pass. ``frames_decoded`` and ``seeks`` count the work done.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, seek_threshold: float = SEEK_THRESHOLD_S) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, seek_threshold: float = SEEK_THRESHOLD_S, max_pixels: int = MAX_PIXELS
+    ) -> None:
         self.path = str(path)
-        self._container, self._stream = _open(path)
+        self._container, self._stream = _open(path, max_pixels)
         stream = self._stream
         self.seek_threshold = seek_threshold
+        self.max_pixels = max_pixels
         self.frames_decoded = 0
         self.seeks = 0
         self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1)
@@ -234,10 +303,34 @@ class VideoReader:
             if self._next is None:
                 raise VideoError(path, self._why_no_frames())
             rotation = _normalize_rotation(getattr(self._next, "rotation", 0) or 0)
-            self.info = _info(path, self._container, stream, rotation)
+            info = _info(path, self._container, stream, rotation)
+            #: what the header declares (the truncation check compares with it); ``info`` is capped by the packets
+            self.declared_duration = info.duration
+            self.info = self._capped(info)
         except BaseException:
             self._container.close()
             raise
+
+    def _capped(self, info: VideoInfo) -> VideoInfo:
+        """``info`` with the duration and frame count no longer than the stream's packets reach.
+
+        A header may declare any length (a Matroska tag of 1e12 s on a 2 kB file); windows and positions are placed
+        in the video that is really there.
+        """
+        stream = self._stream
+        frame = 1.0 / info.fps
+        declared = None
+        if stream.duration is not None:
+            declared = (stream.start_time or 0) + stream.duration
+        end_pts = _stream_end(self.path, stream.index, declared)
+        if end_pts is None or self._start_pts is None:
+            return info
+        held = float((end_pts - self._start_pts) * self._tb)
+        if held <= 0 or info.duration <= held + frame:
+            return info
+        log.debug("%s: header declares %.3fs, packets end at %.3fs", self.path, info.duration, held)
+        frames = min(info.num_frames, math.ceil(held * info.fps))
+        return dataclasses.replace(info, duration=held, num_frames=frames)
 
     def _why_no_frames(self) -> str:
         """Tell an empty video stream from one whose packets do not decode (only called on failure)."""
@@ -265,13 +358,11 @@ class VideoReader:
     # ---- public API --------------------------------------------------------------------------------------------
     def frames_at(self, times: Sequence[float] | torch.Tensor | np.ndarray) -> torch.Tensor:
         """The frames on screen at these times (seconds from the first frame), uint8 RGB ``(T, H, W, 3)``."""
-        ts = [Fraction(float(t)) for t in _as_list(times)]
-        return self._frames(ts)
+        return self._frames([Fraction(float(t)) for t in _as_list(times)])
 
     def frames_at_positions(self, positions: Sequence[float] | torch.Tensor | np.ndarray) -> torch.Tensor:
         """The frames at positions in frames of the average rate (see the module doc), uint8 RGB ``(T, H, W, 3)``."""
-        ts = [Fraction(float(p)) / self._fps for p in _as_list(positions)]
-        return self._frames(ts)
+        return self._frames(self._times(positions))
 
     def frame_table(self) -> FrameTable:
         """Timestamps of every frame (read once from the packets, then kept) and the stream's declared length."""
@@ -281,14 +372,7 @@ class VideoReader:
 
     def frames_at_indices(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames by index in presentation order (see :meth:`frame_table`), uint8 RGB ``(T, H, W, 3)``."""
-        table = self.frame_table()
-        n = len(table.pts)
-        bad = [i for i in indices if not 0 <= int(i) < n]
-        if bad:
-            raise IndexError(f"{self.path}: frame indices {bad[:3]} outside the video's {n} frames")
-        if self._start_pts is None:
-            self._start_pts = table.pts[0]
-        return self._frames([(table.pts[int(i)] - self._start_pts) * self._tb for i in indices])
+        return self._frames(self._times_of_indices(indices))
 
     def read_clip(self, start: float, num_frames: int, sampling_rate: int, target_fps: float = 30.0) -> torch.Tensor:
         """A clip of ``num_frames`` frames taken every ``sampling_rate`` frames of a ``target_fps`` video.
@@ -375,7 +459,7 @@ class VideoReader:
     def _check_not_truncated(self, t: Fraction) -> None:
         """At the end of the stream: fail if the container promised much more video than was decodable."""
         last = float(self._time(self._cur))
-        declared = self.info.duration
+        declared = self.declared_duration
         frame = 1.0 / float(self._fps)
         missing = min(float(t), declared - frame) - last
         if declared > 0 and missing > max(0.5, 0.1 * declared, 3 * frame):
@@ -388,25 +472,72 @@ class VideoReader:
     def _frames(self, ts: list[Fraction]) -> torch.Tensor:
         if not ts:
             raise ValueError("no frames requested")
-        order = sorted(range(len(ts)), key=ts.__getitem__)
-        picked: list[Any] = [None] * len(ts)
-        for i in order:
-            picked[i] = self._frame_at(ts[i])
-        arrays: dict[int, np.ndarray] = {}
-        out = []
-        for frame in picked:
-            key = id(frame)
-            if key not in arrays:
-                arrays[key] = self._to_rgb(frame)
-            out.append(arrays[key])
-        shapes = {a.shape for a in out}
+        return next(self._groups([ts], None))
+
+    def _times_of_indices(self, indices: Sequence[int]) -> list[Fraction]:
+        table = self.frame_table()
+        n = len(table.pts)
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise IndexError(f"{self.path}: frame indices {bad[:3]} outside the video's {n} frames")
+        if self._start_pts is None:
+            self._start_pts = table.pts[0]
+        return [(table.pts[int(i)] - self._start_pts) * self._tb for i in indices]
+
+    def read_views(self, views: Sequence[Any], frame_fn: FrameFn | None = None) -> Iterator[torch.Tensor]:
+        """The frames of each view of a plan (:func:`slowfast_zoo.video.views.plan_views`), in order, in one pass.
+
+        Every frame the views need is gathered and sorted, then decoded forward once (seeking only across gaps
+        longer than ``seek_threshold``); a frame two views share is decoded and converted once. ``frame_fn`` maps
+        each decoded frame (uint8 RGB ``(H, W, 3)``) to what is kept, e.g. the checkpoint's resize, so a large
+        frame is shrunk before frames are stacked; default: the uint8 frame as a tensor. Each view is yielded, as
+        ``frame_fn``'s results stacked (``(T, ...)``), as soon as its frames are decoded; frames no later view
+        needs are dropped, so memory holds about one clip.
+        """
+        groups = [
+            self._times_of_indices(v.frame_indices(self)) if v.select is not None else self._times(v.positions)
+            for v in views
+        ]
+        return self._groups(groups, frame_fn)
+
+    def _times(self, positions: Sequence[float] | torch.Tensor | np.ndarray) -> list[Fraction]:
+        return [Fraction(float(p)) / self._fps for p in _as_list(positions)]
+
+    def _groups(self, groups: list[list[Fraction]], frame_fn: FrameFn | None) -> Iterator[torch.Tensor]:
+        """Decode the union of the groups' times in one ordered pass; yield each group's frames in group order."""
+        ends = [max(g) if g else None for g in groups]
+        if any(e is None for e in ends):
+            raise ValueError("no frames requested")
+        key_of: dict[Fraction, Fraction] = {}  # wanted time -> time of the frame on screen then
+        kept: dict[Fraction, torch.Tensor] = {}  # frame time -> converted frame
+        pending = sorted({t for g in groups for t in g})
+        done = 0  # groups yielded so far
+        for t in pending:
+            frame = self._frame_at(t)
+            key = self._time(frame)
+            key_of[t] = key
+            if key not in kept:
+                kept[key] = self._convert(frame, frame_fn)
+            while done < len(groups) and ends[done] <= t:
+                yield self._stack([kept[key_of[u]] for u in groups[done]])
+                done += 1
+                live = {key_of[u] for g in groups[done:] for u in g if u in key_of} | {key}
+                kept = {k: v for k, v in kept.items() if k in live}
+
+    def _convert(self, frame: Any, frame_fn: FrameFn | None) -> torch.Tensor:
+        rgb = torch.from_numpy(self._to_rgb(frame))
+        return rgb if frame_fn is None else frame_fn(rgb)
+
+    def _stack(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        shapes = {tuple(f.shape) for f in frames}
         if len(shapes) > 1:
             raise VideoError(self.path, f"frame size changes within the clip ({sorted(shapes)}); not supported")
-        return torch.from_numpy(np.stack(out))
+        return torch.stack(frames)
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         if getattr(frame, "is_corrupt", False):
             raise VideoError(self.path, f"corrupt frame at {float(self._time(frame)):.3f}s")
+        _check_size(self.path, frame.width, frame.height, self.max_pixels)
         try:
             rgb = frame.to_ndarray(format="rgb24")
         except Exception as e:

@@ -16,6 +16,7 @@ ends of the long side, or the full frame (``"full"``, AVA); slow frames ``linspa
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -43,7 +44,6 @@ __all__ = [
     "normalize",
     "pack_pathways",
     "random_crop",
-    "random_short_side_resize",
     "segment_indices",
     "short_side_resize",
     "short_side_size",
@@ -110,18 +110,6 @@ def short_side_resize(x: torch.Tensor, size: int, interpolation: str = "bilinear
     return TF.resize(x, [new_h, new_w], interpolation=mode, antialias=False)
 
 
-def random_short_side_resize(
-    x: torch.Tensor,
-    min_size: int,
-    max_size: int,
-    interpolation: str = "bilinear",
-    generator: random.Random | None = None,
-) -> torch.Tensor:
-    """Training scale jitter: short side ``round(uniform(min_size, max_size))``."""
-    rng = generator or random
-    return short_side_resize(x, round(rng.uniform(min_size, max_size)), interpolation)
-
-
 def crop_offsets(height: int, width: int, size: int, position: str | int = "center") -> tuple[int, int]:
     """(top, left) of a ``size`` crop: centre ``ceil((L - size) / 2)``, or either end of the long side."""
     idx = CROP_POSITIONS[position] if isinstance(position, str) else int(position)
@@ -182,8 +170,7 @@ def pack_pathways(clip: torch.Tensor, alpha: int | None, time_dim: int = -3) -> 
     t = clip.shape[time_dim]
     if t % alpha:
         raise ValueError(f"SlowFast needs the number of frames ({t}) to be a multiple of alpha={alpha}")
-    slow = clip.index_select(time_dim, torch.linspace(0, t - 1, t // alpha, device=clip.device).long())
-    return [slow, clip]
+    return [uniform_temporal_subsample(clip, t // alpha, dim=time_dim), clip]
 
 
 class PackPathway(nn.Module):
@@ -202,6 +189,18 @@ class PackPathway(nn.Module):
 
 
 # ---- the whole pipeline of a checkpoint -------------------------------------------------------------------------
+_CHANNEL_OFFSETS = torch.tensor([0, 256, 512], dtype=torch.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_table(
+    mean: tuple[float, ...], std: tuple[float, ...], normalized: bool, device: torch.device
+) -> torch.Tensor:
+    """``(3 * 256,)``: what :func:`to_float` then :func:`normalize` (if ``normalized``) give each uint8 value."""
+    values = to_float(torch.arange(256, dtype=torch.uint8)).expand(3, 1, 256).contiguous()
+    return (normalize(values, mean, std) if normalized else values).reshape(-1).to(device)
+
+
 _TO_TCHW = {
     "THWC": "... t h w c -> ... t c h w",
     "TCHW": "... t c h w -> ... t c h w",
@@ -263,7 +262,27 @@ class VideoTransform:
         """
         if self.mode != "eval":
             raise ValueError("crops() is the test-time pipeline: build the transform with mode='eval'")
-        x = self._resized(self.frames(video), self.short_side[0])
+        return self.crops_of_frames(self._resized(self.frames(video), self.short_side[0]), positions)
+
+    def prepare_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        """One decoded uint8 ``(H, W, 3)`` frame scaled, normalized and resized as :meth:`crops` does: ``(3, h, w)``.
+
+        Equal bit for bit to :meth:`crops`' frames (``tests/video/test_transforms.py``): the per-pixel steps are one
+        lookup in a 256-entry table per channel, computed with the reference's own float32 operations. A decoder
+        calls this per frame, so a large frame is shrunk before a clip's frames are stacked.
+        """
+        if self.mode != "eval" or self.input_layout != "THWC":
+            raise ValueError("prepare_frame() takes THWC frames in an eval transform")
+        if frame.dtype != torch.uint8:
+            raise TypeError(f"expected a uint8 (H, W, 3) frame, got {frame.dtype}")
+        table = _pixel_table(self.mean, self.std, self.normalize_before_resize, frame.device)
+        index = (frame.int() + _CHANNEL_OFFSETS.to(frame.device)).view(-1)
+        x = table.index_select(0, index).view(frame.shape).permute(2, 0, 1)
+        return self._resized(x, self.short_side[0])
+
+    def crops_of_frames(self, frames: torch.Tensor, positions: Sequence[str]) -> list[torch.Tensor]:
+        """Test views of frames :meth:`prepare_frame` made, stacked ``(T, 3, h, w)``: a ``(3, T, S, S)`` per crop."""
+        x = uniform_temporal_subsample(frames, self.num_frames, dim=-4)
         return [to_model_layout(crop(x, self.crop_size, p)) for p in positions]
 
     def __call__(self, video: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:

@@ -30,7 +30,7 @@ This module knows no models and no registry: it reads the fields it needs from a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -48,6 +48,7 @@ __all__ = [
     "ptv_charades_clip_positions",
     "ptv_constant_clip_indices",
     "pysf_uniform_clip_indices",
+    "read_views",
     "segment_indices",
     "uniform_clip_start",
 ]
@@ -240,6 +241,22 @@ class ClipView:
         if self.select is not None:
             return video.frames_at_indices(self.frame_indices(video))
         return video.frames_at_positions(self.positions)
+
+
+def read_views(
+    video: Any, plan: list[ClipView], frame_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Iterator[torch.Tensor]:
+    """Each view's frames, in plan order: ``frame_fn`` (default: none) applied to every uint8 ``(H, W, 3)`` frame.
+
+    A reader with ``read_views`` (``VideoReader``) decodes all views in one pass; frames in memory are indexed per
+    view (each distinct frame converted once per view).
+    """
+    if hasattr(video, "read_views"):
+        yield from video.read_views(plan, frame_fn)
+        return
+    for view in plan:
+        frames = view.read(video)
+        yield frames if frame_fn is None else torch.stack([frame_fn(f) for f in frames])
 
 
 def plan_views(

@@ -26,6 +26,7 @@ import torch
 
 from ..version import __version__
 from . import cache as c
+from .card import model_card
 from .convert import ConvertResult, convert, write_safetensors
 from .errors import HashMismatchError, SourceFailed, WeightsError, WeightsNotFoundError, WeightsUnavailableError
 from .manifest import HubFile, Parent
@@ -49,99 +50,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-# long: the card's text, line by line
-def model_card(
-    cfg: PretrainedCfg, *, sha256: str, size: int, repo_id: str | None = None, label_names: Sequence[str] | None = None
-) -> str:
-    """A Hub model card (README.md with YAML metadata) for one set of weights."""
-    repo = repo_id or (cfg.hub.repo_id if cfg.hub else cfg.name)
-    tags = ["video-classification", "slowfast_zoo", "pytorch", "safetensors", cfg.arch.split("_")[0]]
-    meta = (
-        [
-            "---",
-            f"license: {cfg.license or 'other'}",
-            "library_name: pytorch",
-            "pipeline_tag: video-classification",
-            "tags:",
-        ]
-        + [f"- {t}" for t in tags]
-        + ["---", ""]
-    )
-    m = cfg.model
-    lines = [
-        f"# {cfg.name}",
-        "",
-        f"{cfg.arch} ({'SlowFast' if m.alpha else 'single pathway'}, ResNet-{50 if m.layers[2] == 6 else 101}) "
-        f"trained on {cfg.dataset}, {cfg.num_classes} classes. Weights in the key layout of "
-        f"[slowfast_zoo](https://pypi.org/project/slowfast-zoo/) {__version__}.",
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import slowfast_zoo",
-        f'model = slowfast_zoo.create("hf-hub:{repo}", pretrained=True).eval()',
-        "```",
-        "",
-        "## Weights",
-        "",
-        "| file | sha256 | bytes |",
-        "|---|---|---|",
-        f"| `{WEIGHTS_NAME}` | `{sha256}` | {size} |",
-        "",
-    ]
-    lines += _provenance_lines(cfg)
-    lines += ["## Evaluation", ""]
-    if cfg.metrics and cfg.origin is not None and cfg.parent is None:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in cfg.metrics.items()]
-        lines += ["", "As published by the authors for these weights."]
-    else:
-        lines += ["No metrics were measured on these weights by their authors; none are reported here."]
-    lines += [
-        "",
-        f"Protocol: {cfg.test_clips} clips x {len(cfg.test_crops)} crops ({', '.join(cfg.test_crops)}), short side "
-        f"{cfg.test_short_side}, crop {cfg.test_crop_size}, {cfg.activation} scores combined by {cfg.ensemble}. "
-        f"Input: {m.num_frames} frames every {cfg.sampling_rate} at {cfg.target_fps:g} fps ({cfg.frame_sampling}), "
-        f"RGB in [0, 1], mean {list(cfg.mean)}, std {list(cfg.std)}.",
-        "",
-        "## Model",
-        "",
-        f"- parameters: {cfg.params if cfg.params is not None else 'see config.json'}",
-        f"- GFLOPs per view: {cfg.gflops if cfg.gflops is not None else 'not computed'}",
-        f"- labels: {cfg.labels or ('custom, see config.json' if label_names else 'none')}",
-        "",
-    ]
-    if cfg.notes:
-        lines += [cfg.notes, ""]
-    if cfg.citation:
-        lines += ["## Citation", "", cfg.citation, ""]
-    lines += ["## License", "", f"{cfg.license or 'See the original release.'}", ""]
-    return "\n".join(meta + lines)
-
-
-def _provenance_lines(cfg: PretrainedCfg) -> list[str]:
-    """What the weights are, in words: the authors' file unchanged, derived from a parent, or neither."""
-    loaded = cfg.weights
-    if cfg.parent is not None:
-        p = cfg.parent
-        src = f" (weights file sha256 `{p.sha256}`" + (f", from {p.location}" if p.location else "") + ")"
-        steps = "; ".join(p.changes) or "changed"
-        return [
-            f"Derived from `{p.name}`{src if p.sha256 else ''}: {steps}. These are not the published weights, "
-            "and no published metric applies to them.",
-            "",
-        ]
-    if cfg.origin is not None:
-        return [
-            f"Converted from the authors' file <{cfg.origin.url}> ({cfg.origin.format}, {cfg.origin.key_scheme} keys"
-            + (f", sha256 `{cfg.origin.sha256}`" if cfg.origin.sha256 else "")
-            + "); tensors are unchanged, only their names differ.",
-            "",
-        ]
-    if loaded is not None:
-        return [f"Loaded from a file with sha256 `{loaded.sha256}`; not one the zoo's manifest knows.", ""]
-    return ["Not loaded from any published checkpoint (e.g. randomly initialized or trained from scratch).", ""]
 
 
 def _as_saved(model: torch.nn.Module, cfg: PretrainedCfg) -> PretrainedCfg:
@@ -220,7 +128,7 @@ def _write_folder(
         "pretrained_cfg": cfg.to_dict(),
     }
     c.atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    card = model_card(cfg, sha256=sha256, size=size, repo_id=repo_id, label_names=label_names)
+    card = model_card(cfg, sha256=sha256, size=size, repo_id=repo_id, filename=weights.name)
     c.atomic_write(folder / "README.md", card)
 
 
@@ -426,7 +334,9 @@ def publish(
         source: a local copy of the authors' file; by default it is downloaded from the manifest's origin URL or
             its mirrors (and must match the origin sha256 and size when the manifest knows them).
         expected: the structure the converted file must fit (``slowfast_zoo.factory.expected_state_dict(cfg)``).
-        endpoint, token, private: passed to :class:`huggingface_hub.HfApi`.
+        endpoint: Hub URL, passed to :class:`huggingface_hub.HfApi` (default ``HF_ENDPOINT``).
+        token: passed to :class:`huggingface_hub.HfApi`.
+        private: passed to :class:`huggingface_hub.HfApi` when the repo is created.
 
     The converted file is the same, byte for byte, as what ``create(pretrained=True)`` would convert from the
     origin. Paste :meth:`PublishResult.manifest_entry` into ``weights_manifest.json``.

@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 import torch
-from hub_server import random_model, tiny_cfg
+from hub_server import pin_in_manifest, random_model, tiny_cfg
 
 import slowfast_zoo
 from slowfast_zoo.registry.pretrained import LoadedWeights, PretrainedCfg
@@ -32,11 +32,7 @@ def _published_folder(tmp_path):
 
 def _pin(monkeypatch, folder) -> None:
     """Make the installed manifest pin the folder's weights (as it will once they are published)."""
-    import slowfast_zoo.weights.sources as sources
-
-    record = dict(sources.load_manifest()[SF])
-    record["hub"] = {**record["hub"], "revision": "a" * 40, "sha256": sha256_file(folder / "model.safetensors")}
-    monkeypatch.setattr(sources, "load_manifest", lambda: {SF: record})
+    pin_in_manifest(monkeypatch, SF, folder / "model.safetensors")
 
 
 def test_random_initialization_claims_no_published_weights() -> None:

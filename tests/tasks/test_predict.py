@@ -231,3 +231,21 @@ def test_predict_refuses_a_model_without_classifier(kwargs):
     model = create("slow_r50_8x8", width=8, **kwargs)
     with pytest.raises(TypeError, match="predict needs a classifier"):
         predict(sample_video(), model, views="fast")
+
+
+def test_precision_and_fast_paths_stay_near_the_exact_default(clip):
+    """fp32 is the default and exact; the folded fp32 copy agrees to float rounding, bf16 (autocast, or weights
+    stored in bf16 once) to bf16 precision. The model given is never changed by fast=True."""
+    from tiny import randomize
+
+    model = randomize(tiny()).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    exact = predict(clip, model, views="fast").scores
+    assert torch.equal(predict(clip, model, views="fast", precision="fp32").scores, exact)
+    torch.testing.assert_close(predict(clip, model, views="fast", fast=True).scores, exact, rtol=0, atol=1e-5)
+    for fast in (False, True):
+        got = predict(clip, model, views="fast", precision="bf16", fast=fast).scores
+        torch.testing.assert_close(got, exact, rtol=0, atol=2e-2)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        predict(clip, model, precision="fp16")

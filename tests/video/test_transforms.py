@@ -203,3 +203,19 @@ def test_gpu_matches_cpu():
     gpu = tf(video.cuda())
     assert all(g.is_cuda for g in gpu)
     torch.testing.assert_close([g.cpu() for g in gpu], cpu, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("normalize_first", [True, False], ids=["normalize-then-resize", "resize-then-normalize"])
+@pytest.mark.parametrize(("height", "width", "short"), [(61, 83, 48), (90, 60, 48), (48, 64, 48)])
+def test_frames_prepared_one_at_a_time_equal_the_clip_pipeline_bit_for_bit(normalize_first, height, width, short):
+    """The decoder's per-frame path (a 256-entry table per channel, then the resize) gives exactly the tensors the
+    whole-clip pipeline gives: the table holds the reference's own float32 results for each byte value."""
+    g = torch.Generator().manual_seed(0)
+    clip = torch.randint(0, 256, (8, height, width, 3), dtype=torch.uint8, generator=g)
+    t = T.VideoTransform("eval", 8, 4, (0.43, 0.45, 0.40), (0.23, 0.22, 0.226), (short, short), 40,
+                         normalize_before_resize=normalize_first)  # fmt: skip
+    positions = ["left", "center", "right"]
+    whole = t.crops(clip, positions)
+    frames = torch.stack([t.prepare_frame(f) for f in clip])
+    for a, b in zip(whole, t.crops_of_frames(frames, positions)):
+        assert torch.equal(a, b)

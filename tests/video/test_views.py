@@ -211,3 +211,28 @@ def test_segments_rule():
     seg = 48 / 8  # PTV:pytorchvideo/data/ssv2.py: middle frame of each of T segments of (len - 1) / T
     assert view.positions.long().tolist() == [(round(seg * i) + round(seg * (i + 1))) // 2 for i in range(8)]
     assert np.array_equal(view.positions.numpy(), np.array([3, 9, 15, 21, 27, 33, 39, 45], np.float32))
+
+
+@pytest.mark.parametrize(
+    "name", ["slowfast_r50_8x8.k400_pysf", "slow_r50_8x8.k400_ptv", "slowfast_r50_16x8.charades_pysf"]
+)
+def test_one_pass_gives_every_view_the_frames_its_own_read_gives(video, name):
+    """read_views decodes the frames of all views in one ordered pass: each view's frames equal what reading that
+    view alone gives, frame for frame, with no more frames decoded nor seeks made than reading them one by one."""
+    from slowfast_zoo.video.views import read_views
+
+    cfg = get_pretrained_cfg(name)
+    with VideoReader(video) as reader:
+        plan = plan_views(cfg, reader.info, "reference")
+        alone = [decoded_indices(view.read(reader)) for view in plan]
+        per_view = (reader.frames_decoded, reader.seeks)
+    with VideoReader(video) as reader:
+        together = [decoded_indices(frames) for frames in read_views(reader, plan)]
+        one_pass = (reader.frames_decoded, reader.seeks)
+    assert together == alone
+    assert one_pass[0] <= per_view[0] and one_pass[1] <= per_view[1]
+    with VideoReader(video) as reader:  # a frame function sees every frame once, as the decoder gives it
+        seen = []
+        shrunk = list(read_views(reader, plan, lambda f: seen.append(f.shape) or f[:16, :64].clone()))
+    assert [decoded_indices(frames) for frames in shrunk] == alone
+    assert len(seen) == len({i for view in alone for i in view})

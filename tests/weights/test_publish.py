@@ -57,7 +57,7 @@ def test_save_pretrained_folder(tmp_path):
     assert back.hub.revision is None and back.hub.repo_id == "org/tiny"
     assert config["label_names"] == list(cfg.label_names) and config["num_classes"] == 400
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n")
+    assert card.startswith("---\n") and "\nlicense: apache-2.0\n" in card.split("---")[1]
     assert back.hub.sha256 in card and "hf-hub:org/tiny" in card and cfg.citation in card
     # random tensors under a published config: the card claims neither the authors' file nor their top-1
     assert f"| top1 | {cfg.metrics['top1']} |" not in card and "not the published weights" in card

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_server import caches_fixture, hub_fixture, random_model, tiny_cfg, write_upstream  # noqa: F401  (fixtures)
+from hub_server import (  # noqa: F401  (fixtures)
+    caches_fixture,
+    hub_fixture,
+    pin_in_manifest,
+    random_model,
+    tiny_cfg,
+    write_upstream,
+)
 from safetensors.torch import save
 
 import slowfast_zoo
@@ -323,11 +330,6 @@ def test_weights_the_installed_manifest_pins_keep_the_manifests_record(tmp_path,
     config = json.loads((folder / "config.json").read_text())
     config["pretrained_cfg"]["metrics"] = {"top1": 99.9}  # the folder's own numbers never replace the manifest's
     (folder / "config.json").write_text(json.dumps(config))
-    sha = c.sha256_file(folder / "model.safetensors")
-    import slowfast_zoo.weights.sources as sources
-
-    record = dict(sources.load_manifest()[SF])
-    record["hub"] = {**record["hub"], "revision": "a" * 40, "sha256": sha}
-    monkeypatch.setattr(sources, "load_manifest", lambda: {SF: record})
+    pin_in_manifest(monkeypatch, SF, folder / "model.safetensors")
     cfg = slowfast_zoo.create(f"local-dir:{folder}").pretrained_cfg
     assert cfg.tag == "k400_pysf" and cfg.metrics["top1"] == 77.0  # PySlowFast MODEL_ZOO.md, SLOWFAST_8x8_R50
