@@ -26,6 +26,9 @@ MECHANISMS = [
     "slowfast_r50_4x16_fast_timediff",
 ]
 EXPORTED = [n for n in ARCHS if n not in design_space.NAMES] + MECHANISMS
+#: compiled in the default run: one pathway with a temporal pool and non-local blocks, and two pathways with laterals
+#: under an ROI head (each compile and export takes seconds); every other one runs with the slow tests (CI)
+QUICK_EXPORTS = ("i3d_nln_r50_8x8", "slowfast_r50_8x8_det")
 CLASSIFIERS = [a for a in ARCHS if not slowfast_zoo.get_pretrained_cfg(a).model.roi_head]
 
 
@@ -165,7 +168,9 @@ def test_sync_batchnorm_conversion_keeps_keys_and_outputs() -> None:
     assert list(synced.state_dict()) == list(model.state_dict())
 
 
-@pytest.mark.parametrize("name", EXPORTED)
+@pytest.mark.parametrize(
+    "name", [n if n in QUICK_EXPORTS else pytest.param(n, marks=pytest.mark.slow) for n in EXPORTED]
+)
 def test_compiles_without_graph_breaks_and_exports(name: str) -> None:
     model = tiny(name).eval()
     x = clip(model, batch=1)

@@ -45,6 +45,7 @@ def test_verify_manifest_reports_nulls_not_errors():
             assert (name, "origin.sha256") in nulls
 
 
+@pytest.mark.self_consistency  # the registry against the package's own data file
 @pytest.mark.parametrize("name", slowfast_zoo.list_pretrained())
 def test_registry_reads_the_manifest(name, manifest):
     rec = manifest["models"][name]

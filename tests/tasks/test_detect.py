@@ -96,6 +96,7 @@ def test_parse_boxes_forms() -> None:
         parse_boxes([[0, 0, 4, 4]])
 
 
+@pytest.mark.slow  # a full-size SlowFast R50 detector, saved and run through the command line
 def test_cli_detect(tmp_path, video, detector, capsys) -> None:
     from safetensors.torch import save_file
 

@@ -45,6 +45,7 @@ def write(path, kind: str, sd: dict[str, torch.Tensor]) -> None:
         torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
 
 
+@pytest.mark.self_consistency
 @pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy", "plain", "ddp"])
 @pytest.mark.parametrize("scheme", ["zoo", "pysf", "ptv", "ptv_wrapper"])
 def test_every_container_and_scheme_loads(tmp_path, reference, kind: str, scheme: str) -> None:
@@ -173,23 +174,45 @@ def test_weights_from_memory_are_copied_and_from_files_stay_trainable(tmp_path, 
     assert loaded.head.proj.weight.grad is not None
 
 
-# --- the AVA v2.2 R101 detectors: PySlowFast legacy torch.save files named .pkl --------------------------------------
-# SF:configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml CHECKPOINT_TYPE: pytorch; SlowFast issue #85 (maintainer: the 64x2
-# link now serves a PyTorch model) and #170 (pickle.load of either returns an int: the legacy torch.save magic);
+# --- the AVA R101 detectors: PySlowFast files named .pkl ---------------------------------------------------------
+# SF:MODEL_ZOO.md (facebookresearch/SlowFast @ 287ec00), "## AVA" table rows 2-4, verbatim: architecture | size |
+# Pretrain Model | frame length x sample rate | MAP | AVA version | model.
+MODEL_ZOO_AVA_R101 = """
+| SlowFast | R101 | [Kinetics 600](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/pretrain/SLOWFAST_32x2_R101_50_50_v2.1.pkl) | 8 x 8 | 28.2 | 2.1 | [`link`](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/SLOWFAST_32x2_R101_50_50_v2.1.pkl) |
+| SlowFast | R101 | [Kinetics 600](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/pretrain/SLOWFAST_32x2_R101_50_50.pkl) | 8 x 8 | 29.1 | 2.2 | [`link`](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/SLOWFAST_32x2_R101_50_50.pkl) |
+| SlowFast | R101 | [Kinetics 600](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/pretrain/SLOWFAST_64x2_R101_50_50.pkl) | 16 x 8 | 29.4 | 2.2 | [`link`](https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/ava/SLOWFAST_64x2_R101_50_50.pkl) |
+"""  # noqa: E501
+# The file formats, in the maintainers' words (the table does not say): SlowFast issue #85 (the 64x2 link serves a
+# PyTorch model) and #170 (pickle.load of either v2.2 file returns an int: torch's legacy serialization magic);
 # SlowFast issues #132 and #299: the v2.1 file is a Caffe2 pickle.
-AVA_FILES = {
-    "slowfast_nln_r101_50_50_8x8_det.ava22_pysf": ("ava/SLOWFAST_32x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
-    "slowfast_nln_r101_50_50_16x8_det.ava22_pysf": ("ava/SLOWFAST_64x2_R101_50_50.pkl", "pysf_pyth", "pysf"),
-    "slowfast_nln_r101_50_50_8x8_det.ava21_pysf": ("ava/SLOWFAST_32x2_R101_50_50_v2.1.pkl", "caffe2_pkl", "caffe2"),
+FORMAT_OF = {
+    "SLOWFAST_32x2_R101_50_50.pkl": ("pysf_pyth", "pysf"),
+    "SLOWFAST_64x2_R101_50_50.pkl": ("pysf_pyth", "pysf"),
+    "SLOWFAST_32x2_R101_50_50_v2.1.pkl": ("caffe2_pkl", "caffe2"),
 }
 
 
+def _model_zoo_rows() -> dict[str, tuple[str, str, float]]:
+    """{zoo name: (url, published file name, mAP)} from the quoted MODEL_ZOO.md rows."""
+    rows = {}
+    for line in MODEL_ZOO_AVA_R101.strip().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        frames, rate = (int(v) for v in cells[3].split(" x "))
+        url = cells[6].split("(")[1].rstrip(")")
+        name = f"slowfast_nln_r101_50_50_{frames}x{rate}_det.ava{cells[5].replace('.', '')}_pysf"
+        rows[name] = (url, url.rsplit("/", 1)[1], float(cells[4]))
+    return rows
+
+
+AVA_FILES = {name: ("ava/" + file, *FORMAT_OF[file]) for name, (_, file, _) in _model_zoo_rows().items()}
+
+
 @pytest.mark.parametrize("name", sorted(AVA_FILES))
-def test_ava_r101_origin_format_is_what_the_authors_published(name: str) -> None:
-    file, fmt, scheme = AVA_FILES[name]
-    origin = slowfast_zoo.get_pretrained_cfg(name).origin
-    assert origin.url.endswith("/pyslowfast/model_zoo/" + file)
-    assert (origin.format, origin.key_scheme) == (fmt, scheme)
+def test_ava_r101_origin_is_the_model_zoo_row(name: str) -> None:
+    url, file, map_ = _model_zoo_rows()[name]
+    cfg = slowfast_zoo.get_pretrained_cfg(name)
+    assert cfg.origin.url == url and dict(cfg.metrics) == {"mAP": map_}
+    assert (cfg.origin.format, cfg.origin.key_scheme) == FORMAT_OF[file]
 
 
 def _pysf_legacy_checkpoint(model: torch.nn.Module, path: Path) -> None:
@@ -320,13 +343,27 @@ def test_a_float64_file_is_checked_then_cast(tmp_path, reference) -> None:
     assert {p.dtype for p in model.parameters()} == {torch.float32} and same_weights(model, reference)
 
 
+def _mapped(path: Path) -> bool:
+    """Whether this process maps ``path`` (one line of /proc/self/maps per mapping, the file's path last)."""
+    return any(line.rstrip().endswith(str(path.resolve())) for line in Path("/proc/self/maps").read_text().splitlines())
+
+
 def test_a_zip_checkpoint_is_mapped_not_copied_and_training_never_writes_the_file(tmp_path, reference) -> None:
     """torch zip files load with mmap (copy-on-write): parameters can change, the file's bytes never do."""
+    import gc
     import hashlib
 
     path = tmp_path / "model.pyth"
     write(path, "zip", from_zoo(reference.state_dict(), "pysf"))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if Path("/proc/self/maps").is_file():  # Linux: the process's mappings name the file while its tensors live
+        sd, _, _ = read_state_dict(path)
+        assert _mapped(path), "a zip checkpoint read from a path was copied into memory, not mapped"
+        del sd
+        gc.collect()  # the mapping goes with the last tensor on it
+        sd, _, _ = read_state_dict(path, path.read_bytes())
+        assert not _mapped(path), "bytes given in memory must be parsed from memory, not mapped again"
+        del sd
     model = slowfast_zoo.create("slowfast_r50_8x8", checkpoint=path, **TINY)
     assert same_weights(model, reference)
     with torch.no_grad():

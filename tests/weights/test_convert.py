@@ -104,6 +104,7 @@ def test_names_of_pytorchvideo_reference_builds_map_both_ways(arch: str) -> None
     assert {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in ptv.state_dict().items()}
 
 
+@pytest.mark.self_consistency
 @pytest.mark.parametrize("arch", slowfast_zoo.list_models())
 @pytest.mark.parametrize("scheme", ["pysf", "caffe2", "ptv", "ptv_wrapper"])
 def test_every_arch_round_trips_through_every_scheme(arch: str, scheme: str) -> None:
@@ -168,6 +169,7 @@ def test_pysf_nonlocal_norm_name_of_later_pyslowfast_is_accepted() -> None:
     assert set(to_zoo(renamed)) == set(to_zoo(sd))
 
 
+@pytest.mark.self_consistency
 def test_synthesized_caffe2_pickle_round_trips(tmp_path) -> None:
     """A .pkl written with the exact blob names, Python-2 protocol, solver blobs included, loads back bit-exactly."""
     torch.manual_seed(0)
