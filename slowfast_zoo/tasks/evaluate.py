@@ -426,8 +426,8 @@ def evaluate(
         batch_size: views per forward pass (see :func:`slowfast_zoo.predict`).
         workers: threads that decode and transform videos ahead of the model (0: none). The model itself runs in
             one thread, in eval mode throughout, one video's views at a time (its mode is restored at the end).
-        precision, fast: ``"fp32"`` / ``"bf16"`` and the optimized copy, as in :func:`slowfast_zoo.predict`
-            (classification; AVA runs in fp32).
+        precision: ``"fp32"`` or ``"bf16"``, as in :func:`slowfast_zoo.predict` (classification; AVA runs in fp32).
+        fast: run an optimized copy (:func:`slowfast_zoo.optimize_for_inference`), as in :func:`slowfast_zoo.predict`.
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
         shard: ``(I, N)`` or ``"I/N"``: this process does videos ``k % N == I`` (default from RANK/WORLD_SIZE).
         progress: a progress bar (videos/s and ETA) on stderr.

@@ -319,7 +319,8 @@ def extract(
         format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
         workers: threads decoding and transforming videos ahead of the model (0: none); the model runs in one.
-        precision, fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
+        precision: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
+        fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         progress: a tqdm bar on stderr with videos done and clips/s.
 
     Returns:
