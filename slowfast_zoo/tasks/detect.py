@@ -59,7 +59,7 @@ def parse_boxes(spec: Any, default_keyframe: float | None = None) -> dict[float,
     return out
 
 
-# long: mostly the docstring of the public entry point
+# long: the public entry point (15 lines of docstring); boxes given or detected, then one loop over keyframes
 @torch.inference_mode()
 def detect(
     video: str | os.PathLike[str],

@@ -381,7 +381,39 @@ def _digest(jobs: list[_Job]) -> str:
     return hashlib.sha256("\n".join(j.id for j in jobs).encode()).hexdigest()[:16]
 
 
-# long: the public entry point; half of it is the docstring of its arguments
+def _checked_arguments(
+    dataset: str,
+    model: Any,
+    shard: tuple[int, int] | str | None,
+    *,
+    engine: str,
+    ava_protocol: str,
+    ava_files: tuple[Any, Any],
+    precision: str,
+    fast: bool,
+) -> tuple[int, int]:
+    """``(rank, world)`` of this process, after refusing every combination of arguments that cannot run."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if dataset == "ava" and None in ava_files:
+        raise ValueError("AVA needs proposals (person boxes with scores) and label_map (the action list .pbtxt)")
+    if ava_protocol not in AVA_PROTOCOLS:
+        raise ValueError(f"ava_protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {ava_protocol!r}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray" and (dataset == "ava" or not isinstance(model, str)):
+        raise ValueError("the Ray engine evaluates classification sets with a model name or spec (AVA: local)")
+    rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
+    if engine == "ray" and world != 1:
+        raise ValueError(f"shard {rank}/{world}: the Ray engine does the whole list (Ray spreads it); shards are local")
+    if dataset == "ava" and (precision != "fp32" or fast):
+        raise ValueError("AVA detection runs in fp32 only (precision='fp32', fast=False)")
+    return rank, world
+
+
+# long: the public entry point (32 lines of docstring); it sets up AVA or classification jobs, then runs one loop
 def evaluate(
     model: Any,
     dataset: str,
@@ -438,24 +470,17 @@ def evaluate(
     Returns:
         :class:`EvalResult` once every shard is done, else None (another shard still has to finish).
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    if dataset == "ava" and (proposals is None or label_map is None):
-        raise ValueError("AVA needs proposals (person boxes with scores) and label_map (the action list .pbtxt)")
-    if ava_protocol not in AVA_PROTOCOLS:
-        raise ValueError(f"ava_protocol must be one of {', '.join(AVA_PROTOCOLS)}, got {ava_protocol!r}")
-    if engine not in ("local", "ray"):
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    if engine == "ray" and (dataset == "ava" or not isinstance(model, str)):
-        raise ValueError("the Ray engine evaluates classification sets with a model name or spec (AVA: local)")
     spec = model
-    rank, world = shard if isinstance(shard, tuple) else parse_shard(shard)
-    if not 0 <= rank < world:
-        raise ValueError(f"shard {rank}/{world}: need 0 <= I < N")
-    if engine == "ray" and world != 1:
-        raise ValueError(f"shard {rank}/{world}: the Ray engine does the whole list (Ray spreads it); shards are local")
-    if dataset == "ava" and (precision != "fp32" or fast):
-        raise ValueError("AVA detection runs in fp32 only (precision='fp32', fast=False)")
+    rank, world = _checked_arguments(
+        dataset,
+        model,
+        shard,
+        engine=engine,
+        ava_protocol=ava_protocol,
+        ava_files=(proposals, label_map),
+        precision=precision,
+        fast=fast,
+    )
     dev = device if device is not None else _default_device()
     task = "detect" if dataset == "ava" else "classify"
     model = load_model(model, device=dev, task=task, precision=precision, fast=fast)  # type: ignore[arg-type]
