@@ -17,14 +17,7 @@ import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 from slowfast_zoo.errors import SlowFastZooError
 from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
+from slowfast_zoo.tasks.tables import text_table
 
 
 def _metric(cfg: PretrainedCfg) -> str:
@@ -49,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         [n, f"{c.params / 1e6:.2f}M" if c.params else "-", f"{c.gflops:g}" if c.gflops else "-", c.dataset, _metric(c)]
         for n, c in zip(names, cfgs)
     ]
-    print(_table(rows, ["name", "params", "GFLOPs", "dataset", "metrics"]))
+    print(text_table(["name", "params", "GFLOPs", "dataset", "metrics"], rows))
     return 0
 
 
@@ -294,7 +287,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         for r in results
         for label, score in r.actions
     ]
-    print(_table(rows, ["keyframe (s)", "box (x1 y1 x2 y2)", "action", "score"]))
+    print(text_table(["keyframe (s)", "box (x1 y1 x2 y2)", "action", "score"], rows))
     return 0
 
 

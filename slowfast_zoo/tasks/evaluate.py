@@ -66,6 +66,7 @@ from .runner import (
     prefetch,
     progress_bar,
 )
+from .tables import text_table
 
 __all__ = ["AVA_PROTOCOLS", "DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
 
@@ -152,9 +153,7 @@ class EvalResult:
             ]
             for m in self.metrics
         ]
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = text_table(head, rows).split("\n")
         used = f"{self.used} of {self.videos} videos used"
         lines.append(f"{used}; the published number used: {self.published_videos or self.published_videos_note}")
         if self.official_split:

@@ -42,6 +42,7 @@ from .runner import (
     open_video,
     progress_bar,
 )
+from .tables import text_table
 
 __all__ = [
     "ClipView",
@@ -309,14 +310,7 @@ def format_table(results: Iterable[VideoPrediction]) -> str:
             rows.append((where if first else "", span if first else "", str(rank), p.label, f"{p.score:.4f}"))
     header = ("video", "window", "#", "label", "score")
     keep = [i for i in range(len(header)) if i != 1 or windows]
-    table = [tuple(row[i] for i in keep) for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(keep))]
-    lines = [
-        "  ".join(c.ljust(w) if j != len(widths) - 1 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
-        for row in table
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows], right_align_last=True)
 
 
 def to_json_lines(results: Iterable[VideoPrediction]) -> Iterator[str]:
