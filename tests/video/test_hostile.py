@@ -23,17 +23,16 @@ from video_factory import write_video  # noqa: E402
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("SFZ_PROBE_ROOT", TESTS.parent))  # another checkout: show a probe fails there
 DEADLINE_S = 120  # a generous bound for a probe that should finish at once; only a hang reaches it
-# Peak RSS of a probe: an interpreter with torch and a tiny model is ~0.8 GiB; decoding the 4K clip adds ~0.2 GiB on
-# an idle machine, and up to 2.3 GiB in all was seen on a loaded one (allocator arenas under thread contention). The
-# code before frames were resized in the decoder peaked at 4.7 GiB on the 4K clip and died on the 8192x8192 one.
-PEAK_MIB = 3072
+# Peak RSS of a probe: an interpreter with torch and a tiny model is ~0.8 GiB, and decoding the 4K clip adds ~0.2 GiB.
+# The code before frames were resized in the decoder peaked at 4.7 GiB on the 4K clip and died on the 8192x8192 one.
+PEAK_MIB = 2048
 
 
 def probe(code: str, tmp_path: Path) -> dict:
-    """Run ``code`` (defining ``result``) in a fresh interpreter; its result plus ``peak_mib`` (max RSS)."""
+    """Run ``code`` (defining ``result``) in a fresh interpreter; its result plus ``peak_mib`` (its own peak RSS)."""
     script = textwrap.dedent(
         """
-        import json, resource, sys
+        import json, sys
         sys.path[:0] = [{root!r}, {tests!r}]
         result = {{}}
 
@@ -49,7 +48,10 @@ def probe(code: str, tmp_path: Path) -> dict:
         {body}
         except Exception as e:
             result["error"] = f"{{type(e).__name__}}: {{e}}"
-        result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: the peak of this process's own memory map. Not ru_maxrss, which on Linux carries the parent's peak
+        # across fork/vfork + exec, so a probe started from a big test process reported that process's size.
+        with open("/proc/self/status") as f:
+            result["peak_mib"] = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
         print("RESULT " + json.dumps(result))
         """
     ).format(root=str(ROOT), tests=str(TESTS), body=textwrap.indent(textwrap.dedent(code), "    "))
