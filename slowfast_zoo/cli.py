@@ -331,7 +331,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         per_class = getattr(result, "per_class", None)  # {class name: value}, where the result carries one
         title = f"{result.model} on {result.dataset}"
-        fig = plots.per_class_figure(per_class, title) if per_class else plots.metrics_figure(result)
+        metric = getattr(result, "per_class_metric", "AP (%)")
+        fig = plots.per_class_figure(per_class, title, metric) if per_class else plots.metrics_figure(result)
         print(f"slowfast-zoo: wrote {plots.save_png(fig, args.plot)}", file=sys.stderr)
     return 0
 

@@ -131,8 +131,10 @@ class EvalResult:
     #: malformed annotation rows left out (ground truth, proposals, lists), and the first of them with the reason
     rows_skipped: int = 0
     rows_skipped_first: list[tuple[str, str]] = field(default_factory=list)
-    #: class name -> AP (percent) where the metric is per class (AVA), for ``evaluate --plot``
+    #: class name -> the metric of that class, in percent, for ``evaluate --plot``: AP (AVA, Charades: classes with
+    #: ground truth) or top-1 accuracy (Kinetics, SSv2: classes with a video); ``per_class_metric`` names it
     per_class: dict[str, float] = field(default_factory=dict)
+    per_class_metric: str = "AP (%)"
 
     @property
     def used(self) -> int:
@@ -266,25 +268,33 @@ def _published(metrics: Any, key: str) -> float | None:
     return None if v is None else float(v)
 
 
-def _score_classification(header: dict[str, Any], records: list[dict[str, Any]], skipped: int) -> list[MetricRow]:
+def _score_classification(
+    header: dict[str, Any], records: list[dict[str, Any]], skipped: int
+) -> tuple[list[MetricRow], dict[str, float], str]:
+    """The metric rows, and per class (by label name) the AP (Charades) or top-1 accuracy, in percent."""
     ok = [r for r in records if r["status"] == "ok"]
     if not ok:
         raise ValueError("no video could be read: nothing to score")
     scores = np.array([r["scores"] for r in ok], dtype=np.float64)
     published = header["published"]
+    names = header.get("labels") or [str(c) for c in range(scores.shape[1])]
     if header["dataset"] == "charades":
         targets = np.zeros_like(scores, dtype=np.int64)
         for row, r in zip(targets, ok):
             row[r["y"]] = 1
         value = 100 * M.mean_average_precision(scores, targets)
-        return [MetricRow("mAP", value, _published(published, "mAP"), len(ok), skipped)]
+        ap = M.average_precision(scores, targets)  # NaN for a class without a positive: left out, as in the mean
+        per_class = {names[c]: 100 * float(a) for c, a in enumerate(ap) if not math.isnan(a)}
+        return [MetricRow("mAP", value, _published(published, "mAP"), len(ok), skipped)], per_class, "AP (%)"
     labels = np.array([r["y"][0] for r in ok], dtype=np.int64)
     rows = []
     for k in (1, 5):
         if k <= scores.shape[1]:
             value = 100 * M.topk_accuracy(scores, labels, k)
             rows.append(MetricRow(f"top{k}", value, _published(published, f"top{k}"), len(ok), skipped))
-    return rows
+    right = scores.argmax(1) == labels
+    per_class = {names[c]: 100 * float(right[labels == c].mean()) for c in sorted(set(labels.tolist()))}
+    return rows, per_class, "top-1 (%)"
 
 
 def _score_ava(
@@ -323,12 +333,11 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
     skipped = {r["id"]: r["reason"] for r in ordered if r["status"] != "ok"}
     bad_rows = [tuple(x) for x in header.get("rows_skipped", [])]
     n_bad = header.get("rows_skipped_count", len(bad_rows))
-    per_class: dict[str, float] = {}
     if header["dataset"] == "ava":
         rows, more, per_class = _score_ava(header, ordered, len(skipped), out)
-        bad_rows, n_bad = bad_rows + more, n_bad + len(more)
+        bad_rows, n_bad, per_class_metric = bad_rows + more, n_bad + len(more), "AP (%)"
     else:
-        rows = _score_classification(header, ordered, len(skipped))
+        rows, per_class, per_class_metric = _score_classification(header, ordered, len(skipped))
     result = EvalResult(
         header["model"],
         header["dataset"],
@@ -340,6 +349,7 @@ def merge(out: str | os.PathLike[str]) -> EvalResult | None:
         rows_skipped=n_bad,
         rows_skipped_first=bad_rows[:MAX_LISTED_ROWS],
         per_class=per_class,
+        per_class_metric=per_class_metric,
     )
     write_json_atomic(out, result.to_dict())
     return result
@@ -486,6 +496,7 @@ def evaluate(
     cfg = model.pretrained_cfg
     run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None
     header: dict[str, Any] = {"format": FORMAT, "model": cfg.name, "dataset": dataset, "published": dict(cfg.metrics)}
+    header["labels"] = list(cfg.label_names or ())  # names the per-class results (class index without names)
     if dataset == "ava":
         jobs, notes, threshold, bad_rows = _ava_jobs(cfg, root, proposals, box_threshold)
         notes.append(AVA_PROTOCOL_NOTES[ava_protocol])

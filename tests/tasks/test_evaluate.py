@@ -112,6 +112,20 @@ def _direct_top1(root: Path, ann: Path, name: str) -> tuple[float, int]:
     return 100 * right / used, used
 
 
+def _direct_mean_class_top1(root: Path, ann: Path, name: str) -> float:
+    """Mean over classes of the top-1 accuracy, by a plain loop over predict, unreadable videos left out."""
+    model = create(name, head_pool="fixed").eval()
+    right: dict[int, list[int]] = {}
+    for line in ann.read_text().splitlines():
+        path, label = line.rsplit(" ", 1)
+        try:
+            scores = predict(root / path, model, views="reference").scores
+        except (OSError, RuntimeError):
+            continue
+        right.setdefault(int(label), []).append(int(scores.argmax()) == int(label))
+    return 100 * sum(sum(v) / len(v) for v in right.values()) / len(right)
+
+
 def test_evaluate_equals_a_loop_over_predict(kinetics_like, tmp_path):
     root, ann, name = kinetics_like
     expected, used = _direct_top1(root, ann, name)
@@ -120,6 +134,9 @@ def test_evaluate_equals_a_loop_over_predict(kinetics_like, tmp_path):
     assert (top1.name, top1.used, top1.skipped) == ("top1", used, 2) and used == 6
     assert top1.measured == pytest.approx(expected)
     assert expected >= 100 * 4 / 6  # the fitted head separates the colours
+    # per-class top-1 (evaluate --plot), by class name: two readable videos per class (broken, gone: left out)
+    assert result.per_class_metric == "top-1 (%)" and set(result.per_class) == set(CLASSES)
+    assert sum(result.per_class.values()) / 3 == pytest.approx(_direct_mean_class_top1(root, ann, name))
     assert top1.published is None and top1.difference is None  # the folder's 50.0 is its own claim
     assert result.skipped["gone.mp4"] == "not found under root" and "broken.mp4" in result.skipped
     assert [m.name for m in result.metrics] == ["top1"]  # 3 classes: no top-5
@@ -322,9 +339,14 @@ def test_charades_frame_folders_map_equals_sklearn_on_a_predict_loop(tmp_path):
     onehot = np.zeros((4, 3), dtype=int)
     for row, cls in zip(onehot, targets.values()):
         row[cls] = 1
-    expected = 100 * sklearn_metrics.average_precision_score(onehot, scores, average=None).mean()
+    per_class = 100 * sklearn_metrics.average_precision_score(onehot, scores, average=None)
+    expected = per_class.mean()
     assert result.metrics[0].name == "mAP" and result.metrics[0].measured == pytest.approx(expected, abs=1e-4)
     assert result.used == 4
+    names = list(model.pretrained_cfg.label_names or map(str, range(3)))  # per-class AP by class (index without names)
+    assert result.per_class_metric == "AP (%)" and result.per_class == pytest.approx(
+        {names[c]: ap for c, ap in enumerate(per_class)}, abs=1e-4
+    )
 
 
 def test_the_model_runs_in_eval_mode_in_one_thread_whatever_the_workers(kinetics_like, tmp_path):
@@ -371,3 +393,25 @@ def test_the_model_runs_in_eval_mode_in_one_thread_whatever_the_workers(kinetics
     assert got.keys() == expected.keys()
     for name, scores in expected.items():
         assert got[name] == pytest.approx(scores.tolist(), abs=1e-6), name
+
+
+def test_cli_plot_draws_the_per_class_results(kinetics_like, tmp_path, monkeypatch):
+    """``evaluate --plot``: the PNG shows the per-class top-1 that the result file holds (one bar per class)."""
+    pytest.importorskip("matplotlib")
+    from slowfast_zoo.tasks import plots
+
+    root, ann, name = kinetics_like
+    drawn = {}
+    real = plots.per_class_figure
+
+    def spy(values, title, metric="AP (%)"):
+        drawn.update(values=dict(values), metric=metric)
+        return real(values, title, metric)
+
+    monkeypatch.setattr(plots, "per_class_figure", spy)
+    out, png = tmp_path / "r.json", tmp_path / "classes.png"
+    argv = ["evaluate", name, "--dataset", "kinetics400", "--root", str(root), "--annotations", str(ann)]
+    assert cli.main([*argv, "--out", str(out), "--plot", str(png)]) == 0
+    saved = json.loads(out.read_text())
+    assert drawn == {"values": saved["per_class"], "metric": "top-1 (%)"} and set(drawn["values"]) == set(CLASSES)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
