@@ -97,38 +97,26 @@ def kinetics_like(tmp_path_factory):
     return root, ann, f"local-dir:{folder}"
 
 
-def _direct_top1(root: Path, ann: Path, name: str) -> tuple[float, int]:
-    """Top-1 by a plain loop over predict (argmax of each video's scores), unreadable videos left out."""
+def _direct_hits(root: Path, ann: Path, name: str) -> list[tuple[int, bool]]:
+    """``(label, argmax == label)`` per readable video, by a plain loop over predict (unreadable videos left out)."""
     model = create(name, head_pool="fixed").eval()
-    right = used = 0
+    hits = []
     for line in ann.read_text().splitlines():
         path, label = line.rsplit(" ", 1)
         try:
             scores = predict(root / path, model, views="reference").scores
         except (OSError, RuntimeError):
             continue
-        used += 1
-        right += int(scores.argmax()) == int(label)
-    return 100 * right / used, used
-
-
-def _direct_mean_class_top1(root: Path, ann: Path, name: str) -> float:
-    """Mean over classes of the top-1 accuracy, by a plain loop over predict, unreadable videos left out."""
-    model = create(name, head_pool="fixed").eval()
-    right: dict[int, list[int]] = {}
-    for line in ann.read_text().splitlines():
-        path, label = line.rsplit(" ", 1)
-        try:
-            scores = predict(root / path, model, views="reference").scores
-        except (OSError, RuntimeError):
-            continue
-        right.setdefault(int(label), []).append(int(scores.argmax()) == int(label))
-    return 100 * sum(sum(v) / len(v) for v in right.values()) / len(right)
+        hits.append((int(label), int(scores.argmax()) == int(label)))
+    return hits
 
 
 def test_evaluate_equals_a_loop_over_predict(kinetics_like, tmp_path):
     root, ann, name = kinetics_like
-    expected, used = _direct_top1(root, ann, name)
+    hits = _direct_hits(root, ann, name)
+    expected, used = 100 * sum(hit for _, hit in hits) / len(hits), len(hits)
+    by_class = {c: [hit for label, hit in hits if label == c] for c in {label for label, _ in hits}}
+    mean_class_top1 = 100 * sum(sum(v) / len(v) for v in by_class.values()) / len(by_class)
     result = evaluate(name, "kinetics400", root, ann, out=tmp_path / "results.json", progress=False)
     top1 = result.metrics[0]
     assert (top1.name, top1.used, top1.skipped) == ("top1", used, 2) and used == 6
@@ -136,7 +124,7 @@ def test_evaluate_equals_a_loop_over_predict(kinetics_like, tmp_path):
     assert expected >= 100 * 4 / 6  # the fitted head separates the colours
     # per-class top-1 (evaluate --plot), by class name: two readable videos per class (broken, gone: left out)
     assert result.per_class_metric == "top-1 (%)" and set(result.per_class) == set(CLASSES)
-    assert sum(result.per_class.values()) / 3 == pytest.approx(_direct_mean_class_top1(root, ann, name))
+    assert sum(result.per_class.values()) / 3 == pytest.approx(mean_class_top1)
     assert top1.published is None and top1.difference is None  # the folder's 50.0 is its own claim
     assert result.skipped["gone.mp4"] == "not found under root" and "broken.mp4" in result.skipped
     assert [m.name for m in result.metrics] == ["top1"]  # 3 classes: no top-5
