@@ -68,6 +68,7 @@ def run(name: str, seconds: float, window: float, hop: float, size: tuple[int, i
         "latency_max_s": round(lat[-1], 3),
         "peak_buffered_frames": s.peak_buffered,
         "buffer_capacity_frames": s.capacity,
+        "peak_buffer_bytes": s.peak_buffer_bytes,
         "end": s.end,
         "load_avg_1min_after": round(load[0], 2),
         "first_top1": results[0].prediction.top[0].label if results else None,

@@ -23,7 +23,9 @@ from typing import Any, Literal
 import torch
 
 from ..models.optimize import optimize_for_inference
+from ..video.io import VideoInfo
 from ..video.stream import DEFAULT_MAX_PIXELS, LiveSource, state_text
+from ..video.transforms import create_transforms, short_side_size
 from ..video.views import plan_views
 from .predict import TensorVideo, VideoPrediction, load_model, predict
 
@@ -68,6 +70,13 @@ class LiveStats:
     #: most frames the buffer held / could hold
     peak_buffered: int = 0
     capacity: int = 0
+    #: bytes of one buffered frame: decoded RGB, or already preprocessed where that is smaller
+    frame_bytes: int = 0
+
+    @property
+    def peak_buffer_bytes(self) -> int:
+        """Most bytes the frame buffer held."""
+        return self.peak_buffered * self.frame_bytes
 
     @property
     def real_time_factor(self) -> float:
@@ -160,7 +169,8 @@ class LiveRun:
         self._clip_video = _clip_layout(self.cfg)
         per_window = len(self.windows.times(0))
         self.stats.capacity = per_window * (2 * math.ceil(window / hop) + 3)
-        source.start(self.windows.wanted, self.stats.capacity, block=not skip)
+        self._prepare = _buffer_preprocessing(self.cfg, source.info, next(model.parameters()).device)
+        source.start(self.windows.wanted, self.stats.capacity, block=not skip, prepare=self._prepare)
 
     def __iter__(self) -> Iterator[LiveWindow]:
         j, src, wins = 0, self.source, self.windows
@@ -199,14 +209,14 @@ class LiveRun:
         s.starts.append(start)
         s.latencies.append(latency)
         s.computes.append(compute)
-        s.peak_buffered = self.source.peak_buffered
+        s.peak_buffered, s.frame_bytes = self.source.peak_buffered, self.source.frame_bytes
 
     def _score(self, frames: torch.Tensor) -> VideoPrediction:
         """The one-view prediction of these clip frames, through :func:`predict` itself."""
         n, fps = self._clip_video
         if n > frames.shape[0]:
             frames = torch.cat([frames, frames[-1:].expand(n - frames.shape[0], -1, -1, -1)])
-        video = TensorVideo(frames, fps, name=self.source.path)
+        video = (TensorVideo if self._prepare is None else _PreparedVideo)(frames, fps, name=self.source.path)
         dev = next(self.model.parameters()).device
         if self.autocast is None:
             return predict(video, self.model, views="fast", top_k=self.top_k)
@@ -216,7 +226,7 @@ class LiveRun:
     def close(self) -> None:
         """Stop decoding and close the source; ``stats.end`` says how the source ended."""
         self.source.close()
-        self.stats.peak_buffered = self.source.peak_buffered
+        self.stats.peak_buffered, self.stats.frame_bytes = self.source.peak_buffered, self.source.frame_bytes
         self.stats.end = self.end_message()
 
     def end_message(self) -> str:
@@ -230,6 +240,41 @@ class LiveRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PreparedVideo(TensorVideo):
+    """Frames the live buffer already put through the checkpoint's ``prepare_frame``, ``(T, 3, h, w)``.
+
+    :func:`predict` reads them as it reads :class:`TensorVideo`, without preparing them a second time: the scores are
+    those of the raw frames bit for bit (``prepare_frame`` is what :func:`predict` applies per frame).
+    """
+
+    def __init__(self, frames: torch.Tensor, fps: float, name: str = "<tensor>") -> None:
+        n, _, h, w = frames.shape
+        self.frames, self.path = frames, name
+        self.info = VideoInfo(name, int(w), int(h), float(fps), n / fps, int(n), 0, "raw", "tensor")
+
+    def read_views(self, plan: list[Any], frame_fn: Any = None) -> Iterator[torch.Tensor]:
+        """Each view's frames, in plan order; ``frame_fn`` is the preprocessing already applied when buffered."""
+        for view in plan:
+            yield view.read(self)
+
+
+def _buffer_preprocessing(cfg: Any, info: Any, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-frame preprocessing to buffer frames with, when its output is smaller than the decoded frame.
+
+    At 1080p a decoded frame is 6.2 MB and a SlowFast window's buffer holds hundreds; resized to the checkpoint's
+    short side and normalized (float32), the same frame is about 1.4 MB. Small sources stay uint8, which is smaller.
+    """
+    transform = create_transforms(cfg, "eval")
+    h, w = short_side_size(info.height, info.width, transform.short_side[0])
+    if 3 * h * w * torch.float32.itemsize >= 3 * info.height * info.width:
+        return None
+
+    def prepare(frame: torch.Tensor) -> torch.Tensor:
+        return transform.prepare_frame(frame.to(device))
+
+    return prepare
 
 
 def _clip_layout(cfg: Any) -> tuple[int, float]:
