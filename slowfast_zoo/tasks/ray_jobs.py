@@ -27,7 +27,7 @@ from . import features as F
 from .ray_data import ClassifyClips, DecodeClips, EmbedClips
 from .runner import Precision, load_model, progress_bar
 
-__all__ = ["classify", "extract", "init", "pipeline"]
+__all__ = ["classify", "extract", "init", "pipeline", "resource_shortfall"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,22 @@ def init(address: str | None = None) -> None:
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=False)
+
+
+def resource_shortfall(
+    resources: dict[str, float], actors: int, cpus_per_actor: float, num_gpus_per_actor: float
+) -> str | None:
+    """Why a cluster with ``resources`` (``ray.cluster_resources()``) cannot run the model actors and one decode
+    task at once, or None when it can. Without room for a decode task the actors wait for frames that never come."""
+    need = {"CPU": actors * cpus_per_actor + 1, "GPU": actors * num_gpus_per_actor}
+    short = [f"{need[k]:g} {k}s, it has {resources.get(k, 0):g}" for k in need if need[k] > resources.get(k, 0)]
+    if not short:
+        return None
+    return (
+        f"{actors} model actor(s) ({cpus_per_actor:g} CPU, {num_gpus_per_actor:g} GPU each) plus one decode task "
+        f"(1 CPU) need more than the Ray cluster holds now ({'; '.join(short)}): the run waits until the cluster "
+        "grows (an autoscaler) and never finishes on a fixed one; use fewer actors or CPUs per actor"
+    )
 
 
 def pipeline(
@@ -57,6 +73,9 @@ def pipeline(
     the order of ``rows`` (it sets ``preserve_order`` on the current ``DataContext``)."""
     import ray
 
+    short = resource_shortfall(ray.cluster_resources(), actors, cpus_per_actor, num_gpus_per_actor)
+    if short:
+        log.warning(short)
     # in order: shards complete one after another (an interrupted run leaves few half-done) and the driver holds
     # only the rows of shards in progress; the cost is that one slow video holds back the results behind it
     ray.data.DataContext.get_current().execution_options.preserve_order = True
