@@ -9,15 +9,18 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 from slowfast_zoo.errors import SlowFastZooError
 from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 from slowfast_zoo.tasks.tables import text_table
+
+if TYPE_CHECKING:
+    from slowfast_zoo.tasks.predict import VideoPrediction, Views
 
 
 def _metric(cfg: PretrainedCfg) -> str:
@@ -129,8 +132,9 @@ def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | N
     for name, record in read_manifest(args.update_manifest).get("models", {}).items():
         hub = record.get("hub") or {}
         if record.get("origin") and not hub.get("revision"):  # the manifest being updated says where the files are
-            cfg = get_pretrained_cfg(name).replace(origin=Origin(**record["origin"]), hub=HubFile(**hub))
-            local = Path(args.source_dir, cfg.origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
+            origin = Origin(**record["origin"])
+            cfg = get_pretrained_cfg(name).replace(origin=origin, hub=HubFile(**hub))
+            local = Path(args.source_dir, origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
             todo.append((cfg, hub.get("repo_id"), str(local) if local and local.is_file() else None))
     return todo
 
@@ -189,6 +193,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     failed = 0
     for video in videos:
+        results: Iterable[VideoPrediction]
         try:
             if args.windows:
                 window, stride = args.windows
@@ -197,7 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     precision=args.precision, progress=True,
                 )  # fmt: skip
             else:
-                views = args.views or "reference"
+                views: Views = args.views or "reference"
                 results = [
                     inference.predict(
                         video, model, views=views, top_k=args.top_k, precision=args.precision, progress=True
@@ -207,16 +212,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(_one_line(e, str(video)), file=sys.stderr, flush=True)
             continue
-        results = list(results)
+        predictions = list(results)
         if args.json:
-            for line in inference.to_json_lines(results):
+            for line in inference.to_json_lines(predictions):
                 print(line, flush=True)
         else:
-            print(inference.format_table(results))
+            print(inference.format_table(predictions))
         if args.render:
             from slowfast_zoo.tasks.render import render_predictions
 
-            print(f"slowfast-zoo: wrote {render_predictions(video, results, args.render)}", file=sys.stderr)
+            print(f"slowfast-zoo: wrote {render_predictions(video, predictions, args.render)}", file=sys.stderr)
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1

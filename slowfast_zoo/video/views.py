@@ -76,12 +76,23 @@ class FrameTable:
 class ViewConfig(Protocol):
     """The fields of a pretrained config that frame selection reads."""
 
-    num_frames: int
-    sampling_rate: int
-    target_fps: float
-    test_clips: int
-    test_crops: tuple[str, ...]
-    test_clip_sampler: str
+    @property
+    def num_frames(self) -> int: ...
+
+    @property
+    def sampling_rate(self) -> int: ...
+
+    @property
+    def target_fps(self) -> float: ...
+
+    @property
+    def test_clips(self) -> int: ...
+
+    @property
+    def test_crops(self) -> tuple[str, ...]: ...
+
+    @property
+    def test_clip_sampler(self) -> str: ...
 
 
 # ---- positions (frames of a video's average rate; see slowfast_zoo.video.io) ---------------------------------------
