@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -124,6 +125,7 @@ class _Windows:
             got = self._times.get(j)
             if got is None:
                 (view,) = plan_views(self.cfg, self.source.info, "fast", window=(s, s + self.window))
+                assert view.positions is not None  # a "fast" view of a window is positions, never a frame rule
                 fps = self.source.fps
                 got = tuple(Fraction(float(p)) / fps for p in view.positions.tolist())  # as VideoReader does
                 if len(self._times) > 512:
@@ -176,7 +178,7 @@ class LiveRun:
         j, src, wins = 0, self.source, self.windows
         try:
             while True:
-                if not src.wait(lambda j=j: wins.ready(j)):
+                if not src.wait(partial(wins.ready, j)):
                     break
                 newest = j
                 with src.lock:  # the newest window that is complete now

@@ -79,7 +79,7 @@ def pipeline(
     # in order: shards complete one after another (an interrupted run leaves few half-done) and the driver holds
     # only the rows of shards in progress; the cost is that one slow video holds back the results behind it
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
+    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
     # memory: what a decode task holds, so a node runs no more of them than fit; the model actors reserve none,
     # so Ray does not fuse decoding into them (fused, an actor would wait for its own frames)
     ds = ds.map_batches(decode, batch_size=1, num_cpus=1, memory=decode.task_memory())

@@ -183,7 +183,8 @@ class LiveSource:
         av = require_av()
         self._start_pts: int | None = None
         self._prev: tuple[Fraction, Any] | None = None
-        state, error = "ended", None
+        state = "ended"
+        error: BaseException | None = None
         try:
             for frame in self._container.decode(self._stream):
                 if self._stop:

@@ -303,8 +303,8 @@ def plan_views(
         stored = max(round(length / scale), 1)
         return [ClipView(offset + rule(stored, frames, rate, i, clips) * scale, crops) for i in range(clips)]
     if sampler in _INDEX_SAMPLERS and window is None:
-        rule = partial(_INDEX_SAMPLERS[sampler], **_rule_args(cfg), num_clips=clips)
-        return [ClipView(None, crops, partial(rule, clip_idx=i)) for i in range(clips)]
+        pick = partial(_INDEX_SAMPLERS[sampler], **_rule_args(cfg), num_clips=clips)
+        return [ClipView(None, crops, partial(pick, clip_idx=i)) for i in range(clips)]
     if sampler not in _INDEX_SAMPLERS:
         raise ValueError(f"{sampler!r} is not a clip sampler for classification views")
     out = []
