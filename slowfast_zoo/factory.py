@@ -98,9 +98,8 @@ def create(
         loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=_classifier(model_cfg))
-        if (
-            loaded is not None and loaded.source == "pretrained"
-        ):  # the zoo's files are safetensors, read from one hashed buffer
+        # the zoo's files are safetensors, read from one hashed buffer
+        if loaded is not None and loaded.source == "pretrained":
             report.source, report.file_format = loaded.file, "safetensors"
         if report.head_reset:
             _reset_classifier(model, model_cfg)
@@ -117,8 +116,9 @@ def create(
         loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
     outside = name.startswith(("hf-hub:", "local-dir:"))
     head_reset = bool(report and report.head_reset)
-    # torch types Module.__setattr__'s value as Tensor | Module; any other value becomes a plain attribute
-    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)  # type: ignore[assignment]
+    # torch's stub types Module.__setattr__'s value as Tensor | Module; any other value becomes a plain attribute
+    described = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)
+    model.pretrained_cfg = described  # type: ignore[assignment]
     model.load_report = report  # type: ignore[assignment]
     if features_only and family.features is not None:  # a family without the form was refused above
         features = family.features(model, tuple(out_indices))
