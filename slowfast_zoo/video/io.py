@@ -271,7 +271,11 @@ class VideoReader:
     Each request seeks to the keyframe before the first wanted frame and decodes forward from there; requests
     that move forward by less than :data:`SEEK_THRESHOLD_S` keep decoding without a seek, so consecutive clips
     of a long video (sliding windows) are read in one pass. ``frames_decoded`` and ``seeks`` count the work done.
+    (:class:`slowfast_zoo.video.codec.TorchCodecReader` decodes the same frames with torchcodec instead.)
     """
+
+    #: the library that decodes the frames
+    decoder = "pyav"
 
     def __init__(
         self, path: str | os.PathLike[str], *, seek_threshold: float = SEEK_THRESHOLD_S, max_pixels: int = MAX_PIXELS
@@ -512,21 +516,29 @@ class VideoReader:
         kept: dict[Fraction, torch.Tensor] = {}  # frame time -> converted frame
         pending = sorted({t for g in groups for t in g})
         done = 0  # groups yielded so far
-        for t in pending:
-            frame = self._frame_at(t)
-            key = self._time(frame)
+        for t, key, frame in self._decoded(pending):
             key_of[t] = key
             if key not in kept:
-                kept[key] = self._convert(frame, frame_fn)
+                rgb = self._rgb(frame)
+                kept[key] = rgb if frame_fn is None else frame_fn(rgb)
             while done < len(groups) and ends[done] <= t:
                 yield self._stack([kept[key_of[u]] for u in groups[done]])
                 done += 1
                 live = {key_of[u] for g in groups[done:] for u in g if u in key_of} | {key}
                 kept = {k: v for k, v in kept.items() if k in live}
 
-    def _convert(self, frame: Any, frame_fn: FrameFn | None) -> torch.Tensor:
-        rgb = torch.from_numpy(self._to_rgb(frame))
-        return rgb if frame_fn is None else frame_fn(rgb)
+    def _decoded(self, times: list[Fraction]) -> Iterator[tuple[Fraction, Fraction, Any]]:
+        """``(time, time of the frame on screen then, that frame)`` for each of the ascending ``times``.
+
+        The one step a decoding backend replaces: the frame is what :meth:`_rgb` takes (here a PyAV frame).
+        """
+        for t in times:
+            frame = self._frame_at(t)
+            yield t, self._time(frame), frame
+
+    def _rgb(self, frame: Any) -> torch.Tensor:
+        """A frame :meth:`_decoded` gave as a uint8 RGB ``(H, W, 3)`` tensor, upright."""
+        return torch.from_numpy(self._to_rgb(frame))
 
     def _stack(self, frames: list[torch.Tensor]) -> torch.Tensor:
         shapes = {tuple(f.shape) for f in frames}
