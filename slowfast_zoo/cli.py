@@ -18,6 +18,7 @@ from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 from slowfast_zoo.errors import SlowFastZooError
 from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 from slowfast_zoo.tasks.tables import text_table
+from slowfast_zoo.video.codec import DECODERS, resolve_decoder
 
 if TYPE_CHECKING:
     from slowfast_zoo.tasks.predict import VideoPrediction, Views
@@ -188,6 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = args.videos or [inference.sample_video()]
     if args.render and len(videos) != 1:
         raise ValueError("--render draws on one video; pass exactly one")
+    resolve_decoder(args.decoder)
     model = inference.load_model(
         args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
     )
@@ -199,13 +201,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 window, stride = args.windows
                 results = inference.predict_windows(
                     video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
-                    precision=args.precision, progress=True,
+                    precision=args.precision, progress=True, decoder=args.decoder,
                 )  # fmt: skip
             else:
                 views: Views = args.views or "reference"
                 results = [
                     inference.predict(
-                        video, model, views=views, top_k=args.top_k, precision=args.precision, progress=True
+                        video,
+                        model,
+                        views=views,
+                        top_k=args.top_k,
+                        precision=args.precision,
+                        progress=True,
+                        decoder=args.decoder,
                     )
                 ]
         except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
@@ -320,6 +328,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
+            decoder=args.decoder,
             precision=args.precision,
             fast=args.fast,
             out=args.out,
@@ -377,6 +386,12 @@ def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
         parser.add_argument(
             "--workers", type=int, default=1, help="threads decoding ahead of the model (default: %(default)s)"
         )
+    parser.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="auto",
+        help="torchcodec where it loads, else PyAV (auto, the default; the same frames), or one of them",
+    )
 
 
 def _ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -416,7 +431,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         extract = features.extract
         rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
         world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers)
+        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers, decoder=args.decoder)
     summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0
