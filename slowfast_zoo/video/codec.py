@@ -171,9 +171,15 @@ class TorchCodecReader(VideoReader):
             yield from super()._decoded(times)
             return
         table = self.frame_table()
+        if self._start_pts is None:  # no declared start: the first frame's (as PyAV's path learns it)
+            self._start_pts = table.pts[0]
         pts, start = table.pts, self._start_pts
         # the frame on screen at t: the last one at or before it (within half a tick), else the first
         index = [max(bisect.bisect_right(pts, start + t / self._tb + Fraction(1, 2)) - 1, 0) for t in times]
+        end = (pts[-1] - start) * self._tb
+        for t, i in zip(times, index):
+            if i == len(pts) - 1:  # past the last frame: fail as PyAV does if the header promised much more
+                self._check_not_truncated(t, end)
         wanted = sorted(set(index))
         per_call = max(1, MAX_BATCH_BYTES // (self.info.width * self.info.height * 3))
         done = 0  # times given so far

@@ -453,16 +453,17 @@ class VideoReader:
             nxt = self._next
             if nxt is None:  # end of stream: the last frame stays on screen
                 if self._cur is not None:
-                    self._check_not_truncated(t)
+                    self._check_not_truncated(t, self._time(self._cur))
                 return self._cur
             if self._time(nxt) <= t + self._eps or (self._cur is None and clamp):
                 self._cur, self._next = nxt, None
                 continue
             return self._cur
 
-    def _check_not_truncated(self, t: Fraction) -> None:
-        """At the end of the stream: fail if the container promised much more video than was decodable."""
-        last = float(self._time(self._cur))
+    def _check_not_truncated(self, t: Fraction, last_frame: Fraction) -> None:
+        """At the end of the stream (its last frame at ``last_frame``): fail if the container promised much more
+        video than was decodable."""
+        last = float(last_frame)
         declared = self.declared_duration
         frame = 1.0 / float(self._fps)
         missing = min(float(t), declared - frame) - last
