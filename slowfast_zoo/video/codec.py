@@ -214,7 +214,9 @@ class TorchCodecReader(VideoReader):
         return data
 
     def _rgb(self, frame: Any) -> torch.Tensor:
-        return frame  # torchcodec's frames are RGB (H, W, 3), upright, already
+        if isinstance(frame, torch.Tensor):
+            return frame  # torchcodec's: RGB (H, W, 3), upright, already
+        return super()._rgb(frame)  # PyAV's, after a hand-over
 
 
 def _first_line(e: Exception) -> str:
