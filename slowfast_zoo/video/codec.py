@@ -96,7 +96,7 @@ def open_reader(path: str | os.PathLike[str], decoder: str = "auto", **kwargs: A
     return VideoReader(path, **kwargs)
 
 
-class _Disagreement(Exception):
+class _Disagreement(SlowFastZooError):
     """torchcodec's view of the stream differs from PyAV's (the reader goes on with PyAV)."""
 
 
