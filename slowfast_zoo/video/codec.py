@@ -132,6 +132,7 @@ class TorchCodecReader(VideoReader):
     def _open_torchcodec(self, device: torch.device) -> Any:
         from torchcodec.decoders import VideoDecoder
 
+        self.frame_table()  # first: refuses more than MAX_FRAMES frames before torchcodec indexes them all
         if self.info.rotation and device.type != "cpu":
             device = torch.device("cpu")  # torchcodec rotates frames on the CPU path
         # "file:" as for PyAV: a name like "concat:a|b" is that file, not an FFmpeg protocol
@@ -142,10 +143,10 @@ class TorchCodecReader(VideoReader):
                 dimension_order="NHWC",
                 num_ffmpeg_threads=0,  # FFmpeg's choice, as PyAV's thread_type="AUTO"
                 device=str(device),
-                seek_mode="exact",
+                seek_mode="exact",  # frame indices in presentation order, from a scan of the packets (as the table's)
             )
         except (RuntimeError, ValueError) as e:
-            raise _Disagreement(f"torchcodec cannot open it ({_first_line(e)})") from e
+            raise _Disagreement(f"torchcodec cannot open it ({_reason(e)})") from e
         md = tc.metadata
         if (md.width, md.height) != (self.info.width, self.info.height):
             # the frame-size limit was checked on PyAV's reading of the header: torchcodec must allocate the same
@@ -203,7 +204,7 @@ class TorchCodecReader(VideoReader):
             batch = self._tc.get_frames_at(indices=indices)
         except (RuntimeError, IndexError, ValueError) as e:
             where = f"frames {indices[0]}..{indices[-1]}"
-            raise _Disagreement(f"torchcodec failed to decode {where} ({_first_line(e)})") from e
+            raise _Disagreement(f"torchcodec failed to decode {where} ({_reason(e)})") from e
         data = batch.data
         if tuple(data.shape[1:]) != (self.info.height, self.info.width, 3):
             raise _Disagreement(f"torchcodec returned frames of shape {tuple(data.shape[1:])}")
@@ -219,6 +220,7 @@ class TorchCodecReader(VideoReader):
         return super()._rgb(frame)  # PyAV's, after a hand-over
 
 
-def _first_line(e: Exception) -> str:
+def _reason(e: Exception) -> str:
+    """The last line of an error's message (torchcodec's name the source file first), at most 300 characters."""
     text = str(e).strip()
     return text.splitlines()[-1][:300] if text else type(e).__name__

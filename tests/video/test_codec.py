@@ -273,6 +273,16 @@ def test_frames_over_the_limit_are_refused_before_torchcodec_opens(tmp_path, no_
 
 
 @needs_torchcodec
+def test_too_many_frames_are_refused_before_torchcodec_indexes_them(tmp_path, monkeypatch, no_torchcodec_open):
+    from slowfast_zoo.video import io
+
+    path = write_video(tmp_path / "v.mp4", num_frames=30)
+    monkeypatch.setattr(io, "MAX_FRAMES", 20)
+    with pytest.raises(VideoError, match=r"more than 20 frames \(MAX_FRAMES\)"):
+        TorchCodecReader(path)
+
+
+@needs_torchcodec
 def test_not_regular_files_are_refused_before_torchcodec_opens(tmp_path, no_torchcodec_open):
     with pytest.raises(VideoError, match="/dev/zero: is not a regular file"):
         TorchCodecReader("/dev/zero")
