@@ -26,37 +26,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+from video_factory import PROTOCOL_CONFIGS as PROTOCOLS  # noqa: E402
+
 import slowfast_zoo  # noqa: E402
 from slowfast_zoo.video.codec import TorchCodecReader, torchcodec_problem  # noqa: E402
 from slowfast_zoo.video.io import VideoReader  # noqa: E402
 from slowfast_zoo.video.views import plan_views  # noqa: E402
 
-PROTOCOLS = {
-    "pysf_uniform": "slowfast_r50_8x8.k400_pysf",
-    "ptv_constant": "slow_r50_8x8.k400_ptv",
-    "pysf_charades": "slowfast_r50_16x8.charades_pysf",
-    "ptv_charades": "slow_r50_8x8.charades_ptv",
-    "segments": "slowfast_r50_8x8.ssv2_ptv",
-}
-
 
 def make_videos(folder: Path) -> dict[str, Path]:
     from pipeline import write_video as write_synthetic
-    from video_factory import write_video
+    from video_factory import write_decoder_clips
 
-    vfr = [0.0, 0.02, 0.1, 0.12, 0.3, 0.31, 0.5, 0.9, 0.95, 1.0, 1.4, 1.45, 2.0, 2.1, 2.5]
-    videos = {
-        "sample.mp4 (packaged)": slowfast_zoo.sample_video(),
-        "h264.mp4": write_video(folder / "a.mp4", num_frames=90, fps=30, width=80, height=60),
-        "h264-bframes.mkv": write_video(folder / "b.mkv", num_frames=75, fps=25, bframes=3),
-        "vp9.webm": write_video(folder / "c.webm", num_frames=40, fps=30, codec="libvpx-vp9"),
-        "mpeg4.avi": write_video(folder / "d.avi", num_frames=40, fps=30, codec="mpeg4"),
-        "mjpeg.mov": write_video(folder / "e.mov", num_frames=40, fps=30, codec="mjpeg"),
-        "vfr.mkv": write_video(folder / "f.mkv", num_frames=len(vfr), fps=10, times=vfr),
-        "rotated90.mp4": write_video(folder / "g.mp4", num_frames=40, fps=30, rotation=90),
-        "rotated180.mp4": write_video(folder / "h.mp4", num_frames=40, fps=30, rotation=180),
-        "odd-size.mp4": write_video(folder / "i.mp4", num_frames=40, fps=24, width=130, height=98),
-    }
+    videos = {"sample.mp4 (packaged)": slowfast_zoo.sample_video(), **write_decoder_clips(folder)}
     for w, h in ((340, 256), (640, 360), (1280, 720)):
         videos[f"synthetic {w}x{h}"] = write_synthetic(folder / f"s{w}.mp4", w, h, seconds=2)
     return videos

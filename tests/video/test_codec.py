@@ -16,7 +16,8 @@ import torch
 
 av = pytest.importorskip("av")
 
-from video_factory import read_index, write_video  # noqa: E402
+from video_factory import PROTOCOL_CONFIGS as PROTOCOLS  # noqa: E402
+from video_factory import VFR_TIMES, read_index, write_corrupt_copy, write_decoder_clips, write_video  # noqa: E402
 
 import slowfast_zoo  # noqa: E402
 from slowfast_zoo.errors import SlowFastZooError  # noqa: E402
@@ -37,15 +38,6 @@ needs_torchcodec = pytest.mark.skipif(
     reason=f'{PROBLEM}: pip install "slowfast-zoo[torchcodec]" and apt-get install {codec.FFMPEG_DEBIAN_PACKAGES}',
 )
 
-#: a pretrained config for every classification frame rule (test_clip_sampler) the zoo has
-PROTOCOLS = {
-    "pysf_uniform": "slowfast_r50_8x8.k400_pysf",
-    "ptv_constant": "slow_r50_8x8.k400_ptv",
-    "pysf_charades": "slowfast_r50_16x8.charades_pysf",
-    "ptv_charades": "slow_r50_8x8.charades_ptv",
-    "segments": "slowfast_r50_8x8.ssv2_ptv",
-}
-
 
 @pytest.fixture
 def without_torchcodec(monkeypatch):
@@ -60,20 +52,7 @@ def without_torchcodec(monkeypatch):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """Index-drawn clips in the containers, codecs and timings the PyAV tests use, and the packaged sample clip."""
-    d = tmp_path_factory.mktemp("codec")
-    vfr = [0.0, 0.02, 0.1, 0.12, 0.3, 0.31, 0.5, 0.9, 0.95, 1.0, 1.4, 1.45, 2.0, 2.1, 2.5]
-    return {
-        "sample": slowfast_zoo.sample_video(),
-        "h264.mp4": write_video(d / "a.mp4", num_frames=90, fps=30, width=80, height=60),
-        "h264-bframes.mkv": write_video(d / "b.mkv", num_frames=75, fps=25, bframes=3),
-        "vp9.webm": write_video(d / "c.webm", num_frames=40, fps=30, codec="libvpx-vp9"),
-        "mpeg4.avi": write_video(d / "d.avi", num_frames=40, fps=30, codec="mpeg4"),
-        "mjpeg.mov": write_video(d / "e.mov", num_frames=40, fps=30, codec="mjpeg"),
-        "vfr.mkv": write_video(d / "f.mkv", num_frames=len(vfr), fps=10, times=vfr),
-        "rotated90.mp4": write_video(d / "g.mp4", num_frames=40, fps=30, rotation=90),
-        "rotated180.mp4": write_video(d / "h.mp4", num_frames=40, fps=30, rotation=180),
-        "odd-size.mp4": write_video(d / "i.mp4", num_frames=40, fps=24, width=130, height=98),
-    }
+    return {"sample": slowfast_zoo.sample_video(), **write_decoder_clips(tmp_path_factory.mktemp("codec"))}
 
 
 # ---- choosing the decoder -----------------------------------------------------------------------------------------
@@ -170,8 +149,7 @@ def test_every_protocol_gets_pyavs_frames_bit_for_bit(videos, video, protocol):
 def test_frames_by_index_position_and_time_are_the_drawn_ones(videos):
     with TorchCodecReader(videos["vfr.mkv"]) as r:
         times = [0.0, 0.05, 0.11, 0.2, 0.305, 0.6, 0.97, 1.42, 5.0, -1.0]
-        vfr = [0.0, 0.02, 0.1, 0.12, 0.3, 0.31, 0.5, 0.9, 0.95, 1.0, 1.4, 1.45, 2.0, 2.1, 2.5]
-        expected = [max([i for i, s in enumerate(vfr) if s <= q], default=0) for q in times]
+        expected = [max([i for i, s in enumerate(VFR_TIMES) if s <= q], default=0) for q in times]
         assert [read_index(f) for f in r.frames_at(times).numpy()] == expected
     with TorchCodecReader(videos["h264-bframes.mkv"]) as r:
         assert [read_index(f) for f in r.frames_at_indices([74, 3, 3, 0, 40]).numpy()] == [74, 3, 3, 0, 40]
@@ -334,11 +312,6 @@ def test_a_truncated_file_fails_as_with_pyav(tmp_path, keep):
 
 @needs_torchcodec
 def test_a_corrupt_stream_fails_as_with_pyav(tmp_path):
-    path = write_video(tmp_path / "v.mp4", num_frames=60, fps=30)
-    data = bytearray(path.read_bytes())
-    n = len(data)
-    data[n // 3 : n // 3 + n // 4] = np.random.default_rng(0).integers(0, 256, n // 4, dtype=np.uint8).tobytes()
-    bad = tmp_path / "bad.mp4"
-    bad.write_bytes(bytes(data))
+    bad = write_corrupt_copy(write_video(tmp_path / "v.mp4", num_frames=60, fps=30), tmp_path / "bad.mp4")
     with TorchCodecReader(bad) as r, pytest.raises(VideoError, match=r"bad\.mp4: corrupt video stream"):
         r.read_clip(0.0, 8, 8, 30.0)
