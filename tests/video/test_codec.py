@@ -160,14 +160,18 @@ def test_frames_by_index_position_and_time_are_the_drawn_ones(videos):
 
 
 @needs_torchcodec
-def test_predict_scores_are_the_same_with_either_decoder(videos, one_thread):
+def test_predict_scores_are_the_same_with_either_decoder(videos, monkeypatch, one_thread):
+    opened = []
+    monkeypatch.setattr(codec, "TorchCodecReader", lambda *a, **kw: opened.append(1) or TorchCodecReader(*a, **kw))
     torch.manual_seed(0)
     model = slowfast_zoo.create(
         "slowfast_r50_8x8", width=8, num_classes=10, num_frames=16, crop_size=64, head_pool="fixed"
     )
     model.eval().pretrained_cfg = model.pretrained_cfg.replace(test_short_side=96, test_crop_size=96)
     a = slowfast_zoo.predict(videos["h264.mp4"], model, decoder="pyav")
+    assert not opened
     b = slowfast_zoo.predict(videos["h264.mp4"], model, decoder="torchcodec")
+    assert opened == [1]
     assert a.num_views == b.num_views == 30 and torch.equal(a.scores, b.scores)
 
 
@@ -315,3 +319,36 @@ def test_a_corrupt_stream_fails_as_with_pyav(tmp_path):
     bad = write_corrupt_copy(write_video(tmp_path / "v.mp4", num_frames=60, fps=30), tmp_path / "bad.mp4")
     with TorchCodecReader(bad) as r, pytest.raises(VideoError, match=r"bad\.mp4: corrupt video stream"):
         r.read_clip(0.0, 8, 8, 30.0)
+
+
+# ---- the decoder through the tasks and the commands ---------------------------------------------------------------
+@needs_torchcodec
+def test_the_feature_commands_embeddings_are_the_same_with_either_decoder(
+    videos, tiny_dir, tmp_path, monkeypatch, one_thread
+):
+    from slowfast_zoo.cli import main
+
+    calls = []
+    decode = TorchCodecReader._decode_indices
+    monkeypatch.setattr(TorchCodecReader, "_decode_indices", lambda self, *a: calls.append(1) or decode(self, *a))
+    paths = [str(videos["h264.mp4"]), str(videos["vfr.mkv"])]
+    got, used = {}, {}
+    for decoder in ("pyav", "torchcodec"):
+        out = tmp_path / decoder
+        argv = ["features", *paths, "-o", str(out), "--model", f"local-dir:{tiny_dir}", "--views", "reference"]
+        assert main([*argv, "--no-progress", "--workers", "0", "--decoder", decoder]) == 0
+        got[decoder] = slowfast_zoo.features.load_features(out)["embeddings"]
+        used[decoder], calls[:] = len(calls), []
+    assert used == {"pyav": 0, "torchcodec": 2}  # one torchcodec call per video, none when PyAV is asked for
+    assert got["pyav"].shape[0] == 2 and torch.equal(got["pyav"], got["torchcodec"])
+
+
+def test_evaluate_takes_the_decoder_from_the_command_line(tmp_path, monkeypatch):
+    from slowfast_zoo.cli import main
+
+    seen = {}
+    monkeypatch.setattr(slowfast_zoo, "evaluate", lambda *a, **kw: seen.update(kw))  # returns None: "shard done"
+    argv = ["evaluate", "m", "--dataset", "kinetics400", "--root", str(tmp_path), "--annotations", "a.csv"]
+    assert main([*argv, "--out", str(tmp_path / "r.json"), "--decoder", "pyav"]) == 0
+    assert seen["decoder"] == "pyav"
+    assert main(argv) == 0 and seen["decoder"] == "auto"
