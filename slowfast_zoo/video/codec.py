@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -34,7 +34,6 @@ __all__ = [
     "DECODERS",
     "FFMPEG_DEBIAN_PACKAGES",
     "MAX_BATCH_BYTES",
-    "Decoder",
     "DecoderUnavailableError",
     "TorchCodecReader",
     "open_reader",
@@ -44,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Decoder = Literal["auto", "pyav", "torchcodec"]
 DECODERS: tuple[str, ...] = ("auto", "pyav", "torchcodec")
 #: FFmpeg 5.1's shared libraries on Debian 12 (bookworm), all of which torchcodec links; any FFmpeg 4 to 8 works
 FFMPEG_DEBIAN_PACKAGES = "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8"
