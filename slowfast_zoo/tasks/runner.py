@@ -58,7 +58,7 @@ def load_model(
 
         cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
         _check_task(cfg.name, cfg.model.roi_head, True, task)
-        pool = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
+        pool: dict[str, Any] = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
         model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device, **pool).eval()
     else:
         if getattr(model, "pretrained_cfg", None) is None:

@@ -510,9 +510,9 @@ class VideoReader:
 
     def _groups(self, groups: list[list[Fraction]], frame_fn: FrameFn | None) -> Iterator[torch.Tensor]:
         """Decode the union of the groups' times in one ordered pass; yield each group's frames in group order."""
-        ends = [max(g) if g else None for g in groups]
-        if any(e is None for e in ends):
+        if not all(groups):
             raise ValueError("no frames requested")
+        ends = [max(g) for g in groups]
         key_of: dict[Fraction, Fraction] = {}  # wanted time -> time of the frame on screen then
         kept: dict[Fraction, torch.Tensor] = {}  # frame time -> converted frame
         pending = sorted({t for g in groups for t in g})
