@@ -1,0 +1,416 @@
+"""Per-layer roofline of the inference fast path: the whole forward against the sum of its layers timed alone.
+
+    python benchmarks/roofline.py [--model slowfast_r50_8x8] [--batch 1] [--size 224] [--repeat 7]
+        [--variants fp32,bf16,bf16_autocast] [--threads 2] [--out roofline.json]
+
+Variants (random weights, ``create(model)`` then the fast path):
+
+* ``eager``          the plain model, BatchNorm unfolded, contiguous, fp32
+* ``fp32``           ``optimize_for_inference(model)``: BatchNorm folded, channels_last_3d, fp32
+* ``bf16``           ``optimize_for_inference(model, dtype=torch.bfloat16)``: bf16 weights stored once, bf16 input
+* ``bf16_autocast``  the ``fp32`` copy under ``torch.autocast(bfloat16)``: weights cast to bf16 on every call
+
+For each variant, one real forward records every leaf module's inputs and outputs (forward hooks). Then, round after
+round, the script times the whole forward, every recorded leaf call alone (same module, same input tensors, hence the
+same dtype and memory format, under the same autocast / inference mode) and the "replay" forward, in which every leaf
+returns its recorded output at once, so that only what lies between the leaves runs (residual adds, the lateral
+concatenations, the head's mean, input checks, Python and module dispatch). Medians over rounds; the ratio
+``whole / sum of leaves`` is the median of the per-round ratios (robust to load that drifts between rounds).
+
+``torch.profiler`` then runs over one forward with every leaf wrapped in a ``record_function`` scope: each leaf's
+time inside the model, the aten ops outside any leaf (by name), and the casts and copies (``aten::to``,
+``aten::_to_copy``, ``aten::copy_``, ``aten::contiguous``, ``aten::clone``, ``aten::cat``) inside and outside the
+leaves. FLOPs per leaf come from ``torch.utils.flop_counter`` (2 per multiply-add). A large res4-like convolution
+(3x3, 256 channels, batch 8, 14x14) in the same dtype and format gives the machine's rate for one big conv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import slowfast_zoo
+from slowfast_zoo.models.optimize import optimize_for_inference
+
+VARIANTS = ("eager", "fp32", "bf16", "bf16_autocast")
+COPIES = ("aten::to", "aten::_to_copy", "aten::copy_", "aten::contiguous", "aten::clone", "aten::cat")
+SKIP = (nn.Identity,)
+
+
+# ---- the model of each variant ------------------------------------------------------------------------------------
+def build(name: str, variant: str, batch: int, size: int) -> tuple[nn.Module, list[torch.Tensor], Callable[[], Any]]:
+    """(model, inputs, context factory) of one variant; same random weights and input for every variant."""
+    torch.manual_seed(0)
+    model = slowfast_zoo.create(name, head_pool="adaptive").eval()
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(1)
+    x = [torch.randn(batch, 3, cfg.frames(p), size, size, generator=g) for p in range(cfg.num_pathways)]
+    if variant == "eager":
+        return model, x, torch.no_grad
+    if variant == "bf16":
+        return optimize_for_inference(model, dtype=torch.bfloat16), [t.bfloat16() for t in x], torch.inference_mode
+    fast = optimize_for_inference(model)
+    if variant == "fp32":
+        return fast, x, torch.inference_mode
+
+    @contextlib.contextmanager
+    def autocast() -> Iterator[None]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+    return fast, x, autocast
+
+
+# ---- recording the leaves -------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Call:
+    """One call of a leaf module in the recorded forward: its inputs and output, kept for replay."""
+
+    name: str
+    module: nn.Module
+    args: tuple[Any, ...]
+    output: Any
+    times: list[float] = field(default_factory=list)
+    flops: int = 0
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name, self.module)
+
+    def __call__(self) -> Any:
+        return self.module(*self.args)
+
+
+def kind_of(name: str, m: nn.Module) -> str:
+    """The group a leaf belongs to: convs by where they sit (stem, slow / fast res, lateral), the rest by type."""
+    if isinstance(m, nn.Conv3d):
+        if name.startswith("stem."):
+            return "conv stem"
+        if name.startswith("lateral."):
+            return "conv lateral"
+        if name.startswith("res"):
+            return f"conv {name.split('.')[1]} res"
+        return "conv other"
+    if isinstance(m, (nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)):
+        return "pool"
+    return type(m).__name__.lstrip("_")
+
+
+def _keep(x: Any) -> Any:
+    """A copy of a tensor with the same strides (an in-place ReLU later must not change what was recorded)."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_keep(t) for t in x)
+    return x
+
+
+def leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if not any(m.children()) and not isinstance(m, SKIP)]
+
+
+def record(model: nn.Module, x: list[torch.Tensor], ctx: Callable[[], Any]) -> list[Call]:
+    """Every leaf call of one forward, in order, with copies of its inputs and output."""
+    calls: list[Call] = []
+    pending: dict[int, list[Any]] = defaultdict(list)
+    handles = []
+    for name, m in leaves(model):
+
+        def pre(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            pending[id(mod)].append(_keep(args))
+
+        def post(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+            calls.append(Call(name, mod, pending[id(mod)].pop(), _keep(out)))
+
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        with ctx():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+@contextlib.contextmanager
+def replaying(calls: list[Call]) -> Iterator[None]:
+    """Every leaf returns its recorded output(s), in call order, without computing: the model runs only the rest."""
+    by_module: dict[int, list[Any]] = defaultdict(list)
+    modules = {}
+    for c in calls:
+        by_module[id(c.module)].append(c.output)
+        modules[id(c.module)] = c.module
+    for key, m in modules.items():
+        outs, state = by_module[key], {"i": 0}
+
+        def forward(*args: Any, outs: list[Any] = outs, state: dict[str, int] = state) -> Any:
+            out = outs[state["i"] % len(outs)]
+            state["i"] += 1
+            return out
+
+        m.forward = forward
+    try:
+        yield
+    finally:
+        for m in modules.values():
+            del m.forward
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ---- profiling ------------------------------------------------------------------------------------------------------
+def profile(model: nn.Module, x: list[torch.Tensor], ctx: Callable[[], Any]) -> dict[str, Any]:
+    """One forward under torch.profiler, each leaf in a ``leaf::<name>`` scope: time per leaf in the model, aten ops
+    outside every leaf, and the casts / copies inside and outside the leaves."""
+    scopes: list[Any] = []
+    handles = []
+    for name, m in leaves(model):
+
+        def pre(mod: nn.Module, args: Any, name: str = name) -> None:
+            scopes.append(torch.profiler.record_function(f"leaf::{name}"))
+            scopes[-1].__enter__()
+
+        def post(mod: nn.Module, args: Any, out: Any) -> None:
+            scopes.pop().__exit__(None, None, None)
+
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        with ctx():
+            model(x)  # warm
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                with torch.profiler.record_function("forward"):
+                    model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    events = prof.events()
+    leaf_us: dict[str, float] = defaultdict(float)
+    outside: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    copies: dict[str, dict[str, list[float]]] = {"inside leaves": {}, "outside leaves": {}}
+    total_us = 0.0
+    for e in events:
+        if e.name == "forward":
+            total_us = e.cpu_time_total
+            continue
+        if e.name.startswith("leaf::"):
+            leaf_us[e.name[6:]] += e.cpu_time_total
+            continue
+        parents, p = [], e.cpu_parent
+        while p is not None:
+            parents.append(p.name)
+            p = p.cpu_parent
+        in_leaf = any(n.startswith("leaf::") for n in parents)
+        if e.name in COPIES:
+            row = copies["inside leaves" if in_leaf else "outside leaves"].setdefault(e.name, [0, 0.0])
+            row[0] += 1
+            row[1] += e.cpu_time_total / 1e3
+        if not in_leaf and parents and parents[0] == "forward":  # top-level op between the leaves
+            outside[e.name][0] += 1
+            outside[e.name][1] += e.cpu_time_total / 1e3
+    return {
+        "forward_ms": total_us / 1e3,
+        "leaf_ms": {k: v / 1e3 for k, v in leaf_us.items()},
+        "outside_leaves_ms": {k: {"calls": c, "ms": t} for k, (c, t) in sorted(outside.items(), key=lambda i: -i[1][1])},
+        "copies": {w: {k: {"calls": c, "ms": t} for k, (c, t) in d.items()} for w, d in copies.items()},
+    }
+
+
+# ---- one variant ----------------------------------------------------------------------------------------------------
+def reference_conv(dtype: torch.dtype, autocast: bool) -> dict[str, Any]:
+    """The rate of one large res4-like convolution (1x3x3, 256 -> 256, batch 8, 8x14x14) in the variant's dtype."""
+    conv = nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)).eval().requires_grad_(False)
+    x = torch.randn(8, 256, 8, 14, 14)
+    if dtype != torch.float32 and not autocast:
+        conv, x = conv.to(dtype), x.to(dtype)
+    conv = conv.to(memory_format=torch.channels_last_3d)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    with torch.inference_mode(), ctx:
+        with FlopCounterMode(display=False) as fc:
+            conv(x)
+        for _ in range(2):
+            conv(x)
+        t = statistics.median(timed(lambda: conv(x)) for _ in range(5))
+    return {"shape": "1x3x3 256->256, input (8, 256, 8, 14, 14)", "ms": t * 1e3, "gflops_per_s": fc.get_total_flops() / t / 1e9}
+
+
+def run_variant(name: str, variant: str, batch: int, size: int, repeat: int) -> dict[str, Any]:
+    model, x, ctx = build(name, variant, batch, size)
+    calls = record(model, x, ctx)
+    with ctx():
+        for c in calls:  # FLOPs of each call, and a warm-up of each
+            with FlopCounterMode(display=False) as fc:
+                c()
+            c.flops = fc.get_total_flops()
+            c()
+        for _ in range(2):
+            model(x)
+        whole, replay, sums = [], [], []
+        for _ in range(repeat):
+            whole.append(timed(lambda: model(x)))
+            for c in calls:
+                c.times.append(timed(c))
+            sums.append(sum(c.times[-1] for c in calls))
+            with replaying(calls):
+                replay.append(timed(lambda: model(x)))
+    prof = profile(model, x, ctx)
+    shapes = {id(c): list(c.args[0].shape) for c in calls}
+    for c in calls:  # keep no big tensors past this point
+        c.args = c.output = ()
+    med = {c: statistics.median(c.times) for c in calls}
+    groups: dict[str, dict[str, float]] = {}
+    for c in calls:
+        g = groups.setdefault(c.kind, {"calls": 0, "ms": 0.0, "in_model_ms": 0.0, "gflops": 0.0})
+        g["calls"] += 1
+        g["ms"] += med[c] * 1e3
+        g["gflops"] += c.flops / 1e9
+    for leaf, ms in prof["leaf_ms"].items():
+        kind = kind_of(leaf, model.get_submodule(leaf))
+        groups[kind]["in_model_ms"] += ms
+    for g in groups.values():
+        g["gflops_per_s"] = g["gflops"] / g["ms"] * 1e3 if g["ms"] else 0.0
+    convs = [
+        {
+            "name": c.name,
+            "kind": c.kind,
+            "kernel": list(c.module.kernel_size),
+            "stride": list(c.module.stride),
+            "chans": [c.module.in_channels, c.module.out_channels],
+            "input": shapes[id(c)],
+            "gflops": c.flops / 1e9,
+            "ms": med[c] * 1e3,
+            "gflops_per_s": c.flops / med[c] / 1e9,
+        }
+        for c in calls
+        if isinstance(c.module, nn.Conv3d)
+    ]
+    p = next(model.parameters())
+    ref = reference_conv(p.dtype if variant != "bf16_autocast" else torch.bfloat16, variant == "bf16_autocast")
+    whole_ms = statistics.median(whole) * 1e3
+    sum_ms = statistics.median(sums) * 1e3
+    conv_ms = sum(v["ms"] for k, v in groups.items() if k.startswith("conv"))
+    total_flops = sum(c.flops for c in calls)
+    return {
+        "variant": variant,
+        "whole_ms": whole_ms,
+        "whole_times_ms": [t * 1e3 for t in whole],
+        "sum_of_leaves_ms": sum_ms,
+        "sum_of_conv_leaves_ms": conv_ms,
+        "replay_ms": statistics.median(replay) * 1e3,
+        "ratio_whole_over_sum": statistics.median(w / s for w, s in zip(whole, sums)),
+        "ratio_whole_over_convs": whole_ms / conv_ms,
+        "gflops": total_flops / 1e9,
+        "whole_gflops_per_s": total_flops / whole_ms / 1e6,
+        "conv_gflops_per_s": sum(v["gflops"] for k, v in groups.items() if k.startswith("conv")) / conv_ms * 1e3,
+        "reference_conv": ref,
+        "leaf_calls": len(calls),
+        "groups": dict(sorted(groups.items(), key=lambda i: -i[1]["ms"])),
+        "convs": convs,
+        "profile": prof,
+    }
+
+
+# ---- report ---------------------------------------------------------------------------------------------------------
+def machine(threads: int) -> dict[str, Any]:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), cpu)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": threads,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"## {r['model']} batch {r['batch']} {r['size']}x{r['size']}, variant {r['variant']}",
+        f"whole {r['whole_ms']:.1f} ms | sum of {r['leaf_calls']} leaves {r['sum_of_leaves_ms']:.1f} ms | "
+        f"whole / sum {r['ratio_whole_over_sum']:.3f} | convs alone {r['sum_of_conv_leaves_ms']:.1f} ms "
+        f"(whole / convs {r['ratio_whole_over_convs']:.3f}) | replay (no leaf computes) {r['replay_ms']:.1f} ms | "
+        f"{r['whole_gflops_per_s']:.0f} GFLOP/s whole, {r['conv_gflops_per_s']:.0f} in convs alone, "
+        f"{r['reference_conv']['gflops_per_s']:.0f} one large conv",
+        "",
+        "| kind | calls | alone ms | in model ms (profiled) | GFLOP | GFLOP/s alone |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, g in r["groups"].items():
+        lines.append(
+            f"| {k} | {g['calls']} | {g['ms']:.1f} | {g['in_model_ms']:.1f} | {g['gflops']:.2f} | {g['gflops_per_s']:.0f} |"
+        )
+    prof = r["profile"]
+    lines += ["", f"between the leaves (profiled forward {prof['forward_ms']:.1f} ms):"]
+    lines += [f"  {k}: {v['calls']} calls, {v['ms']:.2f} ms" for k, v in list(prof["outside_leaves_ms"].items())[:8]]
+    for where, d in prof["copies"].items():
+        lines.append(f"copies {where}: " + (", ".join(f"{k} x{v['calls']} {v['ms']:.2f} ms" for k, v in d.items()) or "none"))
+    best = max(c["gflops_per_s"] for c in r["convs"])
+    slow = sorted(r["convs"], key=lambda c: -(c["ms"] - c["gflops"] / best * 1e3))[:8]
+    lines += [
+        "",
+        f"convs losing most time against the best conv rate here ({best:.0f} GFLOP/s):",
+        "| conv | kernel | stride | in->out | input | GFLOP | ms | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in slow:
+        lines.append(
+            f"| {c['name']} | {'x'.join(map(str, c['kernel']))} | {'x'.join(map(str, c['stride']))} | "
+            f"{c['chans'][0]}->{c['chans'][1]} | {tuple(c['input'])} | {c['gflops']:.2f} | {c['ms']:.2f} | "
+            f"{c['gflops_per_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="slowfast_r50_8x8,slow_r50_8x8")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeat", type=int, default=7, help="timed rounds (whole, every leaf, replay)")
+    parser.add_argument("--variants", default="fp32,bf16,bf16_autocast", help=f"comma-separated, of {VARIANTS}")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--out", default="roofline.json")
+    args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {"machine": machine(args.threads), "command": " ".join(sys.argv), "runs": []}
+    for name in args.models.split(","):
+        for variant in variants:
+            load = os.getloadavg()
+            r = run_variant(name, variant, args.batch, args.size, args.repeat)
+            r.update(model=name, batch=args.batch, size=args.size, load_avg_before=load, load_avg_after=os.getloadavg())
+            results["runs"].append(r)
+            print(table(r), f"\nload average before / after: {load} / {r['load_avg_after']}\n", flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"machine: {json.dumps(results['machine'])}\nJSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
