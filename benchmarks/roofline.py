@@ -9,6 +9,12 @@ Variants (random weights, ``create(model)`` then the fast path):
 * ``fp32``           ``optimize_for_inference(model)``: BatchNorm folded, channels_last_3d, fp32
 * ``bf16``           ``optimize_for_inference(model, dtype=torch.bfloat16)``: bf16 weights stored once, bf16 input
 * ``bf16_autocast``  the ``fp32`` copy under ``torch.autocast(bfloat16)``: weights cast to bf16 on every call
+  (the fused kernels step aside under autocast: its convs, ReLUs and adds run as separate ops)
+* ``fp32_nofuse``, ``bf16_nofuse``  as ``fp32`` / ``bf16`` with BatchNorm folded but ReLU and the residual add left
+  as separate ops (the fast path before ``fuse_activations``)
+
+``--compile`` also times ``torch.compile`` (inductor, freezing) of the ``bf16`` model: the first call (compile time)
+and then compiled and eager forwards alternating, and says after how many forwards the compile time is paid back.
 
 For each variant, one real forward records every leaf module's inputs and outputs (forward hooks). Then, round after
 round, the script times the whole forward, every recorded leaf call alone (same module, same input tensors, hence the
@@ -46,9 +52,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import slowfast_zoo
-from slowfast_zoo.models.optimize import optimize_for_inference
+from slowfast_zoo.models.optimize import fuse_bn, optimize_for_inference
 
-VARIANTS = ("eager", "fp32", "bf16", "bf16_autocast")
+VARIANTS = ("eager", "fp32", "bf16", "bf16_autocast", "fp32_nofuse", "bf16_nofuse")
 COPIES = ("aten::to", "aten::_to_copy", "aten::copy_", "aten::contiguous", "aten::clone", "aten::cat")
 SKIP = (nn.Identity,)
 
@@ -63,8 +69,12 @@ def build(name: str, variant: str, batch: int, size: int) -> tuple[nn.Module, li
     x = [torch.randn(batch, 3, cfg.frames(p), size, size, generator=g) for p in range(cfg.num_pathways)]
     if variant == "eager":
         return model, x, torch.no_grad
+    dtype = torch.bfloat16 if variant.startswith("bf16") and variant != "bf16_autocast" else None
+    if variant.endswith("_nofuse"):
+        fast = fuse_bn(optimize_for_inference(model, fuse=False, dtype=dtype), inplace=True)
+        return fast, [t.to(dtype or t.dtype) for t in x], torch.inference_mode
     if variant == "bf16":
-        return optimize_for_inference(model, dtype=torch.bfloat16), [t.bfloat16() for t in x], torch.inference_mode
+        return optimize_for_inference(model, dtype=dtype), [t.bfloat16() for t in x], torch.inference_mode
     fast = optimize_for_inference(model)
     if variant == "fp32":
         return fast, x, torch.inference_mode
@@ -197,9 +207,11 @@ def profile(model: nn.Module, x: list[torch.Tensor], ctx: Callable[[], Any]) -> 
     try:
         with ctx():
             model(x)  # warm
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                with torch.profiler.record_function("forward"):
-                    model(x)
+            with (
+                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof,
+                torch.profiler.record_function("forward"),
+            ):
+                model(x)
     finally:
         for h in handles:
             h.remove()
@@ -230,7 +242,9 @@ def profile(model: nn.Module, x: list[torch.Tensor], ctx: Callable[[], Any]) -> 
     return {
         "forward_ms": total_us / 1e3,
         "leaf_ms": {k: v / 1e3 for k, v in leaf_us.items()},
-        "outside_leaves_ms": {k: {"calls": c, "ms": t} for k, (c, t) in sorted(outside.items(), key=lambda i: -i[1][1])},
+        "outside_leaves_ms": {
+            k: {"calls": c, "ms": t} for k, (c, t) in sorted(outside.items(), key=lambda i: -i[1][1])
+        },
         "copies": {w: {k: {"calls": c, "ms": t} for k, (c, t) in d.items()} for w, d in copies.items()},
     }
 
@@ -251,7 +265,11 @@ def reference_conv(dtype: torch.dtype, autocast: bool) -> dict[str, Any]:
         for _ in range(2):
             conv(x)
         t = statistics.median(timed(lambda: conv(x)) for _ in range(5))
-    return {"shape": "1x3x3 256->256, input (8, 256, 8, 14, 14)", "ms": t * 1e3, "gflops_per_s": fc.get_total_flops() / t / 1e9}
+    return {
+        "shape": "1x3x3 256->256, input (8, 256, 8, 14, 14)",
+        "ms": t * 1e3,
+        "gflops_per_s": fc.get_total_flops() / t / 1e9,
+    }
 
 
 def run_variant(name: str, variant: str, batch: int, size: int, repeat: int) -> dict[str, Any]:
@@ -314,7 +332,9 @@ def run_variant(name: str, variant: str, batch: int, size: int, repeat: int) -> 
         "variant": variant,
         "whole_ms": whole_ms,
         "whole_times_ms": [t * 1e3 for t in whole],
+        "whole_min_ms": min(whole) * 1e3,
         "sum_of_leaves_ms": sum_ms,
+        "sum_of_leaves_min_ms": min(sums) * 1e3,
         "sum_of_conv_leaves_ms": conv_ms,
         "replay_ms": statistics.median(replay) * 1e3,
         "ratio_whole_over_sum": statistics.median(w / s for w, s in zip(whole, sums)),
@@ -327,6 +347,34 @@ def run_variant(name: str, variant: str, batch: int, size: int, repeat: int) -> 
         "groups": dict(sorted(groups.items(), key=lambda i: -i[1]["ms"])),
         "convs": convs,
         "profile": prof,
+    }
+
+
+def compile_cost(name: str, batch: int, size: int, repeat: int) -> dict[str, Any]:
+    """torch.compile (inductor, freezing) of the bf16 fast path: compile time, per-forward gain, break-even count."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights are constants: oneDNN prepacking and folding (inference only)
+    model, x, ctx = build(name, "bf16", batch, size)
+    compiled = torch.compile(model)
+    with ctx():
+        eager_first = timed(lambda: model(x))
+        first = timed(lambda: compiled(x))
+        eager, comp = [], []
+        for _ in range(repeat):
+            eager.append(timed(lambda: model(x)))
+            comp.append(timed(lambda: compiled(x)))
+        same = (compiled(x).float() - model(x).float()).abs().max().item()
+    e, c = statistics.median(eager), statistics.median(comp)
+    compile_s = first - c
+    return {
+        "compile_s": compile_s,
+        "eager_ms": e * 1e3,
+        "compiled_ms": c * 1e3,
+        "eager_first_call_ms": eager_first * 1e3,
+        "speedup": e / c,
+        "pays_after_forwards": compile_s / (e - c) if e > c else None,
+        "max_abs_logit_diff": same,
     }
 
 
@@ -362,13 +410,16 @@ def table(r: dict[str, Any]) -> str:
     ]
     for k, g in r["groups"].items():
         lines.append(
-            f"| {k} | {g['calls']} | {g['ms']:.1f} | {g['in_model_ms']:.1f} | {g['gflops']:.2f} | {g['gflops_per_s']:.0f} |"
+            f"| {k} | {g['calls']} | {g['ms']:.1f} | {g['in_model_ms']:.1f} | {g['gflops']:.2f} | "
+            f"{g['gflops_per_s']:.0f} |"
         )
     prof = r["profile"]
     lines += ["", f"between the leaves (profiled forward {prof['forward_ms']:.1f} ms):"]
     lines += [f"  {k}: {v['calls']} calls, {v['ms']:.2f} ms" for k, v in list(prof["outside_leaves_ms"].items())[:8]]
     for where, d in prof["copies"].items():
-        lines.append(f"copies {where}: " + (", ".join(f"{k} x{v['calls']} {v['ms']:.2f} ms" for k, v in d.items()) or "none"))
+        lines.append(
+            f"copies {where}: " + (", ".join(f"{k} x{v['calls']} {v['ms']:.2f} ms" for k, v in d.items()) or "none")
+        )
     best = max(c["gflops_per_s"] for c in r["convs"])
     slow = sorted(r["convs"], key=lambda c: -(c["ms"] - c["gflops"] / best * 1e3))[:8]
     lines += [
@@ -394,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds (whole, every leaf, replay)")
     parser.add_argument("--variants", default="fp32,bf16,bf16_autocast", help=f"comma-separated, of {VARIANTS}")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 path (last)")
     parser.add_argument("--out", default="roofline.json")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
@@ -408,6 +460,14 @@ def main(argv: list[str] | None = None) -> None:
             r.update(model=name, batch=args.batch, size=args.size, load_avg_before=load, load_avg_after=os.getloadavg())
             results["runs"].append(r)
             print(table(r), f"\nload average before / after: {load} / {r['load_avg_after']}\n", flush=True)
+    if args.compile:
+        results["compile"] = []
+        for name in args.models.split(","):
+            load = os.getloadavg()
+            c = compile_cost(name, args.batch, args.size, args.repeat)
+            c.update(model=name, batch=args.batch, load_avg_before=load, load_avg_after=os.getloadavg())
+            results["compile"].append(c)
+            print(f"torch.compile {name} bf16: {json.dumps(c)}", flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"machine: {json.dumps(results['machine'])}\nJSON: {args.out}")
 
