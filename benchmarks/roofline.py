@@ -272,8 +272,22 @@ def reference_conv(dtype: torch.dtype, autocast: bool) -> dict[str, Any]:
     }
 
 
-def run_variant(name: str, variant: str, batch: int, size: int, repeat: int) -> dict[str, Any]:
+def alternate(built: dict[str, tuple[nn.Module, list[torch.Tensor], Callable[[], Any]]], repeat: int) -> dict:
+    """Whole forwards of every variant, one after the other, round after round (order rotating): median ms each."""
+    names = list(built)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeat):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            model, x, ctx = built[k]
+            with ctx():
+                times[k].append(timed(lambda model=model, x=x: model(x)))
+    return {k: {"median_ms": statistics.median(v) * 1e3, "times_ms": [t * 1e3 for t in v]} for k, v in times.items()}
+
+
+def run_variant(name: str, variant: str, batch: int, size: int, repeat: int, built: dict | None = None) -> dict:
     model, x, ctx = build(name, variant, batch, size)
+    if built is not None:
+        built[variant] = (model, x, ctx)
     calls = record(model, x, ctx)
     with ctx():
         for c in calls:  # FLOPs of each call, and a warm-up of each
@@ -443,7 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds (whole, every leaf, replay)")
-    parser.add_argument("--variants", default="fp32,bf16,bf16_autocast", help=f"comma-separated, of {VARIANTS}")
+    parser.add_argument(
+        "--variants", default="fp32_nofuse,fp32,bf16_nofuse,bf16,bf16_autocast", help=f"comma-separated, of {VARIANTS}"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 path (last)")
     parser.add_argument("--out", default="roofline.json")
@@ -453,13 +469,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"machine": machine(args.threads), "command": " ".join(sys.argv), "runs": []}
+    results["alternating"] = {}
     for name in args.models.split(","):
+        built: dict[str, Any] = {}
         for variant in variants:
             load = os.getloadavg()
-            r = run_variant(name, variant, args.batch, args.size, args.repeat)
+            r = run_variant(name, variant, args.batch, args.size, args.repeat, built)
             r.update(model=name, batch=args.batch, size=args.size, load_avg_before=load, load_avg_after=os.getloadavg())
             results["runs"].append(r)
             print(table(r), f"\nload average before / after: {load} / {r['load_avg_after']}\n", flush=True)
+        load = os.getloadavg()
+        alt = alternate(built, args.repeat)
+        del built
+        results["alternating"][name] = {"variants": alt, "load_avg_before": load, "load_avg_after": os.getloadavg()}
+        print(
+            f"{name}, whole forwards alternating ({args.repeat} rounds, load {load[0]:.2f} -> {os.getloadavg()[0]:.2f}):",
+            ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in alt.items()),
+            "\n",
+            flush=True,
+        )
     if args.compile:
         results["compile"] = []
         for name in args.models.split(","):
