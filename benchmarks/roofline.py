@@ -493,7 +493,11 @@ def main(argv: list[str] | None = None) -> None:
         results["compile"] = []
         for name in args.models.split(","):
             load = os.getloadavg()
-            c = compile_cost(name, args.batch, args.size, args.repeat)
+            Path(args.out).write_text(json.dumps(results, indent=1))  # what is measured so far, should compile fail
+            try:
+                c = compile_cost(name, args.batch, args.size, args.repeat)
+            except Exception as e:  # a compiler failure is a result to report
+                c = {"error": f"{type(e).__name__}: {e}"[:2000]}
             c.update(model=name, batch=args.batch, load_avg_before=load, load_avg_after=os.getloadavg())
             results["compile"].append(c)
             print(f"torch.compile {name} bf16: {json.dumps(c)}", flush=True)
