@@ -133,7 +133,8 @@ class _FusedConv3d(nn.Conv3d):
 
     The fused kernel adds and applies ReLU to the accumulator before it is stored: fp32 results are those of the
     separate ops; in bf16 the sum is rounded once instead of twice. It runs on CPU tensors of the weight's dtype
-    without autograd; under autocast, on other devices or with gradients the separate ops run (same parameters).
+    without autograd; under autocast, on other devices, with gradients or under ``torch.compile`` (which fuses these
+    itself) the separate ops run, with the same parameters.
     """
 
     relu: bool = True
@@ -147,6 +148,7 @@ class _FusedConv3d(nn.Conv3d):
             and (residual is None or residual.dtype == w.dtype)
             and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and not torch.compiler.is_compiling()  # inductor has no fake kernel for it, and fuses by itself
         ):
             args = (w, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
             act = "relu" if self.relu else None

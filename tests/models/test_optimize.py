@@ -220,3 +220,17 @@ def test_fused_convs_step_aside_under_autocast_and_for_gradients() -> None:
     x = [t.requires_grad_() for t in x]
     fast(x).sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in x)
+
+
+def test_fused_convs_trace_as_separate_ops_for_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile cannot trace the oneDNN fused op (no fake kernel): while compiling, the plain ops run."""
+    model = small("slow_r50_8x8")
+    x = inputs(model)
+    fast = optimize_for_inference(model)
+    with torch.inference_mode():
+        expected = fast(x)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        with _Ops() as ops:
+            actual = fast(x)
+    assert "aten.relu.default" in ops.ops and not any(op.startswith("mkldnn.") for op in ops.ops)
+    close(actual, expected, 1e-5)
