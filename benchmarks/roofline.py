@@ -13,6 +13,7 @@ Variants (random weights, ``create(model)`` then the fast path):
 * ``fp32_nofuse``, ``bf16_nofuse``  as ``fp32`` / ``bf16`` with BatchNorm folded but ReLU and the residual add left
   as separate ops (the fast path before ``fuse_activations``)
 
+``--alternate-only`` skips the per-leaf work and only alternates whole forwards of the variants (a quick A/B).
 ``--compile`` also times ``torch.compile`` (inductor, freezing) of the ``bf16`` model: the first call (compile time)
 and then compiled and eager forwards alternating, and says after how many forwards the compile time is paid back.
 
@@ -461,6 +462,9 @@ def main(argv: list[str] | None = None) -> None:
         "--variants", default="fp32_nofuse,fp32,bf16_nofuse,bf16,bf16_autocast", help=f"comma-separated, of {VARIANTS}"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--alternate-only", action="store_true", help="only the whole forwards of the variants, alternating (quick A/B)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 path (last)")
     parser.add_argument("--out", default="roofline.json")
     args = parser.parse_args(argv)
@@ -472,12 +476,14 @@ def main(argv: list[str] | None = None) -> None:
     results["alternating"] = {}
     for name in args.models.split(","):
         built: dict[str, Any] = {}
-        for variant in variants:
+        for variant in variants if not args.alternate_only else ():
             load = os.getloadavg()
             r = run_variant(name, variant, args.batch, args.size, args.repeat, built)
             r.update(model=name, batch=args.batch, size=args.size, load_avg_before=load, load_avg_after=os.getloadavg())
             results["runs"].append(r)
             print(table(r), f"\nload average before / after: {load} / {r['load_avg_after']}\n", flush=True)
+        if args.alternate_only:
+            built = {v: build(name, v, args.batch, args.size) for v in variants}
         load = os.getloadavg()
         alt = alternate(built, args.repeat)
         del built
