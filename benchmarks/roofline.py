@@ -183,10 +183,13 @@ def replaying(calls: list[Call]) -> Iterator[None]:
             del m.forward
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process (see main)
+
+
 def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 # ---- profiling ------------------------------------------------------------------------------------------------------
@@ -463,6 +466,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall: perf_counter; cpu: process CPU time, which leaves out the time other processes hold the cores "
+        "(use with --threads 1, where no thread spins waiting for another)",
+    )
+    parser.add_argument(
         "--alternate-only", action="store_true", help="only the whole forwards of the variants, alternating (quick A/B)"
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 path (last)")
@@ -472,7 +482,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     results: dict[str, Any] = {"machine": machine(args.threads), "command": " ".join(sys.argv), "runs": []}
+    results["machine"]["clock"] = args.clock
     results["alternating"] = {}
     for name in args.models.split(","):
         built: dict[str, Any] = {}
