@@ -176,14 +176,15 @@ def _fusable(conv: nn.Module) -> bool:
 
 def fuse_activations(model: M) -> M:
     """In place: every conv-ReLU unit whose BatchNorm is folded computes conv + ReLU in one kernel, and every
-    bottleneck its last conv + shortcut add + ReLU (CPU, oneDNN post-ops). Parameters and state-dict keys stay.
+    bottleneck its last conv + shortcut add + ReLU (CPU, oneDNN post-ops). Parameters and state-dict keys stay;
+    a model fused already is left as it is.
 
     The folded convs without a ReLU (projection shortcuts) call oneDNN directly too: PyTorch's own dispatch sends
     thin fp32 3-D convolutions (the Fast pathway's) to ``slow_conv3d``, with a layout copy in and out.
     """
     for m in model.modules():
         folded = isinstance(m, ConvBnAct) and isinstance(m.bn, nn.Identity) and _fusable(m.conv)
-        if folded and (type(m.act) is nn.ReLU or isinstance(m.act, nn.Identity)):
+        if folded and type(m.conv) is not _FusedConv3d and (type(m.act) is nn.ReLU or isinstance(m.act, nn.Identity)):
             m.conv.__class__ = _FusedConv3d
             m.conv.relu = not isinstance(m.act, nn.Identity)
             m.act = nn.Identity()

@@ -211,6 +211,17 @@ def test_relu_and_residual_add_run_inside_the_convolutions(arch: str) -> None:
     assert fast.state_dict().keys() == folded.state_dict().keys()
 
 
+def test_optimizing_an_optimized_model_changes_nothing() -> None:
+    model = small("slowfast_r50_8x8")
+    x = inputs(model)
+    fast = optimize_for_inference(model)
+    again = optimize_for_inference(fast)
+    with torch.inference_mode():
+        assert torch.equal(again(x), fast(x))
+    relu = [m.relu for m in fast.modules() if hasattr(m, "relu") and isinstance(m, nn.Conv3d)]
+    assert relu == [m.relu for m in again.modules() if hasattr(m, "relu") and isinstance(m, nn.Conv3d)]
+
+
 def test_fused_convs_step_aside_under_autocast_and_for_gradients() -> None:
     model = small("slowfast_r50_8x8")
     x = inputs(model)
