@@ -143,6 +143,7 @@ class _FusedConv3d(nn.Conv3d):
         w = self.weight
         if (
             _ONEDNN_FUSION
+            and torch.backends.mkldnn.enabled  # a user who turned oneDNN off gets PyTorch's own kernels
             and x.device.type == "cpu"
             and x.dtype == w.dtype
             and (residual is None or residual.dtype == w.dtype)
