@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -398,6 +399,31 @@ def compile_cost(name: str, batch: int, size: int, repeat: int) -> dict[str, Any
     }
 
 
+CONV_COLUMNS = ("name", "kind", "kernel", "stride", "chans", "input", "gflops", "ms", "gflops_per_s")
+
+
+def slim(x: Any) -> Any:
+    """What the JSON keeps: floats to 4 significant digits, per-leaf profiler times only summed per kind, and the
+    convs as rows of :data:`CONV_COLUMNS` (shapes as ``AxBxC`` strings)."""
+    if isinstance(x, float):
+        return float(f"{x:.4g}")
+    if isinstance(x, dict):
+        if "convs" in x and x["convs"] and isinstance(x["convs"][0], dict):
+            shape = ("kernel", "stride", "chans", "input")
+            rows = [[("x".join(map(str, c[k])) if k in shape else c[k]) for k in CONV_COLUMNS] for c in x["convs"]]
+            x = {**x, "convs": {"columns": list(CONV_COLUMNS), "rows": rows}}
+        return {k: slim(v) for k, v in x.items() if k != "leaf_ms"}
+    if isinstance(x, (list, tuple)):
+        return [slim(v) for v in x]
+    return x
+
+
+def dump(results: dict[str, Any]) -> str:
+    """Indented JSON of :func:`slim` results, every list of plain values on one line."""
+    text = json.dumps(slim(results), indent=1)
+    return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+
+
 # ---- report ---------------------------------------------------------------------------------------------------------
 def machine(threads: int) -> dict[str, Any]:
     cpu = platform.processor()
@@ -514,7 +540,9 @@ def main(argv: list[str] | None = None) -> None:
         results["compile"] = []
         for name in args.models.split(","):
             load = os.getloadavg()
-            Path(args.out).write_text(json.dumps(results, indent=1))  # what is measured so far, should compile fail
+            Path(args.out).write_text(
+                json.dumps(slim(results), indent=1)
+            )  # what is measured so far, should compile fail
             try:
                 c = compile_cost(name, args.batch, args.size, args.repeat)
             except Exception as e:  # a compiler failure is a result to report
@@ -522,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
             c.update(model=name, batch=args.batch, load_avg_before=load, load_avg_after=os.getloadavg())
             results["compile"].append(c)
             print(f"torch.compile {name} bf16: {json.dumps(c)}", flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    Path(args.out).write_text(dump(results))
     print(f"machine: {json.dumps(results['machine'])}\nJSON: {args.out}")
 
 
