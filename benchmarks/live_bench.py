@@ -1,7 +1,7 @@
 """Live inference speed: a camera-paced MPEG-TS stream over local TCP, scored window after window on the fast path.
 
 For each model (random weights, full size) a server process sends ``--seconds`` of synthetic 30 fps video in real
-time; ``predict_stream`` (fast path: BN folded, channels-last, bf16 autocast where the CPU has it, CUDA when present)
+time; ``predict_stream`` (fast path: BN folded, channels-last, bf16 weights where the CPU has it, CUDA when present)
 scores a ``--window`` s window every ``--hop`` s and skips windows when it falls behind. Reports windows scored and
 skipped, the sustained hop, latency (last frame of a window in -> its prediction out) and the real-time factor.
 
@@ -54,7 +54,7 @@ def run(name: str, seconds: float, window: float, hop: float, size: tuple[int, i
     lat = sorted(s.latencies)
     return {
         "model": name,
-        "autocast": str(live.autocast),
+        "dtype": str(next(live.model.parameters()).dtype),
         "device": str(next(live.model.parameters()).device),
         "stream_s": seconds,
         "window_s": window,

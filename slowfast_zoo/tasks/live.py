@@ -6,8 +6,8 @@
 a file holding the same frames. When the model is slower than the stream, the windows it had no time for are skipped
 (counted in ``dropped``) and the newest one is taken next; the frame buffer has a fixed size.
 
-The model runs on the fast path by default: BatchNorm folded and channels-last (``optimize_for_inference``), bf16
-autocast on CPUs with native bf16, CUDA when present.
+The model runs on the fast path by default: BatchNorm folded, convolutions fused with their activations and
+channels-last (``optimize_for_inference``), its weights stored in bf16 on CPUs with native bf16, CUDA when present.
 """
 
 from __future__ import annotations
@@ -160,10 +160,9 @@ class LiveRun:
         *,
         top_k: int,
         skip: bool,
-        autocast: torch.dtype | None,
         clock: Callable[[], float],
     ) -> None:
-        self.source, self.model, self.top_k, self.autocast, self.clock = source, model, top_k, autocast, clock
+        self.source, self.model, self.top_k, self.clock = source, model, top_k, clock
         self.skip = skip
         self.cfg = model.pretrained_cfg
         self.windows = _Windows(self.cfg, source, window, hop)
@@ -219,11 +218,7 @@ class LiveRun:
         if n > frames.shape[0]:
             frames = torch.cat([frames, frames[-1:].expand(n - frames.shape[0], -1, -1, -1)])
         video = (TensorVideo if self._prepare is None else _PreparedVideo)(frames, fps, name=self.source.path)
-        dev = next(self.model.parameters()).device
-        if self.autocast is None:
-            return predict(video, self.model, views="fast", top_k=self.top_k)
-        with torch.autocast(dev.type, dtype=self.autocast):
-            return predict(video, self.model, views="fast", top_k=self.top_k)
+        return predict(video, self.model, views="fast", top_k=self.top_k)
 
     def close(self) -> None:
         """Stop decoding and close the source; ``stats.end`` says how the source ended."""
@@ -295,13 +290,18 @@ def _clip_layout(cfg: Any) -> tuple[int, float]:
     raise NotImplementedError(f"{cfg.name}: no in-memory clip layout reproduces its one-view sampling")
 
 
-def _fast_path(model: Any, device: str | torch.device | None, precision: Precision) -> tuple[Any, torch.dtype | None]:
+def _fast_path(model: Any, device: str | torch.device | None, precision: Precision) -> Any:
+    """``optimize_for_inference``'s copy on ``device`` (default: CUDA when present), its weights stored once in the
+    low precision the hardware runs natively (``precision="auto"``), in bf16 (``"bf16"``) or kept float32."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else next(model.parameters()).device
     dev = torch.device(device)
-    model = optimize_for_inference(model).to(dev)
+    return optimize_for_inference(model, dtype=_fast_dtype(dev, precision)).to(dev)
+
+
+def _fast_dtype(dev: torch.device, precision: Precision) -> torch.dtype | None:
     if precision == "fp32":
-        return model, None
+        return None
     if dev.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
     else:
@@ -309,8 +309,8 @@ def _fast_path(model: Any, device: str | torch.device | None, precision: Precisi
             dev.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
     if precision == "bf16" or bf16:
-        return model, torch.bfloat16
-    return model, torch.float16 if dev.type == "cuda" else None
+        return torch.bfloat16
+    return torch.float16 if dev.type == "cuda" else None
 
 
 def predict_stream(
@@ -356,11 +356,7 @@ def predict_stream(
     if window <= 0 or hop <= 0:
         raise ValueError("window and hop must be positive")
     model = load_model(model, checkpoint=checkpoint, device=None if fast else device)
-    autocast = None
-    if fast:
-        model, autocast = _fast_path(model, device, precision)
-    else:
-        model = model.eval()
+    model = _fast_path(model, device, precision) if fast else model.eval()
     live = LiveSource(
         source,
         format=format,
@@ -371,7 +367,7 @@ def predict_stream(
         clock=clock,
     )
     try:
-        return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, autocast=autocast, clock=clock)
+        return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, clock=clock)
     except BaseException:
         live.close()
         raise

@@ -207,6 +207,21 @@ def test_fast_path_folds_batchnorm_and_agrees(serve, one_thread):
     torch.testing.assert_close(w.prediction.scores, ref.scores, rtol=1e-4, atol=1e-5)
 
 
+def test_bf16_fast_path_stores_its_weights_once(serve, one_thread):
+    """precision="bf16": the weights are stored in bf16 (no per-call casts), scored as predict scores that model."""
+    from slowfast_zoo import optimize_for_inference
+
+    model = tiny()
+    server = serve("--frames", "60")
+    run = predict_stream(server.url, model, window=2.0, hop=2.0, skip=False, precision="bf16", device="cpu")
+    assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    (w,) = list(run)
+    server.stop()
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    (ref,) = list(predict_windows(server.copy, fast, 2.0, 2.0, views="fast"))
+    torch.testing.assert_close(w.prediction.scores, ref.scores, rtol=0, atol=0)
+
+
 def test_growing_file_is_followed(serve, tmp_path, one_thread):
     server = serve("--frames", "90", "--fps", "30")
     with av.open(server.url) as c:  # take the stream once, to have its bytes
