@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,26 +188,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
     )
     failed = 0
-    for video in videos:
-        try:
-            if args.windows:
-                window, stride = args.windows
-                results = inference.predict_windows(
-                    video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
-                    precision=args.precision, progress=True,
-                )  # fmt: skip
-            else:
-                views = args.views or "reference"
-                results = [
-                    inference.predict(
-                        video, model, views=views, top_k=args.top_k, precision=args.precision, progress=True
-                    )
-                ]
-        except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
+    for video, results in _predictions(inference, videos, model, args):
+        if isinstance(results, Exception):  # a bad video: report it, go on with the others
             failed += 1
-            print(_one_line(e, str(video)), file=sys.stderr, flush=True)
+            print(_one_line(results, str(video)), file=sys.stderr, flush=True)
             continue
-        results = list(results)
         if args.json:
             for line in inference.to_json_lines(results):
                 print(line, flush=True)
@@ -221,6 +206,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _predictions(inference: Any, videos: list[Any], model: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
+    """``(video, its predictions)`` or ``(video, the error)``: whole videos by ``predict_many`` (decoded ahead by
+    ``--workers``), windows one video after the other."""
+    if not args.windows:
+        yield from (
+            (video, result if isinstance(result, Exception) else [result])
+            for video, result in inference.predict_many(
+                videos, model, views=args.views or "reference", top_k=args.top_k, precision=args.precision,
+                workers=args.workers, worker_type=args.worker_type, progress=True,
+            )
+        )  # fmt: skip
+        return
+    window, stride = args.windows
+    for video in videos:
+        try:
+            results = inference.predict_windows(
+                video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
+                precision=args.precision, progress=True,
+            )  # fmt: skip
+            yield video, list(results)
+        except (OSError, RuntimeError, ValueError) as e:
+            yield video, e
 
 
 def _predict_live(args: argparse.Namespace) -> int:
@@ -315,6 +324,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
+            worker_type=args.worker_type,
             precision=args.precision,
             fast=args.fast,
             out=args.out,
@@ -361,17 +371,22 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     parser.add_argument("--batch-size", type=int, help="views per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _speed_arguments(parser, workers=True)
+    _speed_arguments(parser, workers=1)
     _ray_arguments(parser)
 
 
-def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
+def _speed_arguments(parser: argparse.ArgumentParser, workers: int | None) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s, exact)")
     parser.add_argument("--fast", action="store_true", help="BatchNorm folded, channels-last, bf16 weights with bf16")
-    if workers:
+    if workers is not None:
         parser.add_argument(
-            "--workers", type=int, default=1, help="threads decoding ahead of the model (default: %(default)s)"
-        )
+            "--workers", type=int, default=workers, help="threads or processes decoding ahead of the model (default: "
+            "%(default)s; 0: none)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--worker-type", choices=["thread", "process"], default="thread",
+            help="decode in threads or in processes (default: %(default)s; see the README's pipeline speed section)",
+        )  # fmt: skip
 
 
 def _ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -412,6 +427,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
         world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
         common.update(rank=rank, world_size=world, device=args.device, workers=args.workers)
+        common.update(worker_type=args.worker_type)
     summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0
@@ -476,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
     p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
     p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
-    _speed_arguments(p, workers=False)
+    _speed_arguments(p, workers=0)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
@@ -524,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
-    _speed_arguments(p, workers=True)
+    _speed_arguments(p, workers=1)
     p.add_argument("--out", default="results.json", help="results file; per-video records in OUT.parts/ (resume)")
     p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")

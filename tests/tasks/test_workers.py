@@ -3,6 +3,7 @@ bounded look-ahead; a bad video or a dead worker skipped per video; no process l
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -161,6 +162,25 @@ def test_predict_many_equals_predict_per_video(tiny, clips, workers, kind, no_le
         expected = predict(clip, tiny, views="reference")
         assert torch.equal(result.scores, expected.scores), clip.name
         assert (result.top, result.num_views, result.video) == (expected.top, 4, expected.video)
+
+
+def test_cli_predict_decodes_ahead_in_processes_with_the_same_output(tiny, clips, tmp_path, capsys):
+    """``predict A B C --workers 2 --worker-type process``: the same JSON lines and error lines as without
+    workers, in the order given, and exit status 1 for the unreadable video."""
+    from slowfast_zoo import cli
+    from slowfast_zoo.weights.publish import save_pretrained
+
+    folder = save_pretrained(tiny, tmp_path / "tiny", label_names=("a", "b", "c"))
+    argv = ["predict", *map(str, clips[:4]), "--model", f"local-dir:{folder}", "--json"]
+    outputs = []
+    for extra in ([], ["--workers", "2", "--worker-type", "process"]):
+        assert cli.main([*argv, *extra]) == 1
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if line.startswith("slowfast-zoo: error:")]
+        outputs.append((captured.out, errors))
+    assert outputs[0] == outputs[1]
+    videos = [json.loads(line)["video"] for line in outputs[0][0].splitlines()]
+    assert videos == [str(clips[i]) for i in (0, 1, 3)] and "broken.mp4" in outputs[0][1][0]
 
 
 def _evaluate_lines(model, clips, tmp_path, workers, kind, **kw):
