@@ -450,6 +450,22 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def workers_stage(
+    args: Any, models: list[str], precisions: list[str], paths: list[Path], size: str, results: dict, device: Any
+) -> None:
+    """``bench_workers`` for every model and precision (modes per precision: ``fp32=0,t1;bf16fast=...``)."""
+    results["workers"] = {}
+    per = dict(x.split("=", 1) for x in args.worker_modes.split(";")) if "=" in args.worker_modes else {}
+    for name in models:
+        for precision in precisions:
+            modes = per.get(precision, args.worker_modes if not per else "0").split(",")
+            key = f"{name}@{size}/{precision}"
+            r = bench_workers(name, precision, paths[: args.videos], modes, args.rounds, device)
+            results["workers"][key] = r
+            print(key, json.dumps({k: v for k, v in r.items() if k != "times_s"}), flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None and sys.argv[1:2] == ["--compare"]:
         before, after = (json.loads(Path(x).read_text()) for x in sys.argv[2:4])
@@ -468,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="pipeline.json")
     p.add_argument("--video-dir", help="write the synthetic videos here, or reuse them (default: a temporary folder)")
-    p.add_argument("--workers-stage", action="store_true", help="only predict_many per worker mode vs the model")
+    p.add_argument("--workers-stage", action="store_true", help="only the predict_many stage (else it runs last)")
     p.add_argument("--worker-modes", default="0,t1,t2,p1,p2", help="per precision, e.g. fp32=0,t1,p1;bf16fast=...")
     p.add_argument("--rounds", type=int, default=1, help="rounds of the --workers-stage (rotating order)")
     p.add_argument("--transfer", action="store_true", help="only the worker-to-parent transfer of a 30-view input")
@@ -495,16 +511,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not v.exists():
                     write_video(v.with_suffix(".part.mp4"), w, h, seed=i).rename(v)
         if args.workers_stage:
-            results["workers"] = {}
-            per = dict(x.split("=", 1) for x in args.worker_modes.split(";")) if "=" in args.worker_modes else {}
-            for name in models:
-                for precision in precisions:
-                    modes = per.get(precision, args.worker_modes if not per else "0").split(",")
-                    key = f"{name}@{sizes[0]}/{precision}"
-                    r = bench_workers(name, precision, videos[sizes[0]][: args.videos], modes, args.rounds, device)
-                    results["workers"][key] = r
-                    print(key, json.dumps({k: v for k, v in r.items() if k != "times_s"}), flush=True)
-                    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+            workers_stage(args, models, precisions, videos[sizes[0]], sizes[0], results, device)
             return
         for name in models:
             for size in sizes:
@@ -524,6 +531,8 @@ def main(argv: list[str] | None = None) -> None:
                     results["model"][key] = r
                     print(key, json.dumps(r), flush=True)
                     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        if e2e and predict_many is not None:
+            workers_stage(args, models, precisions, videos[e2e[0]], e2e[0], results, device)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -58,6 +58,7 @@ from .runner import (
     default_batch,
     eval_mode,
     load_model,
+    portable_cfg,
     progress_bar,
     read_view_inputs,
     video_scores,
@@ -520,7 +521,7 @@ def evaluate(
         jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
         notes = []
         device_ = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
-        decode = functools.partial(_decode_views, cfg=cfg, device=device_)
+        decode = functools.partial(_decode_views, cfg=portable_cfg(cfg), device=device_)
         run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
         if engine == "ray":
             options = {"batch_size": batch_size, "precision": precision, "fast": fast, **(ray_options or {})}

@@ -52,6 +52,7 @@ from .runner import (
     load_model,
     open_video,
     pooled_features,
+    portable_cfg,
     progress_bar,
 )
 from .workers import Prefetcher, WorkerKind
@@ -196,7 +197,7 @@ def _embed_shard(
     ends: list[float] = []
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
-    decode = functools.partial(_decode_rows, cfg=cfg, device=device, settings=settings)
+    decode = functools.partial(_decode_rows, cfg=portable_cfg(cfg), device=device, settings=settings)
     decoded = prefetcher.map(decode, shard_paths, _crashed)
     for i, (path, rows) in enumerate(zip(shard_paths, decoded)):
         if rows.error is not None:

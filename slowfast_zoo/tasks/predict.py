@@ -38,6 +38,7 @@ from .runner import (
     iter_view_inputs,
     load_model,
     open_video,
+    portable_cfg,
     progress_bar,
     read_view_inputs,
     video_scores,
@@ -262,7 +263,7 @@ def predict_many(
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
     dev = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
-    decode = functools.partial(_decode_video, cfg=cfg, views=views, device=dev)
+    decode = functools.partial(_decode_video, cfg=portable_cfg(cfg), views=views, device=dev)
     with Prefetcher(workers, worker_type) as prefetcher:
         for name, inputs in prefetcher.map(decode, videos, _crashed):
             if isinstance(inputs, Exception):

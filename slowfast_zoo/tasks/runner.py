@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "load_model",
     "open_video",
     "pooled_features",
+    "portable_cfg",
     "progress_bar",
     "read_view_inputs",
     "transfer_plan",
@@ -227,6 +229,11 @@ def iter_view_inputs(reader: Any, cfg: Any, plan: list[ClipView], device: torch.
 
     for view, frames in zip(plan, read_views(reader, plan, frame_fn)):
         yield from transform.crops_of_frames(frames, view.crops)
+
+
+def portable_cfg(cfg: Any) -> Any:
+    """The pretrained config as a decode process can receive it (its read-only ``metrics`` view does not pickle)."""
+    return cfg.replace(metrics=dict(cfg.metrics)) if isinstance(cfg.metrics, MappingProxyType) else cfg
 
 
 def read_view_inputs(video: Any, cfg: Any, views: Views, device: torch.device) -> tuple[str, list[torch.Tensor]]:

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -132,12 +133,14 @@ def test_bad_arguments_are_refused():
 # ---- the tasks: the same bytes whatever decodes -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():
-    """A tiny Slow model whose protocol is 2 clips x 2 crops of 32 px (random weights: equality is the test)."""
+    """A tiny Slow model whose protocol is 2 clips x 2 crops of 32 px (random weights: equality is the test); its
+    config holds published metrics read-only, as the registry's configs do."""
     torch.manual_seed(0)
     model = create("slow_r50_8x8", width=8, num_classes=3, num_frames=4, crop_size=32, head_pool="fixed").eval()
     model.pretrained_cfg = model.pretrained_cfg.replace(
-        test_short_side=32, test_crop_size=32, test_clips=2, test_crops=("left", "center")
-    )
+        test_short_side=32, test_crop_size=32, test_clips=2, test_crops=("left", "center"),
+        metrics=MappingProxyType({"top1": 50.0}),
+    )  # fmt: skip
     return model
 
 
