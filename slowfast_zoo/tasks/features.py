@@ -216,6 +216,7 @@ def _embed_shard(
         if bar is not None:
             bar.set_postfix(clips_per_s=f"{summary.clips / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
             bar.update(1)
+        del rows  # only the views waiting in the runner's batch stay while the next video is taken
     views = runner.take() if counts else torch.zeros(0, model.num_features)
     embeddings = [chunk.mean(dim=0) for chunk in views.split(counts)]
     return shard_tensors(embeddings, index, starts, ends, model.num_features), failed

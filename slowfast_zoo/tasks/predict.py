@@ -266,13 +266,16 @@ def predict_many(
     decode = functools.partial(_decode_video, cfg=portable_cfg(cfg), views=views, device=dev)
     with Prefetcher(workers, worker_type) as prefetcher:
         for name, inputs in prefetcher.map(decode, videos, _crashed):
-            if isinstance(inputs, Exception):
-                yield name, inputs
-                continue
-            try:
-                yield name, _predict_inputs(name, inputs, model, top_k, batch_size, precision, progress)
-            except VIDEO_ERRORS as e:
-                yield name, e
+            result: VideoPrediction | Exception
+            if isinstance(inputs, Exception):  # a video that could not be read
+                result = inputs
+            else:
+                try:
+                    result = _predict_inputs(name, inputs, model, top_k, batch_size, precision, progress)
+                except VIDEO_ERRORS as e:
+                    result = e
+            del inputs  # this video's views go before the next is taken: at most workers + 1 in memory
+            yield name, result
 
 
 @torch.inference_mode()
