@@ -26,10 +26,13 @@ temporary folder. Per (model, size), the checkpoint's own 30-view test protocol 
 ``--workers-stage`` (``predict_many`` over ``--videos`` videos, per precision, at the first size): the model alone on
 all those videos' views (decoded beforehand, batched as ``predict`` batches them) and ``predict_many`` end to end
 with each of ``--worker-modes`` (``0``: inline; ``t1``/``t2``: 1/2 decoding threads; ``p1``/``p2``: 1/2 decoding
-processes, their start-up included), in a rotating order for ``--rounds`` rounds. Per mode: videos/s, and the ratio
-end to end / model alone within each round (median) and best against best. ``--transfer``: one 30-view input of the
-model (each clip's views sharing the clip's storage, as the transforms make them), built in a worker process and
-sent to this one as shared-memory tensors or pickled bytes, against building it and sending nothing.
+processes, their start-up included), in a rotating order for ``--rounds`` rounds. Per mode: videos/s, the ratio
+end to end / model alone within each round (median) and best against best, and end to end over the time the
+inference thread spent in the model during that same call (measured together, so a load that changes between
+stages does not enter it; what is left is the thread waiting for decoding, and the workers' start). A full run
+ends with this stage at the first of ``--e2e-sizes``. ``--transfer``: one 30-view input of the model (each clip's
+views sharing the clip's storage, as the transforms make them), built in a worker process and sent to this one as
+shared-memory tensors or pickled bytes, against building it and sending nothing.
 
 Times are medians of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the
 code of any checkout (``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on
@@ -317,9 +320,10 @@ def bench_workers(
         model_only(model, views[0][:batch], batch, device)  # warm-up
 
     stages: dict[str, Callable[[], Any]] = {"model": lambda: [model_only(model, v, batch, device) for v in views]}
+    inside: dict[str, list[float]] = {mode: [] for mode in modes}
     for mode in modes:
         w, k = MODE_NAMES[mode]
-        stages[mode] = functools.partial(_predict_all, paths, model, w, k)
+        stages[mode] = functools.partial(_predict_all, paths, model, w, k, inside[mode])
     times: dict[str, list[float]] = {key: [] for key in stages}
     loads = [load_average()]
     with ctx():
@@ -330,6 +334,7 @@ def bench_workers(
                 print(f"  {name}/{precision} {i} {key}: {times[key][-1]:.2f} s, load {load_average()}", flush=True)
             loads.append(load_average())
     out: dict[str, Any] = {"videos": len(paths), "views_per_video": len(views[0]), "batch": batch, "times_s": times}
+    out["model_inside_s"] = inside
     out["load_average"] = loads
     out["model_s_per_video_best"] = min(times["model"]) / len(paths)
     for mode in modes:
@@ -337,12 +342,34 @@ def bench_workers(
             "videos_per_s": len(paths) / statistics.median(times[mode]),
             "ratio_median": statistics.median(a / b for a, b in zip(times[mode], times["model"])),
             "ratio_best": min(times[mode]) / min(times["model"]),
+            # in the same call: wall time over the inference thread's time in the model (1.0: it never waited)
+            "ratio_to_model_inside": statistics.median(a / b for a, b in zip(times[mode], inside[mode])),
         }
     return out
 
 
-def _predict_all(paths: list[Path], model: Any, workers: int, kind: str) -> list[Any]:
-    got = list(predict_many(paths, model, workers=workers, worker_type=kind))
+def _predict_all(paths: list[Path], model: Any, workers: int, kind: str, inside: list[float]) -> list[Any]:
+    """``predict_many`` over ``paths``; appends to ``inside`` the seconds its inference thread spent running the
+    model on decoded views (the rest of the wall time it waited for decoding, or started workers)."""
+    from slowfast_zoo.tasks import predict as P
+
+    real = P._predict_inputs
+    spent = 0.0
+
+    def timed_inputs(*args: Any, **kwargs: Any) -> Any:
+        nonlocal spent
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent += time.perf_counter() - t0
+
+    P._predict_inputs = timed_inputs
+    try:
+        got = list(predict_many(paths, model, workers=workers, worker_type=kind))
+    finally:
+        P._predict_inputs = real
+    inside.append(spent)
     bad = [r for _, r in got if isinstance(r, Exception)]
     if bad:
         raise bad[0]
