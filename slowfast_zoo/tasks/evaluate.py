@@ -572,7 +572,7 @@ def _run_shard(
     todo = [j for j in mine if j.index not in done]
     bar = progress_bar(len(mine), "evaluate", "video", progress, initial=len(mine) - len(todo))
     start, failed = time.perf_counter(), 0
-    try:  # on Ctrl-C: the videos being decoded finish, the queued ones are dropped
+    try:  # on Ctrl-C: queued videos are dropped; threads finish the video they decode, processes are ended
         if run_all is not None:
             records = run_all(todo)
         else:

@@ -279,7 +279,7 @@ def test_transfer_plan_pins_and_overlaps_host_batches_for_cuda_only():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the pinned, overlapped copy needs one")
-def test_host_views_reach_a_cuda_model_through_pinned_overlapped_copies(tiny):
+def test_host_views_reach_a_cuda_model_through_pinned_overlapped_copies():
     """Host views through the pinned side-stream copy give what the same views already on the device give."""
     model = create("slow_r50_8x8", width=8, num_classes=3, num_frames=4, crop_size=32).cuda().eval()
     views = [torch.randn(3, 4, 32, 32) for _ in range(7)]
