@@ -32,7 +32,8 @@ inference thread spent in the model during that same call (measured together, so
 stages does not enter it; what is left is the thread waiting for decoding, and the workers' start). A full run
 ends with this stage at the first of ``--e2e-sizes``. ``--transfer``: one 30-view input of the model (each clip's
 views sharing the clip's storage, as the transforms make them), built in a worker process and sent to this one as
-shared-memory tensors or pickled bytes, against building it and sending nothing.
+shared-memory tensors or pickled bytes, against building it and sending nothing. ``--rounding VIDEO``: the largest
+difference between VIDEO's model inputs made with torch on one thread (as a decode process makes them) and on two.
 
 Times are medians of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the
 code of any checkout (``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on
@@ -389,6 +390,23 @@ def synthetic_views(n: int, clips: int = 10, crops: int = 3, frames: int = 32, s
     return out if n else len(out)
 
 
+def thread_rounding(path: Path, name: str) -> dict[str, Any]:
+    """Largest difference between a video's model inputs made with torch on 1 and on 2 threads (what a decode
+    process, on one thread, gives against a caller on two)."""
+    from slowfast_zoo.tasks.runner import read_view_inputs
+
+    cfg = slowfast_zoo.get_pretrained_cfg(name)
+    before, made = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            made[threads] = read_view_inputs(path, cfg, "reference", torch.device("cpu"))[1]
+    finally:
+        torch.set_num_threads(before)
+    diff = max(float((a - b).abs().max()) for a, b in zip(made[1], made[2]))
+    return {"video": str(path), "model": name, "views": len(made[1]), "max_abs_difference": diff}
+
+
 def bench_transfer(repeat: int, items: int = 3) -> dict[str, Any]:
     """Seconds per 30-view input crossing from a worker process: shared memory against pickled bytes, against a
     worker that builds the input and sends nothing (the difference is the transfer); one worker, interleaved."""
@@ -515,12 +533,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker-modes", default="0,t1,t2,p1,p2", help="per precision, e.g. fp32=0,t1,p1;bf16fast=...")
     p.add_argument("--rounds", type=int, default=1, help="rounds of the --workers-stage (rotating order)")
     p.add_argument("--transfer", action="store_true", help="only the worker-to-parent transfer of a 30-view input")
+    p.add_argument("--rounding", metavar="VIDEO", help="only: inputs of VIDEO made on 1 against 2 torch threads")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     models, sizes = args.models.split(","), args.sizes.split(",")
     e2e = sizes if args.e2e_sizes == "all" else [] if args.e2e_sizes == "none" else args.e2e_sizes.split(",")
     precisions, workers = args.precisions.split(","), [int(w) for w in args.workers.split(",") if w]
     results: dict[str, Any] = {"machine": machine(device), "args": vars(args), "data": {}, "model": {}}
+    if args.rounding:
+        results["rounding"] = [thread_rounding(Path(args.rounding), f"{m}.k400_pysf") for m in models]
+        print(json.dumps(results["rounding"]), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     if args.transfer:
         results["transfer"] = bench_transfer(args.repeat)
         print(json.dumps(results["transfer"]), flush=True)
