@@ -28,16 +28,29 @@ temporary folder. Per (model, size), the checkpoint's own 30-view test protocol 
 * ``evaluate``: ``evaluate`` over ``--videos`` videos with 0/1/2 decoding workers: videos/s;
 * ``features``: ``features.extract`` (one centred view per video): videos/s.
 
-``--stages decode`` runs the decoding stages only (``--e2e-sizes none`` then skips the model too). Times are medians
-of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the code of any checkout
-(``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on the device, with
-``torch.cuda.synchronize`` around each timed call.
+``--workers-stage`` (``predict_many`` over ``--videos`` videos, per precision, at the first size): the model alone on
+all those videos' views (decoded beforehand, batched as ``predict`` batches them) and ``predict_many`` end to end
+with each of ``--worker-modes`` (``0``: inline; ``t1``/``t2``: 1/2 decoding threads; ``p1``/``p2``: 1/2 decoding
+processes, their start-up included), in a rotating order for ``--rounds`` rounds. Per mode: videos/s, the ratio
+end to end / model alone within each round (median) and best against best, and end to end over the time the
+inference thread spent in the model during that same call (measured together, so a load that changes between
+stages does not enter it; what is left is the thread waiting for decoding, and the workers' start). A full run
+ends with this stage at the first of ``--e2e-sizes``. ``--transfer``: one 30-view input of the model (each clip's
+views sharing the clip's storage, as the transforms make them), built in a worker process and sent to this one as
+shared-memory tensors or pickled bytes, against building it and sending nothing. ``--rounding VIDEO``: the largest
+difference between VIDEO's model inputs made with torch on one thread (as a decode process makes them) and on two.
+
+``--stages decode`` runs the decoding stages only (``--e2e-sizes none`` then skips the model too). Times are
+medians of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the
+code of any checkout (``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on
+the device, with ``torch.cuda.synchronize`` around each timed call.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import statistics
@@ -63,6 +76,12 @@ from slowfast_zoo import features  # noqa: E402
 from slowfast_zoo.models.optimize import optimize_for_inference  # noqa: E402
 from slowfast_zoo.tasks.evaluate import evaluate  # noqa: E402
 from slowfast_zoo.tasks.predict import predict  # noqa: E402
+
+try:  # absent on older code
+    from slowfast_zoo.tasks.predict import predict_many
+    from slowfast_zoo.tasks.workers import Prefetcher
+except ImportError:  # pragma: no cover
+    predict_many = Prefetcher = None  # type: ignore[assignment]
 from slowfast_zoo.video import transforms as T  # noqa: E402
 from slowfast_zoo.video.io import VideoReader  # noqa: E402
 from slowfast_zoo.video.views import plan_views  # noqa: E402
@@ -318,6 +337,146 @@ def bench_features(name: str, precision: str, paths: list[Path], device: torch.d
     return len(paths) / seconds
 
 
+MODE_NAMES = {"0": (0, "thread"), "t1": (1, "thread"), "t2": (2, "thread"), "p1": (1, "process"), "p2": (2, "process")}
+
+
+def load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
+
+
+def bench_workers(
+    name: str, precision: str, paths: list[Path], modes: list[str], rounds: int, device: torch.device
+) -> dict[str, Any]:
+    """``predict_many`` over ``paths`` per worker mode against the model alone on the same views, interleaved."""
+    cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_pysf")
+    model, ctx = build(name, precision, device)
+    views = [decode_transform(p, cfg, device) for p in paths]
+    batch = len(views[0]) if device.type != "cpu" else min(len(views[0]), 6)
+    with ctx():
+        model_only(model, views[0], batch, device)  # warm-up: one batch left the first timed stage up to 2.9x slower
+
+    stages: dict[str, Callable[[], Any]] = {"model": lambda: [model_only(model, v, batch, device) for v in views]}
+    inside: dict[str, list[float]] = {mode: [] for mode in modes}
+    for mode in modes:
+        w, k = MODE_NAMES[mode]
+        stages[mode] = functools.partial(_predict_all, paths, model, w, k, inside[mode])
+    times: dict[str, list[float]] = {key: [] for key in stages}
+    loads = [load_average()]
+    with ctx():
+        for i in range(rounds):
+            order = list(stages)
+            for key in order[i % len(order) :] + order[: i % len(order)]:
+                times[key].append(timed(stages[key], 1, device)[0])
+                print(f"  {name}/{precision} {i} {key}: {times[key][-1]:.2f} s, load {load_average()}", flush=True)
+            loads.append(load_average())
+    out: dict[str, Any] = {"videos": len(paths), "views_per_video": len(views[0]), "batch": batch, "times_s": times}
+    out["model_inside_s"] = inside
+    out["load_average"] = loads
+    out["model_s_per_video_best"] = min(times["model"]) / len(paths)
+    for mode in modes:
+        out[mode] = {
+            "videos_per_s": len(paths) / statistics.median(times[mode]),
+            "ratio_median": statistics.median(a / b for a, b in zip(times[mode], times["model"])),
+            "ratio_best": min(times[mode]) / min(times["model"]),
+            # in the same call: wall time over the inference thread's time in the model (1.0: it never waited)
+            "ratio_to_model_inside": statistics.median(a / b for a, b in zip(times[mode], inside[mode])),
+        }
+    return out
+
+
+def _predict_all(paths: list[Path], model: Any, workers: int, kind: str, inside: list[float]) -> list[Any]:
+    """``predict_many`` over ``paths``; appends to ``inside`` the seconds its inference thread spent running the
+    model on decoded views (the rest of the wall time it waited for decoding, or started workers)."""
+    from slowfast_zoo.tasks import predict as P
+
+    real = P._predict_inputs
+    spent = 0.0
+
+    def timed_inputs(*args: Any, **kwargs: Any) -> Any:
+        nonlocal spent
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent += time.perf_counter() - t0
+
+    P._predict_inputs = timed_inputs
+    try:
+        got = list(predict_many(paths, model, workers=workers, worker_type=kind))
+    finally:
+        P._predict_inputs = real
+    inside.append(spent)
+    bad = [r for _, r in got if isinstance(r, Exception)]
+    if bad:
+        raise bad[0]
+    return got
+
+
+def synthetic_views(n: int, clips: int = 10, crops: int = 3, frames: int = 32, size: tuple[int, int] = (256, 340)):
+    """A 30-view SlowFast input as the transforms make it: each clip's crops are views of one resized clip."""
+    if n < 0:
+        return None
+    out = []
+    for c in range(clips):
+        clip = torch.empty(frames, 3, *size).fill_(float(c))
+        for k in range(crops):
+            left = k * (size[1] - size[0]) // max(crops - 1, 1)
+            out.append(clip[..., left : left + size[0]].permute(1, 0, 2, 3))
+    return out if n else len(out)
+
+
+def thread_rounding(path: Path, name: str) -> dict[str, Any]:
+    """Largest difference between a video's model inputs made with torch on 1 and on 2 threads (what a decode
+    process, on one thread, gives against a caller on two)."""
+    from slowfast_zoo.tasks.runner import read_view_inputs
+
+    cfg = slowfast_zoo.get_pretrained_cfg(name)
+    before, made = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            made[threads] = read_view_inputs(path, cfg, "reference", torch.device("cpu"))[1]
+    finally:
+        torch.set_num_threads(before)
+    diff = max(float((a - b).abs().max()) for a, b in zip(made[1], made[2]))
+    return {"video": str(path), "model": name, "views": len(made[1]), "max_abs_difference": diff}
+
+
+def bench_transfer(repeat: int, items: int = 3) -> dict[str, Any]:
+    """Seconds per 30-view input crossing from a worker process: shared memory against pickled bytes, against a
+    worker that builds the input and sends nothing (the difference is the transfer); one worker, interleaved."""
+    times: dict[str, list[float]] = {"build_only": [], "shm": [], "pickle": []}
+    pools = {
+        "build_only": Prefetcher(1, "process"),
+        "shm": Prefetcher(1, "process", transport="shm"),
+        "pickle": Prefetcher(1, "process", transport="pickle"),
+    }
+    try:
+        for pool in pools.values():  # start the workers before timing
+            list(pool.map(synthetic_views, [0]))
+        for i in range(repeat):
+            order = list(pools)
+            for key in order[i % 3 :] + order[: i % 3]:
+                arg = 0 if key == "build_only" else 1
+                t0 = time.perf_counter()
+                for views in pools[key].map(synthetic_views, [arg] * items):
+                    if arg:
+                        assert len(views) == 30 and float(views[-1][0, 0, 0, 0]) == 9.0
+                times[key].append((time.perf_counter() - t0) / items)
+    finally:
+        for pool in pools.values():
+            pool.close()
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+    out["bytes"] = 10 * 32 * 3 * 256 * 340 * 4
+    for key in ("shm", "pickle"):
+        out[f"{key}_transfer_s"] = statistics.median(a - b for a, b in zip(times[key], times["build_only"]))
+    out["times_s"] = times
+    out["load_average"] = load_average()
+    return out
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     info["cpu"] = platform.processor() or platform.machine()
@@ -375,6 +534,22 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def workers_stage(
+    args: Any, models: list[str], precisions: list[str], paths: list[Path], size: str, results: dict, device: Any
+) -> None:
+    """``bench_workers`` for every model and precision (modes per precision: ``fp32=0,t1;bf16fast=...``)."""
+    results["workers"] = {}
+    per = dict(x.split("=", 1) for x in args.worker_modes.split(";")) if "=" in args.worker_modes else {}
+    for name in models:
+        for precision in precisions:
+            modes = per.get(precision, args.worker_modes if not per else "0").split(",")
+            key = f"{name}@{size}/{precision}"
+            r = bench_workers(name, precision, paths[: args.videos], modes, args.rounds, device)
+            results["workers"][key] = r
+            print(key, json.dumps({k: v for k, v in r.items() if k != "times_s"}), flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None and sys.argv[1:2] == ["--compare"]:
         before, after = (json.loads(Path(x).read_text()) for x in sys.argv[2:4])
@@ -394,12 +569,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="pipeline.json")
     p.add_argument("--video-dir", help="write the synthetic videos here, or reuse them (default: a temporary folder)")
+    p.add_argument("--workers-stage", action="store_true", help="only the predict_many stage (else it runs last)")
+    p.add_argument("--worker-modes", default="0,t1,t2,p1,p2", help="per precision, e.g. fp32=0,t1,p1;bf16fast=...")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of the --workers-stage (rotating order)")
+    p.add_argument("--transfer", action="store_true", help="only the worker-to-parent transfer of a 30-view input")
+    p.add_argument("--rounding", metavar="VIDEO", help="only: inputs of VIDEO made on 1 against 2 torch threads")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     models, sizes = args.models.split(","), args.sizes.split(",")
     e2e = sizes if args.e2e_sizes == "all" else [] if args.e2e_sizes == "none" else args.e2e_sizes.split(",")
     precisions, workers = args.precisions.split(","), [int(w) for w in args.workers.split(",") if w]
     results: dict[str, Any] = {"machine": machine(device), "args": vars(args), "data": {}, "model": {}}
+    if args.rounding:
+        results["rounding"] = [thread_rounding(Path(args.rounding), f"{m}.k400_pysf") for m in models]
+        print(json.dumps(results["rounding"]), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
+    if args.transfer:
+        results["transfer"] = bench_transfer(args.repeat)
+        print(json.dumps(results["transfer"]), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     with contextlib.ExitStack() as stack:
         tmp = args.video_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-pipeline-"))
         videos = {}
@@ -411,6 +601,9 @@ def main(argv: list[str] | None = None) -> None:
             for i, v in enumerate(videos[size]):
                 if not v.exists():
                     write_video(v.with_suffix(".part.mp4"), w, h, seed=i).rename(v)
+        if args.workers_stage:
+            workers_stage(args, models, precisions, videos[sizes[0]], sizes[0], results, device)
+            return
         for name in models:
             for size in sizes:
                 r = bench_data(name, videos[size][0], args.repeat, device, only_decode=args.stages == "decode")
@@ -429,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
                     results["model"][key] = r
                     print(key, json.dumps(r), flush=True)
                     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        if e2e and predict_many is not None:
+            workers_stage(args, models, precisions, videos[e2e[0]], e2e[0], results, device)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

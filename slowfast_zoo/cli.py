@@ -9,9 +9,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
@@ -19,9 +19,6 @@ from slowfast_zoo.errors import SlowFastZooError
 from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 from slowfast_zoo.tasks.tables import text_table
 from slowfast_zoo.video.codec import DECODERS, resolve_decoder
-
-if TYPE_CHECKING:
-    from slowfast_zoo.tasks.predict import VideoPrediction, Views
 
 
 def _metric(cfg: PretrainedCfg) -> str:
@@ -194,31 +191,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
     )
     failed = 0
-    for video in videos:
-        results: Iterable[VideoPrediction]
-        try:
-            if args.windows:
-                window, stride = args.windows
-                results = inference.predict_windows(
-                    video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
-                    precision=args.precision, progress=True, decoder=args.decoder,
-                )  # fmt: skip
-            else:
-                views: Views = args.views or "reference"
-                results = [
-                    inference.predict(
-                        video,
-                        model,
-                        views=views,
-                        top_k=args.top_k,
-                        precision=args.precision,
-                        progress=True,
-                        decoder=args.decoder,
-                    )
-                ]
-        except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
+    for video, results in _predictions(inference, videos, model, args):
+        if isinstance(results, Exception):  # a bad video: report it, go on with the others
             failed += 1
-            print(_one_line(e, str(video)), file=sys.stderr, flush=True)
+            print(_one_line(results, str(video)), file=sys.stderr, flush=True)
             continue
         predictions = list(results)
         if args.json:
@@ -234,6 +210,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _predictions(inference: Any, videos: list[Any], model: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
+    """``(video, its predictions)`` or ``(video, the error)``: whole videos by ``predict_many`` (decoded ahead by
+    ``--workers``), windows one video after the other."""
+    if not args.windows:
+        yield from (
+            (video, result if isinstance(result, Exception) else [result])
+            for video, result in inference.predict_many(
+                videos, model, views=args.views or "reference", top_k=args.top_k, precision=args.precision,
+                workers=args.workers, worker_type=args.worker_type, decoder=args.decoder, progress=True,
+            )
+        )  # fmt: skip
+        return
+    window, stride = args.windows
+    for video in videos:
+        try:
+            results = inference.predict_windows(
+                video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
+                precision=args.precision, progress=True, decoder=args.decoder,
+            )  # fmt: skip
+            yield video, list(results)
+        except (OSError, RuntimeError, ValueError) as e:
+            yield video, e
 
 
 def _predict_live(args: argparse.Namespace) -> int:
@@ -329,6 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             decoder=args.decoder,
+            worker_type=args.worker_type,
             precision=args.precision,
             fast=args.fast,
             out=args.out,
@@ -375,17 +376,22 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     parser.add_argument("--batch-size", type=int, help="views per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _speed_arguments(parser, workers=True)
+    _speed_arguments(parser, workers=1)
     _ray_arguments(parser)
 
 
-def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
+def _speed_arguments(parser: argparse.ArgumentParser, workers: int | None) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s, exact)")
     parser.add_argument("--fast", action="store_true", help="BatchNorm folded, channels-last, bf16 weights with bf16")
-    if workers:
+    if workers is not None:
         parser.add_argument(
-            "--workers", type=int, default=1, help="threads decoding ahead of the model (default: %(default)s)"
-        )
+            "--workers", type=int, default=workers, help="threads or processes decoding ahead of the model (default: "
+            "%(default)s; 0: none)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--worker-type", choices=["thread", "process"], default="thread",
+            help="decode in threads or in processes (default: %(default)s; see the README's pipeline speed section)",
+        )  # fmt: skip
     parser.add_argument(
         "--decoder",
         choices=DECODERS,
@@ -432,6 +438,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
         world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
         common.update(rank=rank, world_size=world, device=args.device, workers=args.workers, decoder=args.decoder)
+        common.update(worker_type=args.worker_type)
     summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0
@@ -496,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=_windows_arg, metavar="W,S", help="predict every S seconds over W-second windows")
     p.add_argument("--live", action="store_true", help="VIDEO is a live source (URL, device, pipe:0); default 2,0.5")
     p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
-    _speed_arguments(p, workers=False)
+    _speed_arguments(p, workers=0)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
@@ -544,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--batch-size", type=int, help="views per forward pass")
-    _speed_arguments(p, workers=True)
+    _speed_arguments(p, workers=1)
     p.add_argument("--out", default="results.json", help="results file; per-video records in OUT.parts/ (resume)")
     p.add_argument("--shard", help="I/N: this process does videos k %% N == I (default: RANK/WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="only score the finished shards of --out")

@@ -17,6 +17,7 @@ used. The file holds no timings, so an interrupted and resumed run writes the sa
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -33,7 +34,6 @@ import torch
 
 from ..video.codec import resolve_decoder
 from ..video.io import VideoError
-from ..video.views import plan_views
 from ..weights.cache import output_dir
 from . import metrics as M
 from .eval_datasets import (
@@ -56,18 +56,16 @@ from .eval_records import (
     write_json_atomic,
 )
 from .runner import (
-    ViewRunner,
-    class_scores,
     default_batch,
-    ensemble,
     eval_mode,
-    iter_view_inputs,
     load_model,
-    open_video,
-    prefetch,
+    portable_cfg,
     progress_bar,
+    read_view_inputs,
+    video_scores,
 )
 from .tables import text_table
+from .workers import Prefetcher, WorkerKind
 
 __all__ = ["AVA_PROTOCOLS", "DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
 
@@ -199,28 +197,30 @@ class _Decoded:
 
 
 def _decode_views(job: _Job, cfg: Any, device: torch.device, decoder: str = "auto") -> _Decoded:
-    """Decode and transform one video's reference views (runs in a worker thread; no model)."""
+    """Decode and transform one video's reference views (runs in a worker thread or process; no model)."""
     item: EvalItem = job.payload
     if item.path is None:
         return _Decoded(job, reason="not found under root")
     try:
         video = FrameFolderVideo(item.path, item.fps or 30.0) if item.frames else item.path
-        with torch.inference_mode(), open_video(video, decoder) as reader:
-            views = list(iter_view_inputs(reader, cfg, plan_views(cfg, reader.info, "reference"), device))
+        _, views = read_view_inputs(video, cfg, "reference", device, decoder)
     except (VideoError, OSError) as e:
         return _Decoded(job, reason=str(e))
     return _Decoded(job, views)
+
+
+def _crashed(job: _Job, reason: str) -> _Decoded:
+    """The record of a video whose decoding worker process died: skipped, with the reason."""
+    return _Decoded(job, reason=f"{job.payload.path}: {reason} while decoding it")
 
 
 def _classify(decoded: _Decoded, model: Any, batch_size: int | None, precision: str) -> dict[str, Any]:
     """The model on one video's decoded views (in the one inference thread), batched as ``predict`` batches them."""
     if decoded.views is None:
         return _record(decoded.job, None, decoded.reason)
-    runner = ViewRunner(model, class_scores(model), 1, precision=precision)  # type: ignore[arg-type]
-    runner.batch_size = batch_size or default_batch(len(decoded.views), runner.device)
-    for view in decoded.views:
-        runner.add(view)
-    return _record(decoded.job, ensemble(model.pretrained_cfg, runner.take()), "")
+    bs = batch_size or default_batch(len(decoded.views), next(model.parameters()).device)
+    scores, _ = video_scores(model, decoded.views, bs, precision)  # type: ignore[arg-type]
+    return _record(decoded.job, scores, "")
 
 
 def _record(job: _Job, scores: torch.Tensor | None, reason: str) -> dict[str, Any]:
@@ -441,6 +441,7 @@ def evaluate(
     batch_size: int | None = None,
     workers: int = 1,
     decoder: str = "auto",
+    worker_type: WorkerKind = "thread",
     precision: str = "fp32",
     fast: bool = False,
     out: str | os.PathLike[str] | None = None,
@@ -467,9 +468,12 @@ def evaluate(
             ``"activitynet"`` (the challenge script; give its ground-truth layout), see :func:`~.metrics.ava_frame_map`.
         limit: only the first ``limit`` videos of the list.
         batch_size: views per forward pass (see :func:`slowfast_zoo.predict`).
-        workers: threads that decode and transform videos ahead of the model (0: none). The model itself runs in
-            one thread, in eval mode throughout, one video's views at a time (its mode is restored at the end).
+        workers: threads or processes that decode and transform videos ahead of the model (0: none, in this
+            thread). The model itself runs in one thread, in eval mode throughout, one video's views at a time (its
+            mode is restored at the end).
         decoder: which library decodes the videos, as in :func:`slowfast_zoo.predict` (classification sets).
+        worker_type: ``"thread"`` or ``"process"`` (:class:`~slowfast_zoo.tasks.workers.Prefetcher`; processes
+            transform on the CPU; a video whose worker process dies is skipped with the reason).
         precision: ``"fp32"`` or ``"bf16"``, as in :func:`slowfast_zoo.predict` (classification; AVA runs in fp32).
         fast: run an optimized copy (:func:`slowfast_zoo.optimize_for_inference`), as in :func:`slowfast_zoo.predict`.
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
@@ -515,13 +519,13 @@ def evaluate(
             "offset": ava_time_offset,
             "protocol": ava_protocol,
         }
-        decode: Callable[[_Job], Any] = lambda job: job  # noqa: E731  (detect reads its own keyframe clips)
+        decode: Callable[[_Job], Any] | None = None  # detect reads its own keyframe clips
         run: Callable[[Any], dict[str, Any]] = lambda job: _detect(job, model, ava_time_offset)  # noqa: E731
     else:
         jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
         notes = []
-        device_ = next(model.parameters()).device
-        decode = lambda job: _decode_views(job, cfg, device_, decoder)  # noqa: E731
+        device_ = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
+        decode = functools.partial(_decode_views, cfg=portable_cfg(cfg), device=device_, decoder=decoder)
         run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
         if engine == "ray":
             options = {"batch_size": batch_size, "precision": precision, "fast": fast, **(ray_options or {})}
@@ -543,26 +547,27 @@ def evaluate(
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfz-eval-"))) / "results.json"
         out = Path(out)
         output_dir(parts_dir(out))
+        prefetcher = stack.enter_context(Prefetcher(workers if decode is not None else 0, worker_type))
         with eval_mode(model), torch.inference_mode():
-            _run_shard(jobs, decode, run, header, out, rank, world, workers, progress, run_all)
+            _run_shard(jobs, decode, run, header, out, rank, world, prefetcher, progress, run_all)
         result = merge(out)
     return result
 
 
 def _run_shard(
     jobs: list[_Job],
-    decode: Callable[[_Job], Any],
+    decode: Callable[[_Job], Any] | None,
     run: Callable[[Any], dict[str, Any]],
     header: dict[str, Any],
     out: Path,
     rank: int,
     world: int,
-    workers: int,
+    prefetcher: Prefetcher,
     progress: bool,
     run_all: Callable[[list[_Job]], Iterable[dict[str, Any]]] | None = None,
 ) -> None:
-    """``decode`` each video in ``workers`` threads, ahead of ``run`` (the model), which runs in this thread only;
-    or ``run_all`` makes every record (the Ray engine)."""
+    """``decode`` each video in the prefetcher's workers, ahead of ``run`` (the model), which runs in this thread
+    only; or ``run_all`` makes every record (the Ray engine)."""
     path = parts_dir(out) / f"shard-{rank:05d}-of-{world:05d}.jsonl"
     done = read_records(path, header)
     if not path.exists() or path.stat().st_size == 0:
@@ -571,8 +576,11 @@ def _run_shard(
     todo = [j for j in mine if j.index not in done]
     bar = progress_bar(len(mine), "evaluate", "video", progress, initial=len(mine) - len(todo))
     start, failed = time.perf_counter(), 0
-    try:  # on Ctrl-C: the videos being decoded finish, the queued ones are dropped
-        records = run_all(todo) if run_all is not None else map(run, prefetch(decode, todo, workers))
+    try:  # on Ctrl-C: queued videos are dropped; threads finish the video they decode, processes are ended
+        if run_all is not None:
+            records = run_all(todo)
+        else:
+            records = map(run, todo if decode is None else prefetcher.map(decode, todo, _crashed))
         for rec in records:
             append_record(path, rec)
             failed += rec["status"] != "ok"

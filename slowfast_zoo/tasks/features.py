@@ -26,6 +26,7 @@ run refuses shards of another run, and :func:`load_features` refuses to merge sh
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -52,9 +53,10 @@ from .runner import (
     load_model,
     open_video,
     pooled_features,
-    prefetch,
+    portable_cfg,
     progress_bar,
 )
+from .workers import Prefetcher, WorkerKind
 
 __all__ = [
     "ExtractSummary",
@@ -155,8 +157,14 @@ class _Rows:
     error: VideoError | None = None
 
 
+def _crashed(path: str, reason: str) -> _Rows:
+    """The rows of a video whose decoding worker process died: none, and the reason."""
+    return _Rows(error=VideoError(path, f"{reason} while decoding it"))
+
+
 def _decode_rows(path: str, cfg: Any, device: torch.device, settings: _Settings) -> _Rows:
-    """Decode and transform one video's views, per row, as :func:`predict` makes them (no model: a worker runs it)."""
+    """Decode and transform one video's views, per row, as :func:`predict` makes them (no model: a worker thread or
+    process runs it)."""
     rows = _Rows()
     try:
         with torch.inference_mode(), open_video(path, settings.decoder) as reader:
@@ -176,21 +184,23 @@ def _decode_rows(path: str, cfg: Any, device: torch.device, settings: _Settings)
 
 
 def _embed_shard(
-    shard_paths: list[str], model: Any, settings: _Settings, runner: ViewRunner, workers: int, bar: Any,
+    shard_paths: list[str], model: Any, settings: _Settings, runner: ViewRunner, prefetcher: Prefetcher, bar: Any,
     summary: ExtractSummary,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
     """The tensors of one shard: every view of its videos, batched across them, one mean embedding per row.
 
     Batches mix the videos of one shard only, so a shard's bytes depend on its own videos alone (resume is exact).
     """
-    cfg, device = model.pretrained_cfg, runner.device
+    cfg = model.pretrained_cfg
+    device = runner.device if prefetcher.kind == "thread" else torch.device("cpu")  # processes transform on the CPU
     counts: list[int] = []  # views per row
     index: list[int] = []
     starts: list[float] = []
     ends: list[float] = []
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
-    decoded = prefetch(lambda p: _decode_rows(p, cfg, device, settings), shard_paths, workers)
+    decode = functools.partial(_decode_rows, cfg=portable_cfg(cfg), device=device, settings=settings)
+    decoded = prefetcher.map(decode, shard_paths, _crashed)
     for i, (path, rows) in enumerate(zip(shard_paths, decoded)):
         if rows.error is not None:
             failed[path] = rows.error.reason
@@ -208,6 +218,7 @@ def _embed_shard(
         if bar is not None:
             bar.set_postfix(clips_per_s=f"{summary.clips / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
             bar.update(1)
+        del rows  # only the views waiting in the runner's batch stay while the next video is taken
     views = runner.take() if counts else torch.zeros(0, model.num_features)
     embeddings = [chunk.mean(dim=0) for chunk in views.split(counts)]
     return shard_tensors(embeddings, index, starts, ends, model.num_features), failed
@@ -302,6 +313,7 @@ def extract(
     batch_size: int | None = None,
     workers: int = 1,
     decoder: str = "auto",
+    worker_type: WorkerKind = "thread",
     precision: Literal["fp32", "bf16"] = "fp32",
     fast: bool = False,
     progress: bool = True,
@@ -321,8 +333,11 @@ def extract(
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
         format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
-        workers: threads decoding and transforming videos ahead of the model (0: none); the model runs in one.
+        workers: threads or processes decoding and transforming videos ahead of the model (0: none); the model
+            runs in one thread.
         decoder: which library decodes the videos, as in :func:`slowfast_zoo.predict` (the local engine).
+        worker_type: ``"thread"`` or ``"process"`` (:class:`~slowfast_zoo.tasks.workers.Prefetcher`; processes
+            transform on the CPU; a video whose worker process dies is listed in ``failed``).
         precision: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         progress: a tqdm bar on stderr with videos done and clips/s.
@@ -356,9 +371,9 @@ def extract(
     bar = progress_bar(sum(len(shard_of[k]) for k in todo), f"features[{rank}]", "video", progress)
     t0 = time.perf_counter()
     try:
-        with eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode(), Prefetcher(workers, worker_type) as prefetcher:
             for k in todo:
-                tensors, failed = _embed_shard(shard_of[k], model, settings, runner, workers, bar, summary)
+                tensors, failed = _embed_shard(shard_of[k], model, settings, runner, prefetcher, bar, summary)
                 meta = {**run, "shard": k, "num_shards": num_shards, "paths": shard_of[k], "failed": failed}
                 write_shard(out / names[k], tensors, meta, format)
                 summary.shards_written.append(names[k])

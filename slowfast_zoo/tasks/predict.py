@@ -16,6 +16,7 @@ then averaged, as the reference's fully-convolutional test does. ``views="fast"`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -33,17 +34,18 @@ from ..video.io import VideoInfo, VideoReader
 from ..video.views import ClipView, FrameTable, plan_views
 from .runner import (
     Precision,
-    ViewRunner,
-    class_scores,
     default_batch,
-    ensemble,
     eval_mode,
     iter_view_inputs,
     load_model,
     open_video,
+    portable_cfg,
     progress_bar,
+    read_view_inputs,
+    video_scores,
 )
 from .tables import text_table
+from .workers import Prefetcher, WorkerKind, portable
 
 __all__ = [
     "ClipView",
@@ -55,6 +57,7 @@ __all__ = [
     "load_model",
     "plan_views",
     "predict",
+    "predict_many",
     "predict_windows",
     "sample_video",
     "to_json_lines",
@@ -164,11 +167,8 @@ def _top(scores: torch.Tensor, labels: Sequence[str], top_k: int) -> list[Predic
 def _run(
     reader: Any, model: Any, plan: list[ClipView], batch_size: int, precision: Precision, bar: Any
 ) -> tuple[torch.Tensor, int]:
-    runner = ViewRunner(model, class_scores(model), batch_size, precision=precision, progress=bar)
-    for view in iter_view_inputs(reader, model.pretrained_cfg, plan, runner.device):
-        runner.add(view)
-    views = runner.take()
-    return ensemble(model.pretrained_cfg, views), views.shape[0]
+    device = next(model.parameters()).device
+    return video_scores(model, iter_view_inputs(reader, model.pretrained_cfg, plan, device), batch_size, precision, bar)
 
 
 @torch.inference_mode()
@@ -222,6 +222,85 @@ def predict(
     return VideoPrediction(
         str(reader.path), cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, num_views=n
     )
+
+
+#: what a bad video raises, reported per video by :func:`predict_many` (anything else ends the run)
+VIDEO_ERRORS = (OSError, RuntimeError, ValueError)
+
+
+def _decode_video(video: Any, cfg: Any, views: Views, device: torch.device, decoder: str) -> tuple[str, Any]:
+    """``(name, views' model inputs)``, or ``(name, the exception)`` for a video that cannot be read (in a worker)."""
+    try:
+        return read_view_inputs(video, cfg, views, device, decoder)
+    except VIDEO_ERRORS as e:
+        return str(video), portable(e)
+
+
+def _crashed(video: Any, reason: str) -> tuple[str, Exception]:
+    return str(video), RuntimeError(f"{video}: {reason} while decoding it")
+
+
+def predict_many(
+    videos: Iterable[str | os.PathLike[str] | VideoReader | TensorVideo],
+    model: Any,
+    *,
+    views: Views = "reference",
+    top_k: int = 5,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    precision: Precision = "fp32",
+    fast: bool = False,
+    workers: int = 0,
+    worker_type: WorkerKind = "thread",
+    decoder: str = "auto",
+    progress: bool = False,
+) -> Iterator[tuple[str, VideoPrediction | Exception]]:
+    """:func:`predict` on each video, in order, the next videos decoded while the model runs on this one.
+
+    Yields ``(video, prediction)``, or ``(video, exception)`` for a video that could not be read or run (an
+    ``OSError``, ``RuntimeError`` or ``ValueError``; a decoding process that died is a ``RuntimeError`` naming the
+    video), and goes on with the others. ``workers`` threads or processes (``worker_type``) decode and transform
+    ahead of the model (0: in this thread, one video after the other; processes transform on the CPU and take open
+    readers only if they pickle); the model runs in this thread only. Other arguments as in :func:`predict`, whose
+    scores each prediction equals.
+    """
+    resolve_decoder(decoder)  # an unknown or unloadable decoder fails before the model loads
+    model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
+    cfg = model.pretrained_cfg
+    _warn_head_pool(model, cfg, views)
+    dev = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
+    decode = functools.partial(_decode_video, cfg=portable_cfg(cfg), views=views, device=dev, decoder=decoder)
+    with Prefetcher(workers, worker_type) as prefetcher:
+        for name, inputs in prefetcher.map(decode, videos, _crashed):
+            result: VideoPrediction | Exception
+            if isinstance(inputs, Exception):  # a video that could not be read
+                result = inputs
+            else:
+                try:
+                    result = _predict_inputs(name, inputs, model, top_k, batch_size, precision, progress)
+                except VIDEO_ERRORS as e:
+                    result = e
+            del inputs  # this video's views go before the next is taken: at most workers + 1 in memory
+            yield name, result
+
+
+@torch.inference_mode()
+def _predict_inputs(
+    name: str, inputs: list[torch.Tensor], model: Any, top_k: int, batch_size: int | None, precision: Precision,
+    progress: bool,
+) -> VideoPrediction:  # fmt: skip
+    """The prediction for one video's decoded views, as :func:`predict` makes it."""
+    cfg = model.pretrained_cfg
+    bs = batch_size or default_batch(len(inputs), next(model.parameters()).device)
+    bar = progress_bar(len(inputs), Path(name).name, "view", progress, leave=False)
+    try:
+        with eval_mode(model):
+            scores, n = video_scores(model, inputs, bs, precision, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return VideoPrediction(name, cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, n)
 
 
 def predict_windows(

@@ -1,25 +1,28 @@
 """What every task that runs a model on videos shares: the model ready for the task, the views decoded and
-transformed (in worker threads), batched through the model in one thread, and a progress bar."""
+transformed (ahead of the model by :class:`~.workers.Prefetcher`'s threads or processes), batched through the model
+in one thread (on CUDA: pinned host batches copied on a side stream while the previous batch computes), and a
+progress bar."""
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
 
 from ..video import transforms as T
 from ..video.codec import open_reader
-from ..video.views import ClipView, read_views
+from ..video.views import ClipView, Views, plan_views, read_views
 
 Precision = Literal["fp32", "bf16"]
 
 __all__ = [
     "Precision",
+    "TransferPlan",
     "ViewRunner",
     "class_scores",
     "default_batch",
@@ -29,8 +32,11 @@ __all__ = [
     "load_model",
     "open_video",
     "pooled_features",
-    "prefetch",
+    "portable_cfg",
     "progress_bar",
+    "read_view_inputs",
+    "transfer_plan",
+    "video_scores",
 ]
 
 
@@ -89,11 +95,30 @@ def _check_task(name: str, detector: bool, classifier: bool, task: str) -> None:
 
 
 # ---- running views ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TransferPlan:
+    """How a batch made on the host reaches the model's device."""
+
+    #: stack the batch into page-locked memory (a CUDA copy from it can be asynchronous)
+    pin: bool = False
+    #: copy with ``non_blocking=True`` on a side stream, so it overlaps the previous batch's compute
+    overlap: bool = False
+
+
+def transfer_plan(device: torch.device, source: torch.device) -> TransferPlan:
+    """Pinned memory and an overlapped copy for host batches going to a CUDA device; nothing to plan otherwise
+    (batches already on the device, or a CPU model)."""
+    if device.type == "cuda" and source.type == "cpu":
+        return TransferPlan(pin=True, overlap=True)
+    return TransferPlan()
+
+
 class ViewRunner:
     """Views in, ``fn`` run on batches of ``batch_size`` of them (packed into pathways), per-view outputs out.
 
     One runner is used from one thread. ``precision="bf16"`` runs a float32 model under ``torch.autocast``; a model
-    whose weights are bf16 already (``fast``) gets bf16 inputs instead.
+    whose weights are bf16 already (``fast``) gets bf16 inputs instead. Host views for a CUDA model follow
+    :func:`transfer_plan`; outputs stay on the device until :meth:`take`, so the host never waits for a batch.
     """
 
     def __init__(
@@ -111,6 +136,7 @@ class ViewRunner:
         self.autocast = precision == "bf16" and self.dtype == torch.float32
         self.pending: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
+        self._copy_stream: Any = None
 
     def add(self, view: torch.Tensor) -> None:
         self.pending.append(view)
@@ -120,19 +146,37 @@ class ViewRunner:
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = torch.stack(self.pending).to(self.device, self.dtype, non_blocking=True)
-        self.pending = []
+        views, self.pending = self.pending, []
+        plan = transfer_plan(self.device, views[0].device)
+        if plan.overlap:
+            batch = self._copy_overlapped(views, plan.pin)
+        else:
+            batch = torch.stack(views).to(self.device, self.dtype, non_blocking=True)
         inputs = T.pack_pathways(batch, self.alpha)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.fn(inputs if self.alpha is not None else inputs[0])
-        self.outputs.append(out.float().cpu())
+        self.outputs.append(out.float() if self.device.type == "cuda" else out.float().cpu())
         if self.progress is not None:
             self.progress.update(batch.shape[0])
+
+    def _copy_overlapped(self, views: list[torch.Tensor], pin: bool) -> torch.Tensor:
+        """The batch on the device, copied from (pinned) host memory on a side stream; the compute stream waits for
+        the copy only, so the copy runs while the previous batch still computes."""
+        host = torch.empty((len(views), *views[0].shape), dtype=views[0].dtype, pin_memory=pin)
+        torch.stack(views, out=host)
+        compute = torch.cuda.current_stream(self.device)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            batch = host.to(self.device, non_blocking=True)
+        compute.wait_stream(self._copy_stream)
+        batch.record_stream(compute)  # allocated on the copy stream, used on the compute stream
+        return batch.to(self.dtype)
 
     def take(self) -> torch.Tensor:
         """Every output since the last ``take``, ``(views, ...)`` float32 on the CPU."""
         self.flush()
-        out, self.outputs = torch.cat(self.outputs), []
+        out, self.outputs = torch.cat(self.outputs).cpu(), []
         return out
 
 
@@ -162,6 +206,17 @@ def ensemble(cfg: Any, views: torch.Tensor) -> torch.Tensor:
     return views.max(dim=0).values if cfg.ensemble == "max" else views.mean(dim=0)
 
 
+def video_scores(
+    model: Any, views: Iterable[torch.Tensor], batch_size: int, precision: Precision = "fp32", progress: Any = None
+) -> tuple[torch.Tensor, int]:
+    """A video's class scores from its views' model inputs (batched, ensembled) and how many views there were."""
+    runner = ViewRunner(model, class_scores(model), batch_size, precision=precision, progress=progress)
+    for view in views:
+        runner.add(view)
+    out = runner.take()
+    return ensemble(model.pretrained_cfg, out), out.shape[0]
+
+
 def iter_view_inputs(reader: Any, cfg: Any, plan: list[ClipView], device: torch.device) -> Iterator[torch.Tensor]:
     """The model-layout crops ``(3, T, S, S)`` of every view of ``plan``, in order, decoded in one pass.
 
@@ -176,26 +231,18 @@ def iter_view_inputs(reader: Any, cfg: Any, plan: list[ClipView], device: torch.
         yield from transform.crops_of_frames(frames, view.crops)
 
 
-def prefetch(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
-    """``map(fn, items)`` in order, computed ahead by ``workers`` threads (0: in the caller's thread).
+def portable_cfg(cfg: Any) -> Any:
+    """The pretrained config as a decode process can receive it (its read-only ``metrics`` view does not pickle)."""
+    return cfg.replace(metrics=dict(cfg.metrics)) if isinstance(cfg.metrics, MappingProxyType) else cfg
 
-    At most ``2 * workers`` results wait, so memory stays bounded when the consumer (the model) is slower.
-    """
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slowfast-zoo-decode") as pool:
-        queue: collections.deque[Any] = collections.deque()
-        try:
-            for item in items:
-                queue.append(pool.submit(fn, item))
-                if len(queue) >= 2 * workers:
-                    yield queue.popleft().result()
-            while queue:
-                yield queue.popleft().result()
-        finally:
-            for future in queue:
-                future.cancel()
+
+def read_view_inputs(
+    video: Any, cfg: Any, views: Views, device: torch.device, decoder: str = "auto"
+) -> tuple[str, list[torch.Tensor]]:
+    """A video's name and the model inputs of every view of its ``views`` protocol (what a decode worker makes)."""
+    with torch.inference_mode(), open_video(video, decoder) as reader:
+        plan = plan_views(cfg, reader.info, views)
+        return str(reader.path), list(iter_view_inputs(reader, cfg, plan, device))
 
 
 def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True, **kwargs: Any) -> Any:

@@ -64,6 +64,9 @@ class VideoError(SlowFastZooError, RuntimeError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuilt from (path, reason) in another process (decode workers)
+        return type(self), (self.path, self.reason)
+
 
 class VideoNotFoundError(VideoError, FileNotFoundError):
     """The video file does not exist."""
