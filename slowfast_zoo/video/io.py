@@ -138,8 +138,24 @@ def _open(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[A
     except VideoError:
         container.close()
         raise
-    stream.thread_type = "AUTO"
+    if _threads_cannot_deadlock(require_av()):
+        stream.thread_type = "AUTO"  # frame threads: several frames decoded at once
+    else:
+        stream.codec_context.thread_count = 1
     return container, stream
+
+
+def _threads_cannot_deadlock(av: Any) -> bool:
+    """Whether FFmpeg's decoding threads can log without waiting for the GIL.
+
+    A decoder is freed with the GIL held (PyAV's ``CodecContext`` deallocation), and freeing it waits for its frame
+    threads, which may be logging; PyAV's Python log callback takes the GIL for every message (PyAV < 18 even before
+    checking the level) and so never returns: a deadlock. From PyAV 15 on, messages are dropped without the GIL while
+    the level is None, the default; but ``import torchvision`` sets it to ERROR (torchvision 0.19,
+    ``torchvision/io/video.py``), and PyAV 12 defaults to VERBOSE. In those cases decode on one thread.
+    """
+    major = int(av.__version__.split(".")[0])
+    return major >= 18 or (major >= 15 and av.logging.get_level() is None)
 
 
 def _check_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int) -> None:

@@ -114,6 +114,32 @@ def test_sequential_windows_do_not_reseek(long_video):
         assert r.seeks == 1
 
 
+def test_a_closed_reader_leaves_no_decoder_threads_to_a_forked_child(tmp_path):
+    # a DataLoader worker is a fork: if the parent's closed reader still held an FFmpeg frame-threaded decoder (PyAV
+    # 12 keeps a closed container's streams in a reference cycle), the child's garbage collector would free it there,
+    # where its threads do not exist, and wait for them forever in pthread_cond_destroy
+    import gc
+    import multiprocessing
+
+    path = write_video(tmp_path / "v.mp4", num_frames=30, fps=30)
+    gc.collect()
+    gc.disable()  # the cycle, if any, survives until the child collects it
+    try:
+        with VideoReader(path) as r:
+            r.read_clip(0.0, 8, 2)  # decodes: the decoder's threads start
+        del r
+        child = multiprocessing.get_context("fork").Process(target=gc.collect)
+        child.start()
+        child.join(timeout=60)  # a bound on a hang, not a timing: the child does nothing else
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        gc.enable()
+    assert not hung and child.exitcode == 0
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------------
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.mp4"
