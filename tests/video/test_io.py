@@ -140,6 +140,38 @@ def test_a_closed_reader_leaves_no_decoder_threads_to_a_forked_child(tmp_path):
     assert not hung and child.exitcode == 0
 
 
+@pytest.mark.parametrize(
+    ("version", "level", "threads"),
+    [
+        ("12.0.0", 40, False),  # PyAV 12 logs at VERBOSE through its Python callback by default
+        ("15.0.0", None, True),  # PyAV 15 (av/logging.pyx): level None installs a callback that never takes the GIL
+        ("17.0.0", 16, False),  # a level set (torchvision 0.19's import sets ERROR): the GIL before the level check
+        ("18.0.0", 16, True),  # PyAV 18 (av/logging.py): the level is checked before taking the GIL
+        ("18.0.0", None, True),
+    ],
+)
+def test_frame_threads_only_where_ffmpeg_threads_cannot_deadlock(version, level, threads):
+    from types import SimpleNamespace
+
+    from slowfast_zoo.video.io import _threads_cannot_deadlock
+
+    fake_av = SimpleNamespace(__version__=version, logging=SimpleNamespace(get_level=lambda: level))
+    assert _threads_cannot_deadlock(fake_av) is threads
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_reader_decodes_on_one_thread_where_threads_could_deadlock(tmp_path, monkeypatch, safe):
+    import slowfast_zoo.video.io as io
+
+    monkeypatch.setattr(io, "_threads_cannot_deadlock", lambda av: safe)
+    path = write_video(tmp_path / "v.mp4", num_frames=30, fps=30)
+    with VideoReader(path) as r:
+        codec = r._stream.codec_context
+        assert (codec.thread_count == 1) is not safe
+        assert ("AUTO" in str(codec.thread_type)) is safe
+        assert indices(r.frames_at_positions([0, 29])) == [0, 29]
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------------
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.mp4"
