@@ -149,13 +149,12 @@ def _threads_cannot_deadlock(av: Any) -> bool:
     """Whether FFmpeg's decoding threads can log without waiting for the GIL.
 
     A decoder is freed with the GIL held (PyAV's ``CodecContext`` deallocation), and freeing it waits for its frame
-    threads, which may be logging; PyAV's Python log callback takes the GIL for every message (PyAV < 18 even before
-    checking the level) and so never returns: a deadlock. From PyAV 15 on, messages are dropped without the GIL while
-    the level is None, the default; but ``import torchvision`` sets it to ERROR (torchvision 0.19,
-    ``torchvision/io/video.py``), and PyAV 12 defaults to VERBOSE. In those cases decode on one thread.
+    threads, which may be logging. PyAV 15-17 drop messages without the GIL only while the log level is None (their
+    default); once a level is set (``import torchvision`` sets ERROR: torchvision 0.19, ``torchvision/io/video.py``)
+    their callback takes the GIL for every message and never returns: a deadlock. PyAV 18 checks the level first.
+    Where threads could deadlock, decode on one thread.
     """
-    major = int(av.__version__.split(".")[0])
-    return major >= 18 or (major >= 15 and av.logging.get_level() is None)
+    return int(av.__version__.split(".")[0]) >= 18 or av.logging.get_level() is None
 
 
 def _check_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int) -> None:
