@@ -1,7 +1,7 @@
 """Live inference speed: a camera-paced MPEG-TS stream over local TCP, scored window after window on the fast path.
 
 For each model (random weights, full size) a server process sends ``--seconds`` of synthetic 30 fps video in real
-time; ``predict_stream`` (fast path: BN folded, channels-last, bf16 autocast where the CPU has it, CUDA when present)
+time; ``predict_stream`` (fast path: BN folded, channels-last, bf16 weights where the CPU has it, CUDA when present)
 scores a ``--window`` s window every ``--hop`` s and skips windows when it falls behind. Reports windows scored and
 skipped, the sustained hop, latency (last frame of a window in -> its prediction out) and the real-time factor.
 
@@ -54,7 +54,7 @@ def run(name: str, seconds: float, window: float, hop: float, size: tuple[int, i
     lat = sorted(s.latencies)
     return {
         "model": name,
-        "autocast": str(live.autocast),
+        "dtype": str(next(live.model.parameters()).dtype),
         "device": str(next(live.model.parameters()).device),
         "stream_s": seconds,
         "window_s": window,
@@ -68,6 +68,7 @@ def run(name: str, seconds: float, window: float, hop: float, size: tuple[int, i
         "latency_max_s": round(lat[-1], 3),
         "peak_buffered_frames": s.peak_buffered,
         "buffer_capacity_frames": s.capacity,
+        "peak_buffer_bytes": s.peak_buffer_bytes,
         "end": s.end,
         "load_avg_1min_after": round(load[0], 2),
         "first_top1": results[0].prediction.top[0].label if results else None,

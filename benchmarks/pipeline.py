@@ -9,23 +9,29 @@ Synthetic 10 s H.264 videos at 30 fps (moving gradients and noise, x264 ``veryfa
 temporary folder. Per (model, size), the checkpoint's own 30-view test protocol (PySlowFast's Kinetics rule):
 
 * ``decode_per_view``: every clip read on its own (``ClipView.read``, what the zoo did before the one-pass reader);
-  ``decode_one_pass``: all views at once (``read_views``; absent on older code);
+  ``decode_one_pass``: all views at once (``read_views``; absent on older code); ``decode_torchcodec``: the same
+  with torchcodec (``TorchCodecReader``: all views' frames in one ``get_frames_at`` call; absent where torchcodec
+  does not load);
 * ``transform_clip``: ``VideoTransform.crops`` per clip (uint8 frames in, three crops out);
   ``transform_per_frame``: ``prepare_frame`` per decoded frame + ``crops_of_frames`` (absent on older code);
 * ``decode_transform``: what ``predict`` itself does before the model (one pass with per-frame preparation, or the
-  older loop), measured alone; ``decode_transform_ptv_views``: the same on the ``k400_ptv`` protocol's views;
+  older loop), measured alone, decoded with PyAV; ``decode_transform_torchcodec``: the same decoded by torchcodec;
+  ``decode_transform_ptv_views``: the same on the ``k400_ptv`` protocol's views;
 * ``ptv_decode`` / ``ptv_transform``: pytorchvideo 0.1.5's ``EncodedVideo.get_clip`` per clip and its transforms
   (``UniformTemporalSubsample``, ``Div255``, ``Normalize``, ``ShortSideScale``, ``UniformCropVideo``) on the same
   clip windows (its own ``ConstantClipsPerVideoSampler``);
+* decode stages also report process CPU seconds (``cpu_*``, decoder threads included) and CPU ratios: the work
+  done, which waiting for a core on a loaded machine does not inflate as it does wall time;
 * ``model``: the model alone on the same 30 views, batched as ``predict`` batches them (6 on a CPU, 30 on a GPU),
   per precision (``fp32``: eager; ``bf16fast``: ``optimize_for_inference(dtype=bfloat16)``, weights bf16);
 * ``predict``: ``predict(video, model)`` end to end; ``ratio`` = predict / model (1.0 would be the model's speed);
 * ``evaluate``: ``evaluate`` over ``--videos`` videos with 0/1/2 decoding workers: videos/s;
 * ``features``: ``features.extract`` (one centred view per video): videos/s.
 
-Times are medians of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the
-code of any checkout (``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on
-the device, with ``torch.cuda.synchronize`` around each timed call.
+``--stages decode`` runs the decoding stages only (``--e2e-sizes none`` then skips the model too). Times are medians
+of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the code of any checkout
+(``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on the device, with
+``torch.cuda.synchronize`` around each timed call.
 """
 
 from __future__ import annotations
@@ -105,9 +111,18 @@ def decode_per_view(path: Path, plan_of: Callable[[Any], list]) -> list[torch.Te
         return [v.read(r) for v in plan_of(r)]
 
 
-def decode_one_pass(path: Path, plan_of: Callable[[Any], list]) -> list[torch.Tensor]:
-    with VideoReader(path) as r:
+def decode_one_pass(path: Path, plan_of: Callable[[Any], list], reader: Any = VideoReader) -> list[torch.Tensor]:
+    with reader(path) as r:
         return list(r.read_views(plan_of(r)))
+
+
+def torchcodec_reader() -> Any:
+    """``TorchCodecReader`` where this code has it and torchcodec loads, else None."""
+    try:
+        from slowfast_zoo.video.codec import TorchCodecReader, torchcodec_problem
+    except ImportError:
+        return None
+    return TorchCodecReader if torchcodec_problem() is None else None
 
 
 def transform_clip(cfg: Any, clips: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -124,11 +139,11 @@ def transform_per_frame(cfg: Any, clips: list[torch.Tensor], device: torch.devic
     return out
 
 
-def decode_transform(path: Path, cfg: Any, device: torch.device) -> list[torch.Tensor]:
+def decode_transform(path: Path, cfg: Any, device: torch.device, reader: Any = VideoReader) -> list[torch.Tensor]:
     """What predict does before the model, on this code."""
     from slowfast_zoo.tasks import predict as P
 
-    with VideoReader(path) as r:
+    with reader(path) as r:
         plan = plan_views(cfg, r.info, "reference")
         if hasattr(P, "iter_view_inputs"):
             return list(P.iter_view_inputs(r, cfg, plan, device))
@@ -199,7 +214,7 @@ def build(name: str, precision: str, device: torch.device) -> tuple[Any, Callabl
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
-def bench_data(name: str, path: Path, repeat: int, device: torch.device) -> dict[str, Any]:
+def bench_data(name: str, path: Path, repeat: int, device: torch.device, only_decode: bool = False) -> dict[str, Any]:
     """Decode and transform stages, interleaved: each repetition runs every stage once (in a rotating order), so
     the ratios between stages (median of per-repetition ratios) hold on a loaded machine better than the times."""
     cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_pysf")
@@ -212,25 +227,47 @@ def bench_data(name: str, path: Path, repeat: int, device: torch.device) -> dict
     stages: dict[str, Callable[[], Any]] = {"decode_per_view": lambda: decode_per_view(path, plan_of)}
     if hasattr(VideoReader, "read_views"):
         stages["decode_one_pass"] = lambda: decode_one_pass(path, plan_of)
-    stages["transform_clip"] = lambda: transform_clip(cfg, clips, device)
-    if hasattr(T.VideoTransform, "prepare_frame"):
-        stages["transform_per_frame"] = lambda: transform_per_frame(cfg, clips, device)
-    stages["decode_transform"] = lambda: decode_transform(path, cfg, device)
-    stages["decode_transform_ptv_views"] = lambda: decode_transform(path, ptv_cfg, device)
-    times: dict[str, list[float]] = {k: [] for k in [*stages, "ptv_decode", "ptv_transform"]}
+    tc = torchcodec_reader()
+    if tc is not None:
+        stages["decode_torchcodec"] = lambda: decode_one_pass(path, plan_of, tc)
+    if not only_decode:
+        stages["transform_clip"] = lambda: transform_clip(cfg, clips, device)
+        if hasattr(T.VideoTransform, "prepare_frame"):
+            stages["transform_per_frame"] = lambda: transform_per_frame(cfg, clips, device)
+        stages["decode_transform"] = lambda: decode_transform(path, cfg, device)
+        if tc is not None:
+            stages["decode_transform_torchcodec"] = lambda: decode_transform(path, cfg, device, tc)
+        stages["decode_transform_ptv_views"] = lambda: decode_transform(path, ptv_cfg, device)
+    times: dict[str, list[float]] = {
+        k: [] for k in [*stages, *([] if only_decode else ["ptv_decode", "ptv_transform"])]
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in stages}  # process CPU seconds, decoder threads included
     for i in range(repeat):
         names = list(stages)
         for key in names[i % len(names) :] + names[: i % len(names)]:
+            c0 = time.process_time()
             times[key].append(timed(stages[key], 1, device)[0])
-        _, decode_s, transform_s = ptv_views(path, ptv_cfg)
-        times["ptv_decode"].append(decode_s)
-        times["ptv_transform"].append(transform_s)
+            cpu[key].append(time.process_time() - c0)
+        if not only_decode:
+            _, decode_s, transform_s = ptv_views(path, ptv_cfg)
+            times["ptv_decode"].append(decode_s)
+            times["ptv_transform"].append(transform_s)
     out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
 
     def ratio(a: str, b: str) -> float | None:
         return statistics.median(x / y for x, y in zip(times[a], times[b])) if a in times and b in times else None
 
     out["ratio_decode_per_view_to_one_pass"] = ratio("decode_per_view", "decode_one_pass")
+    out["ratio_decode_per_view_to_torchcodec"] = ratio("decode_per_view", "decode_torchcodec")
+    out["ratio_decode_one_pass_to_torchcodec"] = ratio("decode_one_pass", "decode_torchcodec")
+    # the work itself, which a loaded machine's wait for a core does not inflate (threads add up)
+    out.update({f"cpu_{k}": statistics.median(v) for k, v in cpu.items() if k.startswith("decode_")})
+    for a, b in (("per_view", "one_pass"), ("per_view", "torchcodec"), ("one_pass", "torchcodec")):
+        if f"decode_{a}" in cpu and f"decode_{b}" in cpu:
+            pairs = zip(cpu[f"decode_{a}"], cpu[f"decode_{b}"])
+            out[f"ratio_cpu_decode_{a}_to_{b}"] = statistics.median(x / y for x, y in pairs)
+    if only_decode:
+        return out
     out["ratio_transform_clip_to_per_frame"] = ratio("transform_clip", "transform_per_frame")
     times["ptv_total"] = [x + y for x, y in zip(times["ptv_decode"], times["ptv_transform"])]
     out["ratio_ptv_to_zoo_same_views"] = ratio("ptv_total", "decode_transform_ptv_views")
@@ -303,8 +340,9 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
 
     lines = [
         "| model @ size | decode before | decode after | decode ratio (one run) | transforms before | transforms after "
-        "| transforms ratio (one run) | decode+transforms before | after | PyTorchVideo / zoo, same views |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| transforms ratio (one run) | decode+transforms before | after | PyTorchVideo / zoo, same views "
+        "| decode torchcodec | per-clip / torchcodec (one run) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, a in after["data"].items():
         b = before["data"].get(key, {})
@@ -313,7 +351,8 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
             f"| {f(a.get('ratio_decode_per_view_to_one_pass'))}x | {f(b.get('transform_clip'))} s "
             f"| {f(a.get('transform_per_frame'))} s | {f(a.get('ratio_transform_clip_to_per_frame'))}x "
             f"| {f(b.get('decode_transform'))} s | {f(a.get('decode_transform'))} s "
-            f"| {f(a.get('ratio_ptv_to_zoo_same_views'))}x |"
+            f"| {f(a.get('ratio_ptv_to_zoo_same_views'))}x | {f(a.get('decode_torchcodec'))} s "
+            f"| {f(a.get('ratio_decode_per_view_to_torchcodec'))}x |"
         )
     lines += [
         "",
@@ -351,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", default="all", help="model/precision pairs for evaluate and features (all, or e.g. "
                    "slow_r50_8x8/bf16fast)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--stages", choices=["all", "decode"], default="all", help="decode: the decoding stages only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="pipeline.json")
     p.add_argument("--video-dir", help="write the synthetic videos here, or reuse them (default: a temporary folder)")
@@ -373,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
                     write_video(v.with_suffix(".part.mp4"), w, h, seed=i).rename(v)
         for name in models:
             for size in sizes:
-                r = bench_data(name, videos[size][0], args.repeat, device)
+                r = bench_data(name, videos[size][0], args.repeat, device, only_decode=args.stages == "decode")
                 results["data"][f"{name}@{size}"] = r
                 print(name, size, json.dumps({k: v if v is None else round(v, 4) for k, v in r.items()}), flush=True)
                 Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -9,15 +9,19 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import slowfast_zoo
 from slowfast_zoo import PretrainedCfg, features, get_pretrained_cfg
 from slowfast_zoo.errors import SlowFastZooError
 from slowfast_zoo.tasks.evaluate import AVA_PROTOCOLS, DATASETS
 from slowfast_zoo.tasks.tables import text_table
+from slowfast_zoo.video.codec import DECODERS, resolve_decoder
+
+if TYPE_CHECKING:
+    from slowfast_zoo.tasks.predict import VideoPrediction, Views
 
 
 def _metric(cfg: PretrainedCfg) -> str:
@@ -129,8 +133,9 @@ def _publish_todo(args: argparse.Namespace) -> list[tuple[PretrainedCfg, str | N
     for name, record in read_manifest(args.update_manifest).get("models", {}).items():
         hub = record.get("hub") or {}
         if record.get("origin") and not hub.get("revision"):  # the manifest being updated says where the files are
-            cfg = get_pretrained_cfg(name).replace(origin=Origin(**record["origin"]), hub=HubFile(**hub))
-            local = Path(args.source_dir, cfg.origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
+            origin = Origin(**record["origin"])
+            cfg = get_pretrained_cfg(name).replace(origin=origin, hub=HubFile(**hub))
+            local = Path(args.source_dir, origin.url.rsplit("/", 1)[-1]) if args.source_dir else None
             todo.append((cfg, hub.get("repo_id"), str(local) if local and local.is_file() else None))
     return todo
 
@@ -184,39 +189,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = args.videos or [inference.sample_video()]
     if args.render and len(videos) != 1:
         raise ValueError("--render draws on one video; pass exactly one")
+    resolve_decoder(args.decoder)
     model = inference.load_model(
         args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision, fast=args.fast
     )
     failed = 0
     for video in videos:
+        results: Iterable[VideoPrediction]
         try:
             if args.windows:
                 window, stride = args.windows
                 results = inference.predict_windows(
                     video, model, window, stride, views=args.views or "fast", top_k=args.top_k,
-                    precision=args.precision, progress=True,
+                    precision=args.precision, progress=True, decoder=args.decoder,
                 )  # fmt: skip
             else:
-                views = args.views or "reference"
+                views: Views = args.views or "reference"
                 results = [
                     inference.predict(
-                        video, model, views=views, top_k=args.top_k, precision=args.precision, progress=True
+                        video,
+                        model,
+                        views=views,
+                        top_k=args.top_k,
+                        precision=args.precision,
+                        progress=True,
+                        decoder=args.decoder,
                     )
                 ]
         except (OSError, RuntimeError, ValueError) as e:  # a bad video: report it, go on with the others
             failed += 1
             print(_one_line(e, str(video)), file=sys.stderr, flush=True)
             continue
-        results = list(results)
+        predictions = list(results)
         if args.json:
-            for line in inference.to_json_lines(results):
+            for line in inference.to_json_lines(predictions):
                 print(line, flush=True)
         else:
-            print(inference.format_table(results))
+            print(inference.format_table(predictions))
         if args.render:
             from slowfast_zoo.tasks.render import render_predictions
 
-            print(f"slowfast-zoo: wrote {render_predictions(video, results, args.render)}", file=sys.stderr)
+            print(f"slowfast-zoo: wrote {render_predictions(video, predictions, args.render)}", file=sys.stderr)
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
@@ -315,6 +328,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
+            decoder=args.decoder,
             precision=args.precision,
             fast=args.fast,
             out=args.out,
@@ -372,6 +386,12 @@ def _speed_arguments(parser: argparse.ArgumentParser, workers: bool) -> None:
         parser.add_argument(
             "--workers", type=int, default=1, help="threads decoding ahead of the model (default: %(default)s)"
         )
+    parser.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="auto",
+        help="torchcodec where it loads, else PyAV (auto, the default; the same frames), or one of them",
+    )
 
 
 def _ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -411,7 +431,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         extract = features.extract
         rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
         world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers)
+        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers, decoder=args.decoder)
     summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0

@@ -98,7 +98,8 @@ def create(
         loaded = LoadedWeights(str(found.path), found.sha256, "pretrained", found.location)
     if source is not None:
         report = load_checkpoint(model, source, reset_head=num_classes is not None, classifier=_classifier(model_cfg))
-        if loaded.source == "pretrained":  # the zoo's files are safetensors, read from one hashed buffer
+        # the zoo's files are safetensors, read from one hashed buffer
+        if loaded is not None and loaded.source == "pretrained":
             report.source, report.file_format = loaded.file, "safetensors"
         if report.head_reset:
             _reset_classifier(model, model_cfg)
@@ -115,9 +116,11 @@ def create(
         loaded = replace(loaded, tensors_sha256=tensors_sha256(model.state_dict()))
     outside = name.startswith(("hf-hub:", "local-dir:"))
     head_reset = bool(report and report.head_reset)
-    model.pretrained_cfg = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)
-    model.load_report = report
-    if features_only:
+    # torch's stub types Module.__setattr__'s value as Tensor | Module; any other value becomes a plain attribute
+    described = _describe(cfg, model_cfg, loaded, head_reset=head_reset, outside=outside)
+    model.pretrained_cfg = described  # type: ignore[assignment]
+    model.load_report = report  # type: ignore[assignment]
+    if features_only and family.features is not None:  # a family without the form was refused above
         features = family.features(model, tuple(out_indices))
         features.pretrained_cfg = model.pretrained_cfg
         return features
@@ -131,21 +134,24 @@ def _classifier(model_cfg: Any) -> str:
 
 def _init_weights(model: torch.nn.Module) -> None:
     """Initialize a model materialized by ``to_empty``: its own ``init_weights``, else each layer's default init."""
-    if hasattr(model, "init_weights"):
-        model.init_weights()
+    init = getattr(model, "init_weights", None)
+    if init is not None:
+        init()
         return
     for module in model.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if reset is not None:
+            reset()
 
 
 def _reset_classifier(model: torch.nn.Module, model_cfg: Any) -> None:
     """A fresh classifier of ``model_cfg.num_classes`` outputs: the model's ``reset_classifier``, else the classifier
     layer's own initialization (it was built with that size)."""
-    if hasattr(model, "reset_classifier"):
-        model.reset_classifier(model_cfg.num_classes)
+    reset_classifier = getattr(model, "reset_classifier", None)
+    if reset_classifier is not None:
+        reset_classifier(model_cfg.num_classes)
     else:
-        model.get_submodule(_classifier(model_cfg)).reset_parameters()
+        getattr(model.get_submodule(_classifier(model_cfg)), "reset_parameters")()  # noqa: B009 (Module.__getattr__ types it a Tensor)
 
 
 def _as_in_file(report: LoadReport | None, source: Any, model: torch.nn.Module, dtype: torch.dtype | None) -> bool:

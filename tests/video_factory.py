@@ -133,6 +133,43 @@ def write_zero_frame_video(path: Path | str) -> Path:
     return path
 
 
+def write_corrupt_copy(path: Path | str, out: Path | str) -> Path:
+    """``path`` with a quarter of its bytes, from a third in, replaced by noise (a stream that fails to decode)."""
+    data = bytearray(Path(path).read_bytes())
+    n = len(data)
+    data[n // 3 : n // 3 + n // 4] = np.random.default_rng(0).integers(0, 256, n // 4, dtype=np.uint8).tobytes()
+    Path(out).write_bytes(bytes(data))
+    return Path(out)
+
+
+#: a pretrained config for every classification frame rule (``test_clip_sampler``) the zoo has
+PROTOCOL_CONFIGS = {
+    "pysf_uniform": "slowfast_r50_8x8.k400_pysf",
+    "ptv_constant": "slow_r50_8x8.k400_ptv",
+    "pysf_charades": "slowfast_r50_16x8.charades_pysf",
+    "ptv_charades": "slow_r50_8x8.charades_ptv",
+    "segments": "slowfast_r50_8x8.ssv2_ptv",
+}
+
+#: frame times (seconds) of the variable-frame-rate clip of :func:`write_decoder_clips`
+VFR_TIMES = (0.0, 0.02, 0.1, 0.12, 0.3, 0.31, 0.5, 0.9, 0.95, 1.0, 1.4, 1.45, 2.0, 2.1, 2.5)
+
+
+def write_decoder_clips(folder: Path) -> dict[str, Path]:
+    """Clips in the containers, codecs and timings a decoder must handle alike, by name (index-drawn frames)."""
+    return {
+        "h264.mp4": write_video(folder / "a.mp4", num_frames=90, fps=30, width=80, height=60),
+        "h264-bframes.mkv": write_video(folder / "b.mkv", num_frames=75, fps=25, bframes=3),
+        "vp9.webm": write_video(folder / "c.webm", num_frames=40, fps=30, codec="libvpx-vp9"),
+        "mpeg4.avi": write_video(folder / "d.avi", num_frames=40, fps=30, codec="mpeg4"),
+        "mjpeg.mov": write_video(folder / "e.mov", num_frames=40, fps=30, codec="mjpeg"),
+        "vfr.mkv": write_video(folder / "f.mkv", num_frames=len(VFR_TIMES), fps=10, times=VFR_TIMES),
+        "rotated90.mp4": write_video(folder / "g.mp4", num_frames=40, fps=30, rotation=90),
+        "rotated180.mp4": write_video(folder / "h.mp4", num_frames=40, fps=30, rotation=180),
+        "odd-size.mp4": write_video(folder / "i.mp4", num_frames=40, fps=24, width=130, height=98),
+    }
+
+
 # ---- the sample clip shipped in slowfast_zoo/assets -------------------------------------------------------------
 def sample_frame(t: float, width: int = 320, height: int = 240) -> np.ndarray:
     """A procedural scene at time ``t``: three balls in a juggling cascade above two hands, on a sky gradient."""

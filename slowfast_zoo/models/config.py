@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .layers import FastInput
 
@@ -179,7 +179,7 @@ class ResNet3dConfig:
         """Module name of the final linear layer, as timm's ``classifier``: its state-dict keys start with it + '.'."""
         return "head.proj"
 
-    def replace(self, **changes: object) -> ResNet3dConfig:
+    def replace(self, **changes: Any) -> ResNet3dConfig:
         """A copy with some fields changed; an unknown field is a ``TypeError`` listing the valid ones."""
         valid = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(valid))

@@ -15,12 +15,23 @@ PATHWAYS = (SLOW, FAST)
 
 
 class _Widths(Protocol):
-    num_pathways: int
-    width: int
-    beta_inv: int
-    temporal_pool: int
-    spatial_strides: tuple[int, int, int, int]
-    fast_downsample: int
+    @property
+    def num_pathways(self) -> int: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def beta_inv(self) -> int: ...
+
+    @property
+    def temporal_pool(self) -> int: ...
+
+    @property
+    def spatial_strides(self) -> tuple[int, int, int, int]: ...
+
+    @property
+    def fast_downsample(self) -> int: ...
 
     def pathway_width(self, pathway: int) -> int: ...
 

@@ -23,6 +23,12 @@ ORDER = ("stem", *STAGES, "head")
 class FrozenBatchNorm3d(nn.Module):
     """BatchNorm3d with fixed statistics and affine parameters (buffers, not parameters): a per-channel affine map."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
@@ -43,6 +49,8 @@ class FrozenBatchNorm3d(nn.Module):
     def from_batchnorm(cls, bn: nn.BatchNorm3d) -> FrozenBatchNorm3d:
         """A frozen copy of a BatchNorm3d's current statistics and affine parameters."""
         # Module.to casts floating tensors only: the batch counter stays an integer
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("a BatchNorm3d without running statistics (track_running_stats=False) cannot be frozen")
         frozen = cls(bn.num_features, bn.eps).to(device=bn.running_mean.device, dtype=bn.running_mean.dtype)
         with torch.no_grad():
             frozen.weight.copy_(bn.weight if bn.affine else torch.ones_like(frozen.weight))
@@ -78,10 +86,10 @@ def stage_of(param_name: str, order: tuple[str, ...] = ORDER) -> str:
 
 def _backbone(model: nn.Module) -> nn.Module:
     """The network inside a ``features_only`` model (which holds it as ``.model``), or the model itself."""
+    if isinstance(model, ResNet3dFeatures):
+        return model.model
     inner = getattr(model, "model", None)
-    if isinstance(model, ResNet3dFeatures) or (isinstance(inner, nn.Module) and not hasattr(model, "stage_order")):
-        return inner
-    return model
+    return inner if isinstance(inner, nn.Module) and not hasattr(model, "stage_order") else model
 
 
 def _order(model: nn.Module) -> tuple[str, ...]:
@@ -125,7 +133,8 @@ def param_groups(
     order = _order(model)
     # the model's own list (timm's hook), else every bias and norm affine (parameters of at most one dimension)
     default = {name for name, p in model.named_parameters() if p.ndim <= 1}
-    skip_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else default
+    hook = getattr(model, "no_weight_decay", None)
+    skip_decay = hook() if hook is not None else default
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

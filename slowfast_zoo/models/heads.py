@@ -59,11 +59,11 @@ class ClassifierHead(nn.Module):
 
     def pooled_map(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Pooled features of all pathways concatenated, (N, C, t, h, w); (t, h, w) = (1, 1, 1) when adaptive."""
-        for x, pool in zip(feats, self.pools):
-            if self.pool_size is not None and any(s < k for s, k in zip(x.shape[2:], pool.kernel_size)):
+        for x, kernel in zip(feats, self.pool_size or ()):  # the fixed kernels of self.pools
+            if any(s < k for s, k in zip(x.shape[2:], kernel)):
                 raise ValueError(
                     f"fixed-kernel head: feature map {tuple(x.shape[2:])} is smaller than the pool kernel "
-                    f"{tuple(pool.kernel_size)}; use head_pool='adaptive' for inputs smaller than the training crop"
+                    f"{tuple(kernel)}; use head_pool='adaptive' for inputs smaller than the training crop"
                 )
         return torch.cat([pool(x) for x, pool in zip(feats, self.pools)], dim=1)
 

@@ -12,10 +12,17 @@ __all__ = ["as_pathways"]
 
 
 class _Pathways(Protocol):
-    num_pathways: int
-    in_chans: int
-    alpha: int | None
-    fast_input: str
+    @property
+    def num_pathways(self) -> int: ...
+
+    @property
+    def in_chans(self) -> int: ...
+
+    @property
+    def alpha(self) -> int | None: ...
+
+    @property
+    def fast_input(self) -> str: ...
 
     def input_chans(self, pathway: int) -> int: ...
 
@@ -59,25 +66,23 @@ def as_pathways(
                 + ("" if t.dim() != 4 else " (add the batch dimension with x.unsqueeze(0))")
             )
         _check_dtype(t, dtype)
-    if n == 2 and len(xs) == 1 and cfg.fast_input == "flow":
+    if n == 1:
+        return xs
+    alpha = cfg.alpha
+    if alpha is None:
+        raise ValueError("a two-pathway network needs alpha, the Fast pathway's frame-rate ratio")
+    if len(xs) == 1 and cfg.fast_input == "flow":
         raise ValueError("a flow Fast pathway takes [slow RGB (N, 3, T, H, W), flow (N, 2, alpha*T, H, W)]")
-    if n == 2 and len(xs) == 1:
+    if len(xs) == 1:
         # one clip for a two-pathway network: it is the fast pathway; pick the slow frames as the reference
         fast = xs[0]
-        if fast.shape[2] % cfg.alpha:
-            raise ValueError(
-                f"a single clip for SlowFast needs T divisible by alpha={cfg.alpha}, got T={fast.shape[2]}"
-            )
-        xs = [fast.index_select(2, linspace_indices(fast.shape[2], fast.shape[2] // cfg.alpha, fast.device)), fast]
-    if n == 2:
-        slow, fast = xs
-        if (
-            fast.shape[2] != cfg.alpha * slow.shape[2]
-            or slow.shape[0] != fast.shape[0]
-            or slow.shape[3:] != fast.shape[3:]
-        ):
-            raise ValueError(
-                f"expected slow (N, 3, T, H, W) and fast (N, 3, {cfg.alpha}*T, H, W) (alpha={cfg.alpha}); "
-                f"got slow {tuple(slow.shape)} and fast {tuple(fast.shape)}"
-            )
+        if fast.shape[2] % alpha:
+            raise ValueError(f"a single clip for SlowFast needs T divisible by alpha={alpha}, got T={fast.shape[2]}")
+        xs = [fast.index_select(2, linspace_indices(fast.shape[2], fast.shape[2] // alpha, fast.device)), fast]
+    slow, fast = xs
+    if fast.shape[2] != alpha * slow.shape[2] or slow.shape[0] != fast.shape[0] or slow.shape[3:] != fast.shape[3:]:
+        raise ValueError(
+            f"expected slow (N, 3, T, H, W) and fast (N, 3, {alpha}*T, H, W) (alpha={alpha}); "
+            f"got slow {tuple(slow.shape)} and fast {tuple(fast.shape)}"
+        )
     return xs

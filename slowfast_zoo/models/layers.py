@@ -5,7 +5,7 @@ Only torch and einops are imported here: a block knows its shapes, never files, 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from .amp_guard import GuardedConv3d
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 __all__ = [
     "Bottleneck",
@@ -28,6 +31,13 @@ __all__ = [
 ]
 
 Triple = tuple[int, int, int]
+
+
+class BatchNormArgs(TypedDict, total=False):
+    """The BatchNorm settings every block passes down to its :class:`ConvBnAct` (``**bn``)."""
+
+    bn_eps: float
+    bn_momentum: float
 
 
 def linspace_indices(num_frames: int, num_out: int, device: torch.device | None = None) -> torch.Tensor:
@@ -63,7 +73,9 @@ class ConvBnAct(nn.Module):
 class Stem(ConvBnAct):
     """Conv (kt, 7, 7) stride (1, 2, 2) -> BN -> ReLU -> max pool (1, 3, 3) stride (1, 2, 2)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_t: int, pre: nn.Module | None = None, **bn: float) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_t: int, pre: nn.Module | None = None, **bn: Unpack[BatchNormArgs]
+    ) -> None:
         super().__init__(in_chs, out_chs, (kernel_t, 7, 7), (1, 2, 2), (kernel_t // 2, 3, 3), **bn)
         self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
         self.pre = pre  # a parameter-free input step (FastInput): no state-dict keys
@@ -101,7 +113,8 @@ class FastInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode in ("gray", "timediff"):
-            x = sum(x[:, i : i + 1] * w for i, w in enumerate(LUMA))  # python weights: nothing to materialize
+            r, g, b = (x[:, i : i + 1] * w for i, w in enumerate(LUMA))  # python weights: nothing to materialize
+            x = r + g + b
         if self.mode == "timediff":
             x = x - torch.cat([x[:, :, :1], x[:, :, :-1]], dim=2)
         if self.downsample > 1:
@@ -156,7 +169,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         nonlocal_block: NonLocal | None = None,
-        **bn: float,
+        **bn: Unpack[BatchNormArgs],
     ) -> None:
         super().__init__()
         self.a = ConvBnAct(in_chs, inner_chs, (kernel_t, 1, 1), padding=(kernel_t // 2, 0, 0), **bn)
@@ -206,7 +219,13 @@ class TimeStridedConv(ConvBnAct):
     """
 
     def __init__(
-        self, fast_chs: int, alpha: int, kernel_t: int, channel_ratio: int = 2, upsample: int = 1, **bn: float
+        self,
+        fast_chs: int,
+        alpha: int,
+        kernel_t: int,
+        channel_ratio: int = 2,
+        upsample: int = 1,
+        **bn: Unpack[BatchNormArgs],
     ) -> None:
         super().__init__(
             fast_chs, fast_chs * channel_ratio, (kernel_t, 1, 1), (alpha, 1, 1), (kernel_t // 2, 0, 0), **bn

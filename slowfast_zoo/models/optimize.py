@@ -1,11 +1,12 @@
-"""Inference fast path: BatchNorm folded into the convolutions, channels-last 3-D memory format, optional bf16.
+"""Inference fast path: BatchNorm folded into the convolutions, ReLU and residual adds fused into them (CPU),
+channels-last 3-D memory format, optional bf16 weights stored once.
 
 ``optimize_for_inference(model)`` returns an eval-mode copy that computes the same logits (to float rounding) with
 fewer kernels and a memory layout oneDNN (CPU) and cuDNN (GPU) run faster::
 
-    fast = slowfast_zoo.optimize_for_inference(model)                 # model itself is left untouched
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = fast(x)                                              # inputs may stay contiguous
+    fast = slowfast_zoo.optimize_for_inference(model, dtype=torch.bfloat16)  # model itself is left untouched
+    with torch.inference_mode():
+        logits = fast([t.bfloat16() for t in x])                             # inputs may stay contiguous
 
 Neither function changes the model it is given unless ``inplace=True``; a folded model has no BatchNorm left, so it
 must not be trained (its ``state_dict`` also differs: ``bn.*`` entries are gone and the convs have a ``bias``; save or
@@ -18,12 +19,13 @@ import copy
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .freeze import FrozenBatchNorm3d
-from .layers import ConvBnAct, NonLocal
+from .layers import Bottleneck, ConvBnAct, NonLocal
 
-__all__ = ["fold_conv_bn", "fuse_bn", "optimize_for_inference"]
+__all__ = ["fold_conv_bn", "fuse_activations", "fuse_bn", "optimize_for_inference"]
 
 M = TypeVar("M", bound=nn.Module)
 _BN = (nn.BatchNorm3d, FrozenBatchNorm3d)
@@ -116,6 +118,85 @@ def _pool_in_float32(model: nn.Module) -> None:
             m.__class__ = _Float32AvgPool3d  # same attributes (heads read kernel_size), float32 forward
 
 
+def _onednn_fusion() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_FUSION = _onednn_fusion()
+
+
+class _FusedConv3d(nn.Conv3d):
+    """``Conv3d`` -> (+ residual) -> ReLU in one oneDNN kernel (post-ops) on CPU; separate ops elsewhere.
+
+    The fused kernel adds and applies ReLU to the accumulator before it is stored: fp32 results are those of the
+    separate ops; in bf16 the sum is rounded once instead of twice. It runs on CPU tensors of the weight's dtype
+    without autograd; under autocast, on other devices, with gradients or under ``torch.compile`` (which fuses these
+    itself) the separate ops run, with the same parameters.
+    """
+
+    relu: bool = True
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weight
+        if (
+            _ONEDNN_FUSION
+            and torch.backends.mkldnn.enabled  # a user who turned oneDNN off gets PyTorch's own kernels
+            and x.device.type == "cpu"
+            and x.dtype == w.dtype
+            and (residual is None or residual.dtype == w.dtype)
+            and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and not torch.compiler.is_compiling()  # inductor has no fake kernel for it, and fuses by itself
+        ):
+            args = (w, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            act = "relu" if self.relu else None
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *args, act or "none", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, act, [], "")
+        y = super().forward(x)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+
+class _FusedBottleneck(Bottleneck):
+    """Bottleneck whose last convolution also adds the shortcut and applies the ReLU (inference: no drop path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        out = self.c.conv(self.b(self.a(x)), shortcut)
+        return out if self.nl is None else self.nl(out)
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return isinstance(conv, nn.Conv3d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
+
+def fuse_activations(model: M) -> M:
+    """In place: every conv-ReLU unit whose BatchNorm is folded computes conv + ReLU in one kernel, and every
+    bottleneck its last conv + shortcut add + ReLU (CPU, oneDNN post-ops). Parameters and state-dict keys stay;
+    a model fused already is left as it is.
+
+    The folded convs without a ReLU (projection shortcuts) call oneDNN directly too: PyTorch's own dispatch sends
+    thin fp32 3-D convolutions (the Fast pathway's) to ``slow_conv3d``, with a layout copy in and out.
+    """
+    for m in model.modules():
+        folded = isinstance(m, ConvBnAct) and isinstance(m.bn, nn.Identity) and _fusable(m.conv)
+        if folded and type(m.conv) is not _FusedConv3d and (type(m.act) is nn.ReLU or isinstance(m.act, nn.Identity)):
+            m.conv.__class__ = _FusedConv3d
+            m.conv.relu = not isinstance(m.act, nn.Identity)
+            m.act = nn.Identity()
+    for m in model.modules():
+        if type(m) is Bottleneck and isinstance(m.c.bn, nn.Identity) and _fusable(m.c.conv):
+            m.c.conv.__class__ = _FusedConv3d
+            m.c.conv.relu = True  # the bottleneck's ReLU, after the add
+            m.__class__ = _FusedBottleneck
+    return model
+
+
 def optimize_for_inference(
     model: M,
     *,
@@ -124,15 +205,17 @@ def optimize_for_inference(
     dtype: torch.dtype | None = None,
     inplace: bool = False,
 ) -> M:
-    """An inference-only version of ``model``: eval mode, BatchNorm folded, channels-last 3-D, no gradients.
+    """An inference-only version of ``model``: eval mode, BatchNorm folded, ReLU fused, channels-last 3-D, no gradients.
 
     Args:
         channels_last: store conv weights as ``torch.channels_last_3d`` (NDHWC); activations follow, so inputs may
             stay contiguous. Faster on CPU (oneDNN; several times with bf16 on AMX) and on GPU (cuDNN, tensor cores).
-        fuse: fold BatchNorm into the convolutions (:func:`fuse_bn`).
-        dtype: also cast the parameters, e.g. ``torch.bfloat16`` (feed inputs of that dtype); ``None`` keeps them and
-            leaves mixed precision to ``torch.autocast``. Average pools then run in float32 (the CPU has no bf16
-            ``avg_pool3d``): a head's pool, over a small map, costs little.
+        fuse: fold BatchNorm into the convolutions (:func:`fuse_bn`), and on CPU run each conv's ReLU, and each
+            bottleneck's shortcut add + ReLU, inside the convolution kernel (:func:`fuse_activations`).
+        dtype: also cast the parameters, e.g. ``torch.bfloat16`` (feed inputs of that dtype): the weights are stored
+            once in that dtype, which is faster than ``torch.autocast`` (it casts every weight on every call, and the
+            fused kernels step aside under it); ``None`` keeps them. Average pools then run in float32 (the CPU has
+            no bf16 ``avg_pool3d``): a head's pool, over a small map, costs little.
         inplace: change ``model`` itself instead of a deep copy (saves the copy's memory). A model still in
             training mode is refused then, since it is presumably being trained.
 
@@ -150,7 +233,7 @@ def optimize_for_inference(
     model.eval()
     model.requires_grad_(False)
     if fuse:
-        fuse_bn(model, inplace=True)
+        fuse_activations(fuse_bn(model, inplace=True))
     if dtype is not None:
         model.to(dtype=dtype)
         if dtype != torch.float32:

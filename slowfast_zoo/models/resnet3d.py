@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -9,7 +11,16 @@ from .config import DEPTHS, ResNet3dConfig, temporal_kernels
 from .features import FAST, PATHWAYS, SLOW, STAGES, FeatureInfo, stage_feature_info
 from .heads import ClassifierHead, RoIHead, as_rois
 from .inputs import as_pathways
-from .layers import Bottleneck, FastInput, NonLocal, Stem, TimeStridedConv, TimeStridedSample, TimeToChannel
+from .layers import (
+    BatchNormArgs,
+    Bottleneck,
+    FastInput,
+    NonLocal,
+    Stem,
+    TimeStridedConv,
+    TimeStridedSample,
+    TimeToChannel,
+)
 
 __all__ = ["DEPTHS", "PATHWAYS", "STAGES", "ResNet3d", "ResNet3dConfig", "ResNet3dFeatures", "temporal_kernels"]
 
@@ -17,14 +28,18 @@ __all__ = ["DEPTHS", "PATHWAYS", "STAGES", "ResNet3d", "ResNet3dConfig", "ResNet
 LATERAL_AFTER = ("stem", *STAGES[:3])
 
 
-def make_lateral(cfg: ResNet3dConfig, fast_chs: int, bn: dict[str, float]) -> nn.Module:
+def make_lateral(
+    cfg: ResNet3dConfig, fast_chs: int, bn: BatchNormArgs
+) -> TimeStridedConv | TimeStridedSample | TimeToChannel:
     """The fast-to-slow lateral of ``cfg.fusion`` for a Fast map of ``fast_chs`` channels (``out_chs``: added)."""
-    up = cfg.fast_downsample
+    up, alpha = cfg.fast_downsample, cfg.alpha
+    if alpha is None:
+        raise ValueError("a fast-to-slow lateral needs alpha (a two-pathway config)")
     if cfg.fusion == "tconv":
-        return TimeStridedConv(fast_chs, cfg.alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, up, **bn)
+        return TimeStridedConv(fast_chs, alpha, cfg.fusion_kernel_t, cfg.fusion_channel_ratio, up, **bn)
     if cfg.fusion == "tsample":
-        return TimeStridedSample(fast_chs, cfg.alpha, up)
-    return TimeToChannel(fast_chs, cfg.alpha, cfg.fusion.removeprefix("ttoc_"), up)
+        return TimeStridedSample(fast_chs, alpha, up)
+    return TimeToChannel(fast_chs, alpha, cfg.fusion.removeprefix("ttoc_"), up)
 
 
 class ResNet3d(nn.Module):
@@ -44,7 +59,7 @@ class ResNet3d(nn.Module):
         self.cfg = cfg
         self.grad_checkpointing = False
         self.pathways = PATHWAYS[: cfg.num_pathways]
-        bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
+        bn = BatchNormArgs(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
         index = {name: p for p, name in enumerate(self.pathways)}  # the config's per-pathway tuples are in this order
         widths = {name: cfg.stage_widths(p) for name, p in index.items()}
         in_chs = {name: cfg.pathway_width(p) for name, p in index.items()}  # what the next module takes, per pathway
@@ -55,18 +70,21 @@ class ResNet3d(nn.Module):
         }
         self.stem = nn.ModuleDict()
         for name, p in index.items():
-            chans = pre[name].out_chans if pre[name] else cfg.input_chans(p)
-            self.stem[name] = Stem(chans, in_chs[name], cfg.stem_kernel_t[p], pre[name], **bn)
+            step = pre[name]
+            chans = step.out_chans if step is not None else cfg.input_chans(p)
+            self.stem[name] = Stem(chans, in_chs[name], cfg.stem_kernel_t[p], step, **bn)
 
         # lateral[stage] joins the Fast output of the stem and of res2..res4 onto the Slow one; never after res5
         self.lateral = nn.ModuleDict()
+        lateral_chs: dict[str, int] = {}  # the channels each lateral adds to the slow map
         if FAST in index and cfg.alpha and cfg.fusion != "none":
             fast_out = [in_chs[FAST]] + [out for _, out in widths[FAST][:3]]
             for after, chs in zip(LATERAL_AFTER, fast_out):
-                self.lateral[after] = make_lateral(cfg, chs, bn)
+                lateral = make_lateral(cfg, chs, bn)
+                self.lateral[after] = lateral
+                lateral_chs[after] = lateral.out_chs
         for s, name in enumerate(STAGES):
-            if self.lateral:
-                in_chs[SLOW] += self.lateral[LATERAL_AFTER[s]].out_chs
+            in_chs[SLOW] += lateral_chs.get(LATERAL_AFTER[s], 0)
             stage = nn.ModuleDict()
             for pathway, p in index.items():
                 inner, out = widths[pathway][s]
@@ -147,7 +165,7 @@ class ResNet3d(nn.Module):
         Returns the kept outputs in order, then the final (laterally joined) maps, each a list in :data:`PATHWAYS`
         order; stops after the last stage needed.
         """
-        inputs = as_pathways(x, self.cfg, self.stem[SLOW].conv.weight.dtype)
+        inputs = as_pathways(x, self.cfg, cast(Stem, self.stem[SLOW]).conv.weight.dtype)  # the parameters' dtype
         xs = {p: self.stem[p](t) for p, t in zip(self.pathways, inputs)}
         kept = [list(xs.values())] if 0 in indices else []
         last = max(indices, default=4)

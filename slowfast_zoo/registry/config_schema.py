@@ -139,7 +139,7 @@ def _check(field: str, value: Any, tp: Any, key: str | None = None) -> None:
         for name, item in value.items():
             _check(field, name, args[0], key)  # the keys: bounded strings
             _check(f"{field}.{name}", item, args[1], key)
-    elif dataclasses.is_dataclass(tp):
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
         _check_record(field, value, tp)
     else:  # a type this schema does not know yet: refuse rather than let it through unchecked
         raise TypeError(f"config field {field!r}: no rule for the type {tp!r}")
@@ -176,7 +176,9 @@ def _num_classes(d: Mapping[str, Any]) -> int:
     if "num_classes" in d["model"]:
         return d["model"]["num_classes"]
     cls = get_family(d.get("family", DEFAULT_FAMILY)).config_cls
-    return next(f.default for f in dataclasses.fields(cls) if f.name == "num_classes")
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == "num_classes")
+    assert isinstance(default, int)  # a required num_classes missing from the object was refused by _check_record
+    return default
 
 
 def _check_names_and_files(d: Mapping[str, Any], label_names: Any, p: str = "pretrained_cfg.") -> None:

@@ -18,7 +18,7 @@ _PUBLISHED = frozenset(list_models())  # registered by .variants before this mod
 # lateral of each row as its fusion_builder; tests/models/test_design_space.py rebuilds and recounts them). The paper's
 # own GFLOPs and top-1 of each row are in the notes and, as the tested facts, in that test.
 TABLE5 = "SlowFast paper Table 5{} (Kinetics-400, from scratch): {} GFLOPs, {} top-1. {}"
-SF_4X16 = dict(depth=50, frames=32, alpha=8, fusion_kernel_t=5)
+SF_4X16: dict[str, Any] = dict(depth=50, frames=32, alpha=8, fusion_kernel_t=5)
 
 
 def _design(table: str, paper: tuple[float, float], params: int, gflops: float, notes: str = "") -> dict[str, Any]:

@@ -32,8 +32,9 @@ class Family:
     config_cls: type
     #: config -> module, built on torch's current default device (``create`` builds on ``meta``, then materializes)
     builder: Callable[[Any], nn.Module]
-    #: ``(model, out_indices)`` -> a module returning feature maps, for ``create(features_only=True)``
-    features: Callable[[nn.Module, tuple[int, ...]], nn.Module] | None = None
+    #: ``(model, out_indices)`` -> a module returning feature maps, for ``create(features_only=True)``; the model is
+    #: one the builder made (typed ``Any`` as the builder's config is: each family takes its own class)
+    features: Callable[[Any, tuple[int, ...]], nn.Module] | None = None
     #: checks of a config.json's ``model`` object that its field types cannot say (raise ValueError naming the field)
     check: Callable[[Mapping[str, Any]], None] | None = None
 

@@ -291,9 +291,11 @@ AVA: dict[str, Any] = dict(
     test_crop_size=256,
     test_head_pool="adaptive",
 )
-DETECTOR = dict(spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2), roi_head=True, num_classes=80)
+DETECTOR: dict[str, Any] = dict(
+    spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2), roi_head=True, num_classes=80
+)
 #: the R101 detectors add dot-product non-local blocks after slow res4 blocks 6, 13, 20, pooled 2x2x2
-NL_AVA_R101 = dict(
+NL_AVA_R101: dict[str, Any] = dict(
     nonlocal_blocks=((), (), (6, 13, 20), ()),
     nonlocal_pool=((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)),
     nonlocal_mode="dot_product",

@@ -13,7 +13,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ..errors import AnnotationError
 
@@ -63,7 +63,10 @@ def csv_rows(path: str | os.PathLike[str], skipped: list[tuple[str, str]]) -> It
                 yield where, fields
 
 
-def load_json(path: str | os.PathLike[str], kind: type) -> object:
+_T = TypeVar("_T")
+
+
+def load_json(path: str | os.PathLike[str], kind: type[_T]) -> _T:
     """A JSON annotation file holding a ``kind`` (list or dict): size and nesting bounded, errors name the file."""
     with open_regular(path) as f:
         data = f.read(MAX_JSON_BYTES + 1)

@@ -29,7 +29,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -375,7 +375,7 @@ def collate_clips(
     labels = torch.tensor([int(b[1]) for b in batch], dtype=torch.long)
     if isinstance(inputs[0], (list, tuple)):
         return [torch.stack([x[p] for x in inputs]) for p in range(len(inputs[0]))], labels
-    return torch.stack(inputs), labels
+    return torch.stack(cast(list[torch.Tensor], inputs)), labels  # torch.stack refuses a batch mixing the forms
 
 
 class ShardedSampler(Sampler[int]):

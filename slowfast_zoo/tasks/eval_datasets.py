@@ -204,7 +204,7 @@ def read_ssv2(
     if label_map is not None:
         raw = load_json(label_map, dict)
         try:
-            index = {_norm(k): int(v) for k, v in raw.items()}  # type: ignore[attr-defined]
+            index = {_norm(k): int(v) for k, v in raw.items()}
         except (TypeError, ValueError):
             raise AnnotationError(
                 f"{label_map}: expected {{template: class index}} (something-something-v2-labels.json)"

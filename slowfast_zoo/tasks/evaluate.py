@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..video.codec import resolve_decoder
 from ..video.io import VideoError
 from ..video.views import plan_views
 from ..weights.cache import output_dir
@@ -197,14 +198,14 @@ class _Decoded:
     reason: str = ""
 
 
-def _decode_views(job: _Job, cfg: Any, device: torch.device) -> _Decoded:
+def _decode_views(job: _Job, cfg: Any, device: torch.device, decoder: str = "auto") -> _Decoded:
     """Decode and transform one video's reference views (runs in a worker thread; no model)."""
     item: EvalItem = job.payload
     if item.path is None:
         return _Decoded(job, reason="not found under root")
     try:
         video = FrameFolderVideo(item.path, item.fps or 30.0) if item.frames else item.path
-        with torch.inference_mode(), open_video(video) as reader:
+        with torch.inference_mode(), open_video(video, decoder) as reader:
             views = list(iter_view_inputs(reader, cfg, plan_views(cfg, reader.info, "reference"), device))
     except (VideoError, OSError) as e:
         return _Decoded(job, reason=str(e))
@@ -439,6 +440,7 @@ def evaluate(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     workers: int = 1,
+    decoder: str = "auto",
     precision: str = "fp32",
     fast: bool = False,
     out: str | os.PathLike[str] | None = None,
@@ -467,6 +469,7 @@ def evaluate(
         batch_size: views per forward pass (see :func:`slowfast_zoo.predict`).
         workers: threads that decode and transform videos ahead of the model (0: none). The model itself runs in
             one thread, in eval mode throughout, one video's views at a time (its mode is restored at the end).
+        decoder: which library decodes the videos, as in :func:`slowfast_zoo.predict` (classification sets).
         precision: ``"fp32"`` or ``"bf16"``, as in :func:`slowfast_zoo.predict` (classification; AVA runs in fp32).
         fast: run an optimized copy (:func:`slowfast_zoo.optimize_for_inference`), as in :func:`slowfast_zoo.predict`.
         out: results file; per-video records go to ``<out>.parts/`` (resume); None: a temporary folder, no resume.
@@ -480,6 +483,7 @@ def evaluate(
         :class:`EvalResult` once every shard is done, else None (another shard still has to finish).
     """
     spec = model
+    resolve_decoder(decoder)  # an unknown or unloadable decoder fails before the model loads
     rank, world = _checked_arguments(
         dataset,
         model,
@@ -517,7 +521,7 @@ def evaluate(
         jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
         notes = []
         device_ = next(model.parameters()).device
-        decode = lambda job: _decode_views(job, cfg, device_)  # noqa: E731
+        decode = lambda job: _decode_views(job, cfg, device_, decoder)  # noqa: E731
         run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
         if engine == "ray":
             options = {"batch_size": batch_size, "precision": precision, "fast": fast, **(ray_options or {})}

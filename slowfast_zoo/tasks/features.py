@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import FeatureShardError
+from ..video.codec import resolve_decoder
 from ..video.io import VideoError
 from ..video.views import plan_views
 from ..weights.cache import atomic_writer
@@ -141,6 +142,7 @@ class _Settings:
     views: str
     window_s: float
     stride_s: float
+    decoder: str = "auto"
 
 
 @dataclass
@@ -157,7 +159,7 @@ def _decode_rows(path: str, cfg: Any, device: torch.device, settings: _Settings)
     """Decode and transform one video's views, per row, as :func:`predict` makes them (no model: a worker runs it)."""
     rows = _Rows()
     try:
-        with torch.inference_mode(), open_video(path) as reader:
+        with torch.inference_mode(), open_video(path, settings.decoder) as reader:
             info = reader.info
             whole = settings.per == "video"
             bounds = (
@@ -299,6 +301,7 @@ def extract(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     workers: int = 1,
+    decoder: str = "auto",
     precision: Literal["fp32", "bf16"] = "fp32",
     fast: bool = False,
     progress: bool = True,
@@ -319,6 +322,7 @@ def extract(
         format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
         batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
         workers: threads decoding and transforming videos ahead of the model (0: none); the model runs in one.
+        decoder: which library decodes the videos, as in :func:`slowfast_zoo.predict` (the local engine).
         precision: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         fast: as in :func:`slowfast_zoo.predict` (recorded with the run: resume needs the same).
         progress: a tqdm bar on stderr with videos done and clips/s.
@@ -327,6 +331,7 @@ def extract(
         :class:`ExtractSummary` (shards written and skipped, failures with reasons, clips/s).
     """
     _check_arguments(per, format, rank, world_size, shard_size, window_s, stride_s)
+    resolve_decoder(decoder)  # an unknown or unloadable decoder fails before any work
     paths = [str(v) for v in videos]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +352,7 @@ def extract(
     device_type = next(model.parameters()).device.type
     bs = batch_size or (8 if device_type == "cpu" else 32)
     runner = ViewRunner(model, pooled_features(model), bs, precision=precision)
-    settings = _Settings(per, views, window_s, stride_s)
+    settings = _Settings(per, views, window_s, stride_s, decoder)
     bar = progress_bar(sum(len(shard_of[k]) for k in todo), f"features[{rank}]", "video", progress)
     t0 = time.perf_counter()
     try:

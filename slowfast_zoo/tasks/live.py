@@ -6,8 +6,8 @@
 a file holding the same frames. When the model is slower than the stream, the windows it had no time for are skipped
 (counted in ``dropped``) and the newest one is taken next; the frame buffer has a fixed size.
 
-The model runs on the fast path by default: BatchNorm folded and channels-last (``optimize_for_inference``), bf16
-autocast on CPUs with native bf16, CUDA when present.
+The model runs on the fast path by default: BatchNorm folded, convolutions fused with their activations and
+channels-last (``optimize_for_inference``), its weights stored in bf16 on CPUs with native bf16, CUDA when present.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import partial
 from typing import Any, Literal
 
 import torch
 
 from ..models.optimize import optimize_for_inference
+from ..video.io import VideoInfo
 from ..video.stream import DEFAULT_MAX_PIXELS, LiveSource, state_text
+from ..video.transforms import create_transforms, short_side_size
 from ..video.views import plan_views
 from .predict import TensorVideo, VideoPrediction, load_model, predict
 
@@ -68,6 +71,13 @@ class LiveStats:
     #: most frames the buffer held / could hold
     peak_buffered: int = 0
     capacity: int = 0
+    #: bytes of one buffered frame: decoded RGB, or already preprocessed where that is smaller
+    frame_bytes: int = 0
+
+    @property
+    def peak_buffer_bytes(self) -> int:
+        """Most bytes the frame buffer held."""
+        return self.peak_buffered * self.frame_bytes
 
     @property
     def real_time_factor(self) -> float:
@@ -115,6 +125,7 @@ class _Windows:
             got = self._times.get(j)
             if got is None:
                 (view,) = plan_views(self.cfg, self.source.info, "fast", window=(s, s + self.window))
+                assert view.positions is not None  # a "fast" view of a window is positions, never a frame rule
                 fps = self.source.fps
                 got = tuple(Fraction(float(p)) / fps for p in view.positions.tolist())  # as VideoReader does
                 if len(self._times) > 512:
@@ -149,10 +160,9 @@ class LiveRun:
         *,
         top_k: int,
         skip: bool,
-        autocast: torch.dtype | None,
         clock: Callable[[], float],
     ) -> None:
-        self.source, self.model, self.top_k, self.autocast, self.clock = source, model, top_k, autocast, clock
+        self.source, self.model, self.top_k, self.clock = source, model, top_k, clock
         self.skip = skip
         self.cfg = model.pretrained_cfg
         self.windows = _Windows(self.cfg, source, window, hop)
@@ -160,13 +170,14 @@ class LiveRun:
         self._clip_video = _clip_layout(self.cfg)
         per_window = len(self.windows.times(0))
         self.stats.capacity = per_window * (2 * math.ceil(window / hop) + 3)
-        source.start(self.windows.wanted, self.stats.capacity, block=not skip)
+        self._prepare = _buffer_preprocessing(self.cfg, source.info, next(model.parameters()).device)
+        source.start(self.windows.wanted, self.stats.capacity, block=not skip, prepare=self._prepare)
 
     def __iter__(self) -> Iterator[LiveWindow]:
         j, src, wins = 0, self.source, self.windows
         try:
             while True:
-                if not src.wait(lambda j=j: wins.ready(j)):
+                if not src.wait(partial(wins.ready, j)):
                     break
                 newest = j
                 with src.lock:  # the newest window that is complete now
@@ -199,24 +210,20 @@ class LiveRun:
         s.starts.append(start)
         s.latencies.append(latency)
         s.computes.append(compute)
-        s.peak_buffered = self.source.peak_buffered
+        s.peak_buffered, s.frame_bytes = self.source.peak_buffered, self.source.frame_bytes
 
     def _score(self, frames: torch.Tensor) -> VideoPrediction:
         """The one-view prediction of these clip frames, through :func:`predict` itself."""
         n, fps = self._clip_video
         if n > frames.shape[0]:
             frames = torch.cat([frames, frames[-1:].expand(n - frames.shape[0], -1, -1, -1)])
-        video = TensorVideo(frames, fps, name=self.source.path)
-        dev = next(self.model.parameters()).device
-        if self.autocast is None:
-            return predict(video, self.model, views="fast", top_k=self.top_k)
-        with torch.autocast(dev.type, dtype=self.autocast):
-            return predict(video, self.model, views="fast", top_k=self.top_k)
+        video = (TensorVideo if self._prepare is None else _PreparedVideo)(frames, fps, name=self.source.path)
+        return predict(video, self.model, views="fast", top_k=self.top_k)
 
     def close(self) -> None:
         """Stop decoding and close the source; ``stats.end`` says how the source ended."""
         self.source.close()
-        self.stats.peak_buffered = self.source.peak_buffered
+        self.stats.peak_buffered, self.stats.frame_bytes = self.source.peak_buffered, self.source.frame_bytes
         self.stats.end = self.end_message()
 
     def end_message(self) -> str:
@@ -230,6 +237,41 @@ class LiveRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PreparedVideo(TensorVideo):
+    """Frames the live buffer already put through the checkpoint's ``prepare_frame``, ``(T, 3, h, w)``.
+
+    :func:`predict` reads them as it reads :class:`TensorVideo`, without preparing them a second time: the scores are
+    those of the raw frames bit for bit (``prepare_frame`` is what :func:`predict` applies per frame).
+    """
+
+    def __init__(self, frames: torch.Tensor, fps: float, name: str = "<tensor>") -> None:
+        n, _, h, w = frames.shape
+        self.frames, self.path = frames, name
+        self.info = VideoInfo(name, int(w), int(h), float(fps), n / fps, int(n), 0, "raw", "tensor")
+
+    def read_views(self, plan: list[Any], frame_fn: Any = None) -> Iterator[torch.Tensor]:
+        """Each view's frames, in plan order; ``frame_fn`` is the preprocessing already applied when buffered."""
+        for view in plan:
+            yield view.read(self)
+
+
+def _buffer_preprocessing(cfg: Any, info: Any, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-frame preprocessing to buffer frames with, when its output is smaller than the decoded frame.
+
+    At 1080p a decoded frame is 6.2 MB and a SlowFast window's buffer holds hundreds; resized to the checkpoint's
+    short side and normalized (float32), the same frame is about 1.4 MB. Small sources stay uint8, which is smaller.
+    """
+    transform = create_transforms(cfg, "eval")
+    h, w = short_side_size(info.height, info.width, transform.short_side[0])
+    if 3 * h * w * torch.float32.itemsize >= 3 * info.height * info.width:
+        return None
+
+    def prepare(frame: torch.Tensor) -> torch.Tensor:
+        return transform.prepare_frame(frame.to(device))
+
+    return prepare
 
 
 def _clip_layout(cfg: Any) -> tuple[int, float]:
@@ -248,13 +290,18 @@ def _clip_layout(cfg: Any) -> tuple[int, float]:
     raise NotImplementedError(f"{cfg.name}: no in-memory clip layout reproduces its one-view sampling")
 
 
-def _fast_path(model: Any, device: str | torch.device | None, precision: Precision) -> tuple[Any, torch.dtype | None]:
+def _fast_path(model: Any, device: str | torch.device | None, precision: Precision) -> Any:
+    """``optimize_for_inference``'s copy on ``device`` (default: CUDA when present), its weights stored once in the
+    low precision the hardware runs natively (``precision="auto"``), in bf16 (``"bf16"``) or kept float32."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else next(model.parameters()).device
     dev = torch.device(device)
-    model = optimize_for_inference(model).to(dev)
+    return optimize_for_inference(model, dtype=_fast_dtype(dev, precision)).to(dev)
+
+
+def _fast_dtype(dev: torch.device, precision: Precision) -> torch.dtype | None:
     if precision == "fp32":
-        return model, None
+        return None
     if dev.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
     else:
@@ -262,8 +309,8 @@ def _fast_path(model: Any, device: str | torch.device | None, precision: Precisi
             dev.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
     if precision == "bf16" or bf16:
-        return model, torch.bfloat16
-    return model, torch.float16 if dev.type == "cuda" else None
+        return torch.bfloat16
+    return torch.float16 if dev.type == "cuda" else None
 
 
 def predict_stream(
@@ -309,11 +356,7 @@ def predict_stream(
     if window <= 0 or hop <= 0:
         raise ValueError("window and hop must be positive")
     model = load_model(model, checkpoint=checkpoint, device=None if fast else device)
-    autocast = None
-    if fast:
-        model, autocast = _fast_path(model, device, precision)
-    else:
-        model = model.eval()
+    model = _fast_path(model, device, precision) if fast else model.eval()
     live = LiveSource(
         source,
         format=format,
@@ -324,7 +367,7 @@ def predict_stream(
         clock=clock,
     )
     try:
-        return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, autocast=autocast, clock=clock)
+        return LiveRun(live, model, window, hop, top_k=top_k, skip=skip, clock=clock)
     except BaseException:
         live.close()
         raise

@@ -193,7 +193,7 @@ _Box = tuple[float, float, float, float]  # y1, x1, y2, x2: the authors' order (
 @dataclass
 class _AvaRow:
     key: tuple[str, object]
-    action: int | None  # None: a 2-column ``video,timestamp`` row
+    action: int  # 0: a 2-column ``video,timestamp`` row (action ids start at 1)
     score: float
     box: _Box
 
@@ -219,7 +219,7 @@ def _ava_rows(
         try:
             k = key(r[0], r[1])
             if len(r) == 2:
-                yield _AvaRow(k, None, 1.0, (0.0, 0.0, 0.0, 0.0))
+                yield _AvaRow(k, 0, 1.0, (0.0, 0.0, 0.0, 0.0))
                 continue
             x1, y1, x2, y2 = (float(v) for v in r[2:6])
             action = int(r[6])
@@ -278,11 +278,11 @@ def _heap_order(rows: list[_AvaRow], capacity: int) -> list[_AvaRow]:
     for r in rows:
         entry = (r.score, r.action, *r.box)  # the script's tuple: ties compare by action, then box
         if capacity < 1 or len(heap) < capacity:
-            heapq.heappush(heap, entry)  # type: ignore[arg-type]
+            heapq.heappush(heap, entry)
         elif r.score > heap[0][0]:
-            heapq.heapreplace(heap, entry)  # type: ignore[arg-type]
+            heapq.heapreplace(heap, entry)
     key = rows[0].key if rows else ("", 0)
-    return [_AvaRow(key, a, s, box) for s, a, *box in sorted(heap, key=lambda e: -e[0])]  # type: ignore[arg-type]
+    return [_AvaRow(key, a, s, (b0, b1, b2, b3)) for s, a, b0, b1, b2, b3 in sorted(heap, key=lambda e: -e[0])]
 
 
 # long: both evaluators' reading rules side by side, then the one matching and AP they share
@@ -327,7 +327,8 @@ def ava_frame_map(
     names = label_map if isinstance(label_map, dict) else read_ava_label_map(label_map)
     if not names or min(names) < 1 or max(names) > MAX_ACTION_ID:
         raise AnnotationError(f"{label_map}: AVA action ids must lie in 1..{MAX_ACTION_ID}")
-    classes, skipped = set(names), []
+    classes = set(names)
+    skipped: list[tuple[str, str]] = []
     pysf = protocol == "pyslowfast"
     key = _pyslowfast_key if pysf else _activitynet_key
     excluded = set()
@@ -353,8 +354,8 @@ def ava_frame_map(
 
     num_gt: dict[int, int] = defaultdict(int)
     for rows in gt.values():
-        for r in rows:
-            num_gt[r.action] += 1  # type: ignore[index]
+        for row in rows:
+            num_gt[row.action] += 1
     scores: dict[int, list[float]] = defaultdict(list)
     hits: dict[int, list[np.ndarray]] = defaultdict(list)
     kept = 0

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..video.codec import resolve_decoder
 from ..video.io import VideoInfo, VideoReader
 from ..video.views import ClipView, FrameTable, plan_views
 from .runner import (
@@ -183,6 +184,7 @@ def predict(
     precision: Precision = "fp32",
     fast: bool = False,
     progress: bool = False,
+    decoder: str = "auto",
 ) -> VideoPrediction:
     """Class predictions for a video file with a checkpoint's own preprocessing and test protocol.
 
@@ -198,14 +200,17 @@ def predict(
         fast: run :func:`slowfast_zoo.optimize_for_inference`'s copy (made per call: for many videos, pass a model
             optimized once, or use ``evaluate`` / ``features.extract``).
         progress: show a progress bar over views on stderr.
+        decoder: ``"auto"`` (torchcodec where it loads, else PyAV; the same frames), ``"pyav"`` or ``"torchcodec"``
+            (:mod:`slowfast_zoo.video.codec`; ``slowfast-zoo[torchcodec]``).
 
     Returns:
         :class:`VideoPrediction`: ``top`` (label, index, score) and ``scores`` (all classes, aggregated).
     """
+    resolve_decoder(decoder)  # an unknown or unloadable decoder fails before the model loads
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with eval_mode(model), open_video(video) as reader:
+    with eval_mode(model), open_video(video, decoder) as reader:
         plan = plan_views(cfg, reader.info, views)
         bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
         bar = progress_bar(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, "view", progress, leave=False)
@@ -233,20 +238,23 @@ def predict_windows(
     precision: Precision = "fp32",
     fast: bool = False,
     progress: bool = False,
+    decoder: str = "auto",
 ) -> Iterator[VideoPrediction]:
     """Predictions for consecutive windows ``[start, start + window_s)`` every ``stride_s`` seconds, as they come.
 
     Windows start at 0, ``stride_s``, ... while they fit in the video; if the last one ends before the video does,
     one more window is aligned to the end; a video shorter than ``window_s`` gives one window over all of it.
     Each window is its own protocol (``views``), decoded by one reader moving forward, so memory stays constant;
-    windows are generated one at a time over the duration the stream's packets really hold.
+    windows are generated one at a time over the duration the stream's packets really hold. ``decoder``: as in
+    :func:`predict`.
     """
     if window_s <= 0 or stride_s <= 0:
         raise ValueError("window_s and stride_s must be positive")
+    resolve_decoder(decoder)
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with open_video(video) as reader:
+    with open_video(video, decoder) as reader:
         bar = progress_bar(None, Path(str(reader.path)).name, "window", progress)
         labels = None
         try:

@@ -27,7 +27,7 @@ from . import features as F
 from .ray_data import ClassifyClips, DecodeClips, EmbedClips
 from .runner import Precision, load_model, progress_bar
 
-__all__ = ["classify", "extract", "init", "pipeline"]
+__all__ = ["classify", "extract", "init", "pipeline", "resource_shortfall"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,22 @@ def init(address: str | None = None) -> None:
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=False)
+
+
+def resource_shortfall(
+    resources: dict[str, float], actors: int, cpus_per_actor: float, num_gpus_per_actor: float
+) -> str | None:
+    """Why a cluster with ``resources`` (``ray.cluster_resources()``) cannot run the model actors and one decode
+    task at once, or None when it can. Without room for a decode task the actors wait for frames that never come."""
+    need = {"CPU": actors * cpus_per_actor + 1, "GPU": actors * num_gpus_per_actor}
+    short = [f"{need[k]:g} {k}s, it has {resources.get(k, 0):g}" for k in need if need[k] > resources.get(k, 0)]
+    if not short:
+        return None
+    return (
+        f"{actors} model actor(s) ({cpus_per_actor:g} CPU, {num_gpus_per_actor:g} GPU each) plus one decode task "
+        f"(1 CPU) need more than the Ray cluster holds now ({'; '.join(short)}): the run waits until the cluster "
+        "grows (an autoscaler) and never finishes on a fixed one; use fewer actors or CPUs per actor"
+    )
 
 
 def pipeline(
@@ -57,10 +73,13 @@ def pipeline(
     the order of ``rows`` (it sets ``preserve_order`` on the current ``DataContext``)."""
     import ray
 
+    short = resource_shortfall(ray.cluster_resources(), actors, cpus_per_actor, num_gpus_per_actor)
+    if short:
+        log.warning(short)
     # in order: shards complete one after another (an interrupted run leaves few half-done) and the driver holds
     # only the rows of shards in progress; the cost is that one slow video holds back the results behind it
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
+    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
     # memory: what a decode task holds, so a node runs no more of them than fit; the model actors reserve none,
     # so Ray does not fuse decoding into them (fused, an actor would wait for its own frames)
     ds = ds.map_batches(decode, batch_size=1, num_cpus=1, memory=decode.task_memory())
@@ -90,14 +109,13 @@ class _Gather:
         return sorted(got, key=lambda r: (float(r["start"]), float(r["end"])))
 
 
-def _rows(ds: Any) -> Any:
+def _rows(ds: Any) -> Iterator[dict[str, Any]]:
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         n = len(batch["order"])
         for i in range(n):
             yield {k: v[i] for k, v in batch.items()}
 
 
-# long: one resumable loop (plan shards, skip finished ones, stream, write shards as they complete)
 def extract(
     videos: Sequence[str | os.PathLike[str]],
     model: str,
@@ -137,37 +155,19 @@ def extract(
         stage, stage_kwargs: the model stage class (a subclass of :class:`EmbedClips`) and more arguments for it.
         Others: as :func:`slowfast_zoo.features.extract`.
     """
-    if format not in ("safetensors", "npz", "parquet"):
-        raise ValueError(f"format must be safetensors, npz or parquet, got {format!r}")
-    if shard_size < 1 or actors < 1:
-        raise ValueError("shard_size and actors must be at least 1")
-    if not isinstance(model, str):
-        raise TypeError("the Ray engine builds the model in each actor: pass its name or hf-hub:/local-dir: spec")
+    _check_extract_args(model, format, shard_size, actors)
     decode = DecodeClips(model, views=views, per=per, window_s=window_s, stride_s=stride_s)
-    paths = [str(v) for v in videos]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
-    names = {k: F.shard_name(k, num_shards, format) for k in range(num_shards)}
+    names, shard_paths = _plan_shards([str(v) for v in videos], shard_size, format)
+    num_shards = len(names)
     F.remove_stale_temps(out, names.values())
     summary = F.ExtractSummary(str(out), 0, 1, num_shards)
-    if not paths:
+    if not num_shards:
         return summary
-    # the run record (weights hashes), of the model the actors run
-    reference = load_model(model, checkpoint=checkpoint, device="cpu", precision=precision, fast=fast)
-    run = F.run_record(
-        reference, per=per, views=views, window_s=window_s, stride_s=stride_s, precision=precision, fast=fast
-    )
-    dim = reference.num_features
-    del reference
-    shard_paths = {k: paths[k * shard_size : (k + 1) * shard_size] for k in range(num_shards)}
-    todo = []
-    for k in range(num_shards):
-        if (out / names[k]).exists():
-            F.check_shard(out / names[k], shard_paths[k], run)
-            summary.shards_skipped.append(names[k])
-        else:
-            todo.append(k)
+    protocol = dict(per=per, views=views, window_s=window_s, stride_s=stride_s, precision=precision, fast=fast)
+    run, dim = _model_record(model, checkpoint, protocol)
+    todo = _unfinished_shards(out, names, shard_paths, run, summary)
     if not todo:
         return summary
     rows = [
@@ -189,27 +189,79 @@ def extract(
         cpus_per_actor=cpus_per_actor,
         rows_per_batch=4 if mix_rows else 1,
     )
-    done: dict[int, dict[int, list[dict[str, Any]]]] = {k: {} for k in todo}
-    gather = _Gather()
     bar = progress_bar(len(rows), "features[ray]", "video", progress)
     t0 = time.perf_counter()
     try:
-        for row in _rows(ds):
-            video = gather.add(row)
-            if video is None:
-                continue
-            k = int(row["shard"])
-            done[k][int(row["index"])] = video
-            summary.videos += 1
-            if bar is not None:
-                bar.update(1)
-            if len(done[k]) == len(shard_paths[k]):
-                _write(out / names[k], k, num_shards, shard_paths[k], done.pop(k), run, dim, format, summary)
+        for k, shard in _completed_shards(_rows(ds), todo, shard_paths, summary, bar):
+            _write(out / names[k], k, num_shards, shard_paths[k], shard, run, dim, format, summary)
     finally:
         summary.seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
     return summary
+
+
+def _check_extract_args(model: Any, format: str, shard_size: int, actors: int) -> None:
+    if format not in ("safetensors", "npz", "parquet"):
+        raise ValueError(f"format must be safetensors, npz or parquet, got {format!r}")
+    if shard_size < 1 or actors < 1:
+        raise ValueError("shard_size and actors must be at least 1")
+    if not isinstance(model, str):
+        raise TypeError("the Ray engine builds the model in each actor: pass its name or hf-hub:/local-dir: spec")
+
+
+def _plan_shards(paths: list[str], shard_size: int, format: str) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """The file name and the videos of each shard: ``shard_size`` videos per shard, in list order (none: no shard)."""
+    num_shards = max(1, -(-len(paths) // shard_size)) if paths else 0
+    names = {k: F.shard_name(k, num_shards, format) for k in range(num_shards)}
+    return names, {k: paths[k * shard_size : (k + 1) * shard_size] for k in range(num_shards)}
+
+
+def _model_record(
+    model: str, checkpoint: str | os.PathLike[str] | None, protocol: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """The run record (weights hashes) and the embedding size of the model the actors run, from a copy built here."""
+    precision, fast = protocol["precision"], protocol["fast"]
+    reference = load_model(model, checkpoint=checkpoint, device="cpu", precision=precision, fast=fast)
+    return F.run_record(reference, **protocol), reference.num_features
+
+
+def _unfinished_shards(
+    out: Path, names: dict[int, str], shard_paths: dict[int, list[str]], run: dict[str, Any], summary: F.ExtractSummary
+) -> list[int]:
+    """The shards not written yet; each one already there is checked against this run and counted as skipped."""
+    todo = []
+    for k, name in names.items():
+        if (out / name).exists():
+            F.check_shard(out / name, shard_paths[k], run)
+            summary.shards_skipped.append(name)
+        else:
+            todo.append(k)
+    return todo
+
+
+def _completed_shards(
+    rows: Iterator[dict[str, Any]],
+    todo: list[int],
+    shard_paths: dict[int, list[str]],
+    summary: F.ExtractSummary,
+    bar: Any,
+) -> Iterator[tuple[int, dict[int, list[dict[str, Any]]]]]:
+    """``(shard, {index in shard: the video's rows})`` for each shard as soon as all its videos are back; each video
+    is counted in ``summary`` and on ``bar`` (None: no bar) when its last row arrives."""
+    done: dict[int, dict[int, list[dict[str, Any]]]] = {k: {} for k in todo}
+    gather = _Gather()
+    for row in rows:
+        video = gather.add(row)
+        if video is None:
+            continue
+        k = int(row["shard"])
+        done[k][int(row["index"])] = video
+        summary.videos += 1
+        if bar is not None:
+            bar.update(1)
+        if len(done[k]) == len(shard_paths[k]):
+            yield k, done.pop(k)
 
 
 def _write(

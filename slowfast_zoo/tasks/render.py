@@ -55,7 +55,7 @@ def draw_labels(
     font = _font(h)
     if pred is not None:
         lines = [f"{p.label}  {p.score:.2f}" for p in pred.top]
-        y = 2
+        y: float = 2
         for line in lines:
             box = draw.textbbox((4, y), line, font=font)
             draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from ..video import transforms as T
-from ..video.io import VideoReader
+from ..video.codec import open_reader
 from ..video.views import ClipView, read_views
 
 Precision = Literal["fp32", "bf16"]
@@ -58,7 +58,7 @@ def load_model(
 
         cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
         _check_task(cfg.name, cfg.model.roi_head, True, task)
-        pool = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
+        pool: dict[str, Any] = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
         model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device, **pool).eval()
     else:
         if getattr(model, "pretrained_cfg", None) is None:
@@ -231,13 +231,17 @@ def _is_reader(video: Any) -> bool:
 
 
 class open_video:
-    """A reader for a path (closed afterwards), or the reader the caller gave (left open)."""
+    """A reader for a path (closed afterwards) decoding with ``decoder``, or the reader the caller gave (left open).
 
-    def __init__(self, video: Any) -> None:
+    ``decoder``: ``"auto"`` (torchcodec where it loads, else PyAV), ``"pyav"`` or ``"torchcodec"``
+    (:mod:`slowfast_zoo.video.codec`).
+    """
+
+    def __init__(self, video: Any, decoder: str = "auto") -> None:
         if isinstance(video, torch.Tensor):
             raise TypeError("for frames in memory pass TensorVideo(frames, fps)")
         self.owned = not _is_reader(video)
-        self.reader = VideoReader(video) if self.owned else video
+        self.reader = open_reader(video, decoder) if self.owned else video
 
     def __enter__(self) -> Any:
         return self.reader

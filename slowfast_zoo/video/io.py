@@ -138,11 +138,16 @@ def _open(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[A
     except VideoError:
         container.close()
         raise
+    set_decoder_threads(stream)
+    return container, stream
+
+
+def set_decoder_threads(stream: Any) -> None:
+    """FFmpeg's frame threads (several frames decoded at once) where they cannot deadlock, else one thread."""
     if _threads_cannot_deadlock(require_av()):
-        stream.thread_type = "AUTO"  # frame threads: several frames decoded at once
+        stream.thread_type = "AUTO"
     else:
         stream.codec_context.thread_count = 1
-    return container, stream
 
 
 def _threads_cannot_deadlock(av: Any) -> bool:
@@ -286,7 +291,11 @@ class VideoReader:
     Each request seeks to the keyframe before the first wanted frame and decodes forward from there; requests
     that move forward by less than :data:`SEEK_THRESHOLD_S` keep decoding without a seek, so consecutive clips
     of a long video (sliding windows) are read in one pass. ``frames_decoded`` and ``seeks`` count the work done.
+    (:class:`slowfast_zoo.video.codec.TorchCodecReader` decodes the same frames with torchcodec instead.)
     """
+
+    #: the library that decodes the frames
+    decoder = "pyav"
 
     def __init__(
         self, path: str | os.PathLike[str], *, seek_threshold: float = SEEK_THRESHOLD_S, max_pixels: int = MAX_PIXELS
@@ -464,16 +473,17 @@ class VideoReader:
             nxt = self._next
             if nxt is None:  # end of stream: the last frame stays on screen
                 if self._cur is not None:
-                    self._check_not_truncated(t)
+                    self._check_not_truncated(t, self._time(self._cur))
                 return self._cur
             if self._time(nxt) <= t + self._eps or (self._cur is None and clamp):
                 self._cur, self._next = nxt, None
                 continue
             return self._cur
 
-    def _check_not_truncated(self, t: Fraction) -> None:
-        """At the end of the stream: fail if the container promised much more video than was decodable."""
-        last = float(self._time(self._cur))
+    def _check_not_truncated(self, t: Fraction, last_frame: Fraction) -> None:
+        """At the end of the stream (its last frame at ``last_frame``): fail if the container promised much more
+        video than was decodable."""
+        last = float(last_frame)
         declared = self.declared_duration
         frame = 1.0 / float(self._fps)
         missing = min(float(t), declared - frame) - last
@@ -520,28 +530,36 @@ class VideoReader:
 
     def _groups(self, groups: list[list[Fraction]], frame_fn: FrameFn | None) -> Iterator[torch.Tensor]:
         """Decode the union of the groups' times in one ordered pass; yield each group's frames in group order."""
-        ends = [max(g) if g else None for g in groups]
-        if any(e is None for e in ends):
+        if not all(groups):
             raise ValueError("no frames requested")
+        ends = [max(g) for g in groups]
         key_of: dict[Fraction, Fraction] = {}  # wanted time -> time of the frame on screen then
         kept: dict[Fraction, torch.Tensor] = {}  # frame time -> converted frame
         pending = sorted({t for g in groups for t in g})
         done = 0  # groups yielded so far
-        for t in pending:
-            frame = self._frame_at(t)
-            key = self._time(frame)
+        for t, key, frame in self._decoded(pending):
             key_of[t] = key
             if key not in kept:
-                kept[key] = self._convert(frame, frame_fn)
+                rgb = self._rgb(frame)
+                kept[key] = rgb if frame_fn is None else frame_fn(rgb)
             while done < len(groups) and ends[done] <= t:
                 yield self._stack([kept[key_of[u]] for u in groups[done]])
                 done += 1
                 live = {key_of[u] for g in groups[done:] for u in g if u in key_of} | {key}
                 kept = {k: v for k, v in kept.items() if k in live}
 
-    def _convert(self, frame: Any, frame_fn: FrameFn | None) -> torch.Tensor:
-        rgb = torch.from_numpy(self._to_rgb(frame))
-        return rgb if frame_fn is None else frame_fn(rgb)
+    def _decoded(self, times: list[Fraction]) -> Iterator[tuple[Fraction, Fraction, Any]]:
+        """``(time, time of the frame on screen then, that frame)`` for each of the ascending ``times``.
+
+        The one step a decoding backend replaces: the frame is what :meth:`_rgb` takes (here a PyAV frame).
+        """
+        for t in times:
+            frame = self._frame_at(t)
+            yield t, self._time(frame), frame
+
+    def _rgb(self, frame: Any) -> torch.Tensor:
+        """A frame :meth:`_decoded` gave as a uint8 RGB ``(H, W, 3)`` tensor, upright."""
+        return torch.from_numpy(self._to_rgb(frame))
 
     def _stack(self, frames: list[torch.Tensor]) -> torch.Tensor:
         shapes = {tuple(f.shape) for f in frames}

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
 import torch
 
-from .io import VideoError, require_av
+from .io import VideoError, require_av, set_decoder_threads
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LiveSource", "StreamInfo"]
 
@@ -105,7 +104,10 @@ class LiveSource:
             self._container.close()
             raise
         self._cond = threading.Condition()
-        self._frames: OrderedDict[Fraction, np.ndarray] = OrderedDict()
+        self._frames: OrderedDict[Fraction, torch.Tensor] = OrderedDict()
+        self._prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+        #: bytes of one buffered frame (as decoded, or as ``prepare`` made it), once the first is buffered
+        self.frame_bytes = 0
         self._thread: threading.Thread | None = None
         self._stop = False
         self.state = "running"
@@ -133,7 +135,7 @@ class LiveSource:
         stream = streams[0]
         if stream.codec_context is None or stream.codec_context.name is None:
             raise VideoError(self.path, "video stream has no decoder available")
-        stream.thread_type = "AUTO"
+        set_decoder_threads(stream)
         return stream
 
     def _check_size(self, width: int, height: int) -> None:
@@ -154,15 +156,24 @@ class LiveSource:
         """Half a tick of the time base: a frame within it of an instant counts as on time (as for files)."""
         return self._tb / 2
 
-    def start(self, schedule: Schedule, capacity: int, *, block: bool = False) -> None:
+    def start(
+        self,
+        schedule: Schedule,
+        capacity: int,
+        *,
+        block: bool = False,
+        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         """Start decoding; keep the frames at the instants ``schedule`` names, at most ``capacity`` of them.
 
         A full buffer drops its oldest frame (``evicted``), or with ``block=True`` the decoder waits for the reader
-        to :meth:`release` some (the source is then read no faster than the reader reads).
+        to :meth:`release` some (the source is then read no faster than the reader reads). ``prepare`` (default:
+        none) turns each uint8 ``(H, W, 3)`` frame into what is buffered, once, in the decode thread: a model's
+        per-frame preprocessing keeps a high-resolution source's buffer at the model's resolution.
         """
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self.capacity, self.block = capacity, block
+        self.capacity, self.block, self._prepare = capacity, block, prepare
         self._schedule = schedule
         self._thread = threading.Thread(target=self._run, name=f"decode {self.path}", daemon=True)
         self._thread.start()
@@ -172,7 +183,8 @@ class LiveSource:
         av = require_av()
         self._start_pts: int | None = None
         self._prev: tuple[Fraction, Any] | None = None
-        state, error = "ended", None
+        state = "ended"
+        error: BaseException | None = None
         try:
             for frame in self._container.decode(self._stream):
                 if self._stop:
@@ -247,7 +259,7 @@ class LiveSource:
         wanted = self._schedule(lo if lo is not None else Fraction(-(10**9)), hi)
         if not wanted:
             return
-        rgb = self._rgb(entry[1])
+        rgb = self._picture(entry[1])
         with self._cond:
             if self.block:
                 self._cond.wait_for(lambda: len(self._frames) + len(wanted) <= self.capacity or self._stop)
@@ -258,13 +270,17 @@ class LiveSource:
                 self.evicted += 1
             self.peak_buffered = max(self.peak_buffered, len(self._frames))
 
-    def _rgb(self, frame: Any) -> np.ndarray:
+    def _picture(self, frame: Any) -> torch.Tensor:
+        """What the buffer holds for a decoded frame: its RGB pixels, through ``prepare`` when given."""
         if getattr(frame, "is_corrupt", False):
             raise VideoError(self.path, "corrupt frame")
         try:
-            return frame.to_ndarray(format="rgb24")
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
         except Exception as e:
             raise VideoError(self.path, f"frame conversion to RGB failed ({e})") from e
+        out = rgb if self._prepare is None else self._prepare(rgb)
+        self.frame_bytes = out.numel() * out.element_size()
+        return out
 
     # ---- reader side --------------------------------------------------------------------------------------------
     def wait(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
@@ -294,20 +310,20 @@ class LiveSource:
         return self._last[0] + 1 / self._fps
 
     def frames_at(self, instants: Sequence[Fraction]) -> torch.Tensor:
-        """The buffered frames at these instants (scheduled ones), uint8 RGB ``(T, H, W, 3)``."""
+        """The buffered frames at these instants, stacked: uint8 RGB ``(T, H, W, 3)``, or as ``prepare`` made them."""
         out = []
         with self._cond:
             for t in instants:
                 rgb = self._frames.get(t)
                 if rgb is None and self._last is not None and t >= self._last[0] - self.eps:
-                    rgb = self._frames.setdefault(t, self._rgb(self._last[1]))  # the last frame stays on screen
+                    rgb = self._frames.setdefault(t, self._picture(self._last[1]))  # the last frame stays on screen
                 if rgb is None:
                     raise LookupError(f"{self.path}: no buffered frame at {float(t):.3f} s (not scheduled or dropped)")
                 out.append(rgb)
         shapes = {a.shape for a in out}
         if len(shapes) > 1:
             raise VideoError(self.path, f"frame size changes within the clip ({sorted(shapes)}); not supported")
-        return torch.from_numpy(np.stack(out))
+        return torch.stack(out)
 
     def release(self, before: Fraction) -> None:
         """Forget the buffered instants earlier than ``before`` (no later window wants them)."""

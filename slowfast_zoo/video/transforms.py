@@ -250,7 +250,7 @@ class VideoTransform:
             return crop(self._resized(x, self.short_side[0]), self.crop_size, self.crop_position)
         rng = self.generator or random
         x = self._resized(x, round(rng.uniform(*self.short_side)))
-        x = random_crop(x, self.crop_size, generator=rng)
+        x = random_crop(x, self.crop_size, generator=self.generator)  # the same rng: its default is random
         if self.flip and rng.random() < 0.5:
             x = horizontal_flip(x)
         return x

@@ -76,12 +76,23 @@ class FrameTable:
 class ViewConfig(Protocol):
     """The fields of a pretrained config that frame selection reads."""
 
-    num_frames: int
-    sampling_rate: int
-    target_fps: float
-    test_clips: int
-    test_crops: tuple[str, ...]
-    test_clip_sampler: str
+    @property
+    def num_frames(self) -> int: ...
+
+    @property
+    def sampling_rate(self) -> int: ...
+
+    @property
+    def target_fps(self) -> float: ...
+
+    @property
+    def test_clips(self) -> int: ...
+
+    @property
+    def test_crops(self) -> tuple[str, ...]: ...
+
+    @property
+    def test_clip_sampler(self) -> str: ...
 
 
 # ---- positions (frames of a video's average rate; see slowfast_zoo.video.io) ---------------------------------------
@@ -292,8 +303,8 @@ def plan_views(
         stored = max(round(length / scale), 1)
         return [ClipView(offset + rule(stored, frames, rate, i, clips) * scale, crops) for i in range(clips)]
     if sampler in _INDEX_SAMPLERS and window is None:
-        rule = partial(_INDEX_SAMPLERS[sampler], **_rule_args(cfg), num_clips=clips)
-        return [ClipView(None, crops, partial(rule, clip_idx=i)) for i in range(clips)]
+        pick = partial(_INDEX_SAMPLERS[sampler], **_rule_args(cfg), num_clips=clips)
+        return [ClipView(None, crops, partial(pick, clip_idx=i)) for i in range(clips)]
     if sampler not in _INDEX_SAMPLERS:
         raise ValueError(f"{sampler!r} is not a clip sampler for classification views")
     out = []

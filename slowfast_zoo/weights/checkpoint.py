@@ -77,11 +77,8 @@ def check_state_dict(
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(sd) if _shape(sd[k]) != _shape(expected[k]))
-    kinds = sorted(
-        k
-        for k in set(expected) & set(sd)
-        if isinstance(expected[k], torch.Tensor) and sd[k].is_floating_point() != expected[k].is_floating_point()
-    )
+    tensors = {k: t for k in set(expected) & set(sd) if isinstance(t := expected[k], torch.Tensor)}
+    kinds = sorted(k for k, t in tensors.items() if sd[k].is_floating_point() != t.is_floating_point())
     head_reset = False
     if reset_head:
         in_head = {k for k in missing + unexpected + mismatched if k.startswith(head)}
@@ -102,7 +99,7 @@ def check_state_dict(
             if all(k.startswith(head) for k in mismatched):
                 lines.append("only the classifier differs: pass num_classes=N to create() to re-initialize it")
         if kinds:
-            shown = [f"{k}: checkpoint {sd[k].dtype} vs model {expected[k].dtype}" for k in kinds[:12]]
+            shown = [f"{k}: checkpoint {sd[k].dtype} vs model {tensors[k].dtype}" for k in kinds[:12]]
             lines.append(f"{len(kinds)} dtype mismatch(es) (floating point vs integer): " + "; ".join(shown))
         raise CheckpointError("checkpoint does not fit the model:\n  " + "\n  ".join(lines))
     return sorted(k for k in sd if head_reset and k.startswith(head)), head_reset
@@ -174,11 +171,11 @@ def load_checkpoint(
     by :func:`~slowfast_zoo.weights.formats.read_verified`, from the very bytes that were hashed).
     """
     from_file = not isinstance(checkpoint, dict)
-    if from_file:
+    if isinstance(checkpoint, dict):
+        sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
+    else:
         raw = checkpoint if isinstance(checkpoint, RawCheckpoint) else read_checkpoint(checkpoint)
         sd, fmt, skipped, source = raw.tensors, raw.format, raw.skipped, raw.source
-    else:
-        sd, fmt, skipped, source = dict(checkpoint), "state_dict", [], "<state dict>"
     own = model.state_dict()
     try:
         zoo_sd, scheme = renamed_to_model(sd, own)

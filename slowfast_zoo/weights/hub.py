@@ -160,7 +160,13 @@ def download_hub_file(
         for stale in hub_partials(hub, cache_dir, remove=True):
             log.warning("%s: removed %s, left by an interrupted download", name, stale)
         blob = folder / "blobs" / hub.sha256
-        kw = {"timeout": timeout, "deadline": deadline, "headers": headers, "limit": limit, "limit_why": why}
+        kw: dict[str, Any] = {
+            "timeout": timeout,
+            "deadline": deadline,
+            "headers": headers,
+            "limit": limit,
+            "limit_why": why,
+        }
         try:
             fetch(info.location, blob, check, progress=hub.filename, **kw)
         except SourceFailed as e:

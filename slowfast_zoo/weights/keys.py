@@ -266,9 +266,9 @@ def _strip_wrapper(key: str) -> str | None:
     return key if key.startswith("detection_head.") else None
 
 
-def detect_scheme(keys: object) -> str:
+def detect_scheme(keys: Iterable[str]) -> str:
     """Name the key scheme of a state dict (or its keys); raises if it is none of :data:`SCHEMES`."""
-    keys = set(keys)  # type: ignore[call-overload]
+    keys = set(keys)
     probes = [
         ("zoo", "stem.slow.conv.weight"),
         ("pysf", "s1.pathway0_stem.conv.weight"),

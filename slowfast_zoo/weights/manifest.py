@@ -229,9 +229,9 @@ def _check_origin(issues: _Issues, name: str, origin: Any) -> None:
         issues.err(name, "origin", "must be an object or null")
         return
     fmt = origin.get("format")
-    if fmt not in ORIGIN_FORMATS:
+    if not isinstance(fmt, str) or fmt not in ORIGIN_FORMATS:
         issues.err(name, "origin.format", f"expected one of {sorted(ORIGIN_FORMATS)}, got {fmt!r}")
-    schemes = ORIGIN_FORMATS.get(fmt, ())
+    schemes = ORIGIN_FORMATS.get(fmt, ()) if isinstance(fmt, str) else ()
     _check_file(issues, name, "origin", origin, schemes)
     for key in set(origin) - _ORIGIN_KEYS:
         issues.err(name, f"origin.{key}", "unknown key")

@@ -206,7 +206,7 @@ def _record_first_download(cfg: Any, file: Mirror, zoo_cache: Path, digest: str,
 
 def download_origin(
     cfg: Any,
-    expected: Mapping[str, torch.Tensor] | None,
+    expected: Mapping[str, torch.Tensor],
     zoo_cache: Path,
     *,
     timeout: float,
@@ -229,7 +229,7 @@ def download_origin(
         limit, why = _size_limit(file, first, allow_changed)
         try:
             check = _checker(file, first, allow_changed)
-            kw = {"timeout": timeout, "deadline": deadline, "limit": limit, "limit_why": why}
+            kw: dict[str, Any] = {"timeout": timeout, "deadline": deadline, "limit": limit, "limit_why": why}
             digest, size = fetch(file.url, raw, check, progress=raw.name[9:], **kw)
         except (SourceFailed, WeightsNotFoundError) as e:
             failures.append(str(e))

@@ -13,7 +13,7 @@ import math
 import mmap
 import pickle
 import pickletools
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ Buffer = bytes | mmap.mmap
 
 
 # --- opcode scan and restricted unpickler ---------------------------------------------------------------------------
+_OPCODES = {op.code: op for op in pickletools.opcodes}  # pickletools.code2op, which typeshed does not declare
+
+
 def scan_pickle(buf: Buffer, start: int = 0) -> int:
     """Walk one pickle's opcodes; refuse any length field larger than the bytes left. Returns where it ends.
 
@@ -33,7 +36,7 @@ def scan_pickle(buf: Buffer, start: int = 0) -> int:
     """
     pos, end = start, len(buf)
     while pos < end:
-        code = pickletools.code2op.get(chr(buf[pos]))
+        code = _OPCODES.get(chr(buf[pos]))
         if code is None:
             raise pickle.UnpicklingError(f"invalid pickle opcode {buf[pos]:#04x} at byte {pos}")
         pos += 1
@@ -98,7 +101,8 @@ def _restricted_globals() -> dict[tuple[str, str], Any]:
     def frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> Any:  # protocol 5 (out-of-band capable)
         if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
             raise RefusedPickle("refusing numpy _frombuffer over anything but bytes from the file")
-        return np.frombuffer(buffer, np.dtype(dtype)).reshape(tuple(shape), order=order)  # same byte count
+        layout: Literal["C", "F"] = "C" if order == "C" else "F"
+        return np.frombuffer(buffer, np.dtype(dtype)).reshape(tuple(shape), order=layout)  # same byte count
 
     table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _checked_ndarray, ("numpy", "dtype"): np.dtype}
     for module in ("numpy.core.numeric", "numpy._core.numeric"):

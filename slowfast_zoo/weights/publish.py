@@ -261,7 +261,7 @@ def push_to_hub(
     """
     with tempfile.TemporaryDirectory(prefix="slowfast-zoo-push-") as tmp:
         folder = save_pretrained(model, tmp, cfg=cfg, repo_id=repo_id, label_names=label_names)
-        kw = {"endpoint": endpoint, "token": token, "private": private, "branch": branch}
+        kw: dict[str, Any] = {"endpoint": endpoint, "token": token, "private": private, "branch": branch}
         return _upload(folder, repo_id, commit_message=commit_message, **kw)
 
 

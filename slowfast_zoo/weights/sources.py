@@ -155,12 +155,12 @@ def resolve_weights(
     def local(repair: bool) -> Weights | None:
         if hub:
             found = check_hf_cache(hub, cache, repair=repair)
-            if found.ok:
+            if found.ok and found.path is not None and hub.sha256 is not None:  # a published file's, found whole
                 log.info("%s: weights from the Hugging Face cache (%s): %s", cfg.name, hub_where(hub), found.path)
                 return Weights(cfg.name, found.path, hub.sha256, "hf-cache", f"{hub.repo_id}@{hub.revision}")
         if origin_ok:
             found = check_zoo_cache(cfg, zoo, repair=repair)
-            if found.ok:
+            if found.ok and found.path is not None and found.sha256 is not None:
                 return Weights(cfg.name, found.path, found.sha256, "zoo-cache", found.detail)
         return None
 
@@ -187,7 +187,7 @@ def resolve_weights(
                 log.warning("%s: %s", cfg.name, e)
         elif cfg.hub is not None:
             failures.append(f"{cfg.hub.repo_id} is not published yet (the manifest's revision/sha256 are null)")
-        if origin_ok:
+        if origin_ok and cfg.origin is not None and expected is not None:  # both checked on entry
             log.info("%s: trying the authors' file %s", cfg.name, cfg.origin.url)
             try:
                 allow = allow_changed_origin if allow_changed_origin is not None else c.env_true(c.ENV_ALLOW_CHANGED)

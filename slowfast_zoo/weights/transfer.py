@@ -205,7 +205,9 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self.budget = budget
 
     def https_open(self, req: urllib.request.Request) -> Any:
-        return self.do_open(_connection(_HTTPSConnection, self.budget), req, context=self._context)
+        # HTTPSHandler keeps its SSL context in _context, an attribute typeshed does not declare
+        context = self._context  # type: ignore[attr-defined]
+        return self.do_open(_connection(_HTTPSConnection, self.budget), req, context=context)
 
 
 def same_origin(a: str, b: str) -> bool:

@@ -134,6 +134,11 @@ def test_frozen_bn_equals_eval_batchnorm() -> None:
     torch.testing.assert_close(FrozenBatchNorm3d.from_batchnorm(bn)(x), bn.eval()(x), rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_bn_needs_running_statistics() -> None:
+    with pytest.raises(ValueError, match="running statistics"):
+        FrozenBatchNorm3d.from_batchnorm(nn.BatchNorm3d(6, track_running_stats=False))
+
+
 def test_param_groups_decay_by_stage() -> None:
     model = tiny("slowfast_r50_8x8")
     freeze(model, up_to="res2")

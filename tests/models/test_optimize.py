@@ -6,10 +6,11 @@ import pytest
 import torch
 from tiny import randomize, tiny
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import slowfast_zoo
 from slowfast_zoo.models.freeze import freeze
-from slowfast_zoo.models.layers import ConvBnAct, NonLocal
+from slowfast_zoo.models.layers import Bottleneck, ConvBnAct, NonLocal
 from slowfast_zoo.models.optimize import fold_conv_bn, fuse_bn, optimize_for_inference
 
 TINY = dict(num_classes=10, num_frames=16)
@@ -151,3 +152,96 @@ def test_copy_keeps_the_pretrained_cfg() -> None:
     fast = optimize_for_inference(model)
     assert fast.pretrained_cfg is model.pretrained_cfg
     assert fast.stem.slow.conv.bias is not None and model.stem.slow.conv.bias is None
+
+
+class _Ops(TorchDispatchMode):
+    """Every aten / mkldnn op a forward runs, with the ids of the tensors it casts or copies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+        self.cast_sources: list[torch.Tensor] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))  # e.g. "aten.relu.default", "mkldnn._convolution_pointwise.binary"
+        casts = (torch.ops.aten.to, torch.ops.aten._to_copy, torch.ops.aten.copy_)
+        if func.overloadpacket in casts and args:
+            self.cast_sources.append(args[-1] if func.overloadpacket is torch.ops.aten.copy_ else args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def _weight_casts(model: nn.Module, mode: _Ops) -> int:
+    params = {p.data_ptr() for p in model.parameters()}
+    return sum(t.data_ptr() in params for t in mode.cast_sources if isinstance(t, torch.Tensor))
+
+
+def test_bf16_weights_are_stored_once_and_never_cast_per_call() -> None:
+    model = small("slowfast_r50_8x8")
+    x = inputs(model)
+    pure = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in pure.parameters())
+    with torch.inference_mode(), _Ops() as stored:
+        pure([t.bfloat16() for t in x])
+    assert _weight_casts(pure, stored) == 0
+    # the same fast path under autocast casts every conv weight on every call (what storing them once avoids)
+    fast = optimize_for_inference(model)
+    convs = sum(isinstance(m, nn.Conv3d) for m in fast.modules())
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), _Ops() as autocast:
+        fast(x)
+    assert _weight_casts(fast, autocast) >= convs
+
+
+@pytest.mark.parametrize("arch", ["slowfast_r50_8x8", "slow_r50_8x8", "i3d_nln_r50_8x8"])
+def test_relu_and_residual_add_run_inside_the_convolutions(arch: str) -> None:
+    model = small(arch)
+    x = inputs(model)
+    folded = fuse_bn(model)  # BatchNorm folded, ReLU and add still separate
+    fast = optimize_for_inference(model)
+    blocks = sum(isinstance(m, Bottleneck) for m in model.modules())
+    with torch.inference_mode():
+        expected = folded(x)
+        with _Ops() as ops:
+            actual = fast(x)
+    names = {op.split(".")[1] for op in ops.ops}
+    assert not names & {"relu", "relu_"}
+    assert ops.ops.count("mkldnn._convolution_pointwise.binary") == blocks
+    if arch != "i3d_nln_r50_8x8":  # the non-local blocks add their own residual and keep plain 1x1 convs
+        assert not names & {"add", "conv3d", "convolution"}  # shortcuts too: oneDNN, never slow_conv3d
+    close(actual, expected, 1e-5)  # fp32: the fused kernel computes what the separate ops compute
+    assert fast.state_dict().keys() == folded.state_dict().keys()
+
+
+def test_optimizing_an_optimized_model_changes_nothing() -> None:
+    model = small("slowfast_r50_8x8")
+    x = inputs(model)
+    fast = optimize_for_inference(model)
+    again = optimize_for_inference(fast)
+    with torch.inference_mode():
+        assert torch.equal(again(x), fast(x))
+    relu = [m.relu for m in fast.modules() if hasattr(m, "relu") and isinstance(m, nn.Conv3d)]
+    assert relu == [m.relu for m in again.modules() if hasattr(m, "relu") and isinstance(m, nn.Conv3d)]
+
+
+def test_fused_convs_step_aside_under_autocast_and_for_gradients() -> None:
+    model = small("slowfast_r50_8x8")
+    x = inputs(model)
+    folded, fast = fuse_bn(model), optimize_for_inference(model, channels_last=False)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fast(x), folded(x))  # the same separate bf16 ops
+    x = [t.requires_grad_() for t in x]
+    fast(x).sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in x)
+
+
+def test_fused_convs_trace_as_separate_ops_for_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile cannot trace the oneDNN fused op (no fake kernel): while compiling, the plain ops run."""
+    model = small("slow_r50_8x8")
+    x = inputs(model)
+    fast = optimize_for_inference(model)
+    with torch.inference_mode():
+        expected = fast(x)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        with _Ops() as ops:
+            actual = fast(x)
+    assert "aten.relu.default" in ops.ops and not any(op.startswith("mkldnn.") for op in ops.ops)
+    close(actual, expected, 1e-5)

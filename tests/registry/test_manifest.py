@@ -71,6 +71,7 @@ def _errors(data) -> set[tuple[str, str]]:
         (("hub", "filename"), "pytorch_model.bin", "hub.filename"),
         (("hub", "repo_id"), "no-org", "hub.repo_id"),
         (("origin", "format"), "onnx", "origin.format"),
+        (("origin", "format"), ["caffe2_pkl"], "origin.format"),  # not a string (unhashable: no crash)
         (("origin", "key_scheme"), "ptv", "origin.key_scheme"),  # a Caffe2 file has caffe2 keys
         (("origin", "sha256"), "0" * 63, "origin.sha256"),
         (("origin", "url"), "http://insecure.example/x.pkl", "origin.url"),

@@ -55,6 +55,32 @@ def test_stream_windows_equal_predict_windows_on_the_same_frames(serve, one_thre
     assert run.stats.peak_buffered <= run.stats.capacity
 
 
+@pytest.mark.parametrize("name", ["slow_r50_8x8", "slowfast_r50_8x8"])
+def test_large_source_is_buffered_preprocessed_with_the_same_scores(serve, one_thread, name):
+    """A source larger than the model's input is buffered resized and normalized: smaller, and scored bit for bit."""
+    model = tiny(name)
+    server = serve("--frames", "60", "--fps", "30", "--width", "320", "--height", "240")
+    run = predict_stream(server.url, model, window=1.0, hop=0.5, skip=False, fast=False)
+    live = list(run)
+    server.stop()
+    ref = list(predict_windows(server.copy, model, 1.0, 0.5, views="fast"))
+    assert len(live) == len(ref) == 3
+    for w, r in zip(live, ref):
+        torch.testing.assert_close(w.prediction.scores, r.scores, rtol=0, atol=0)
+    # 64 px short side, float32: 3 * 64 * 85 * 4 bytes a frame instead of 320 * 240 * 3 decoded
+    assert run.stats.frame_bytes == 3 * 64 * 85 * 4 < 320 * 240 * 3
+    assert 0 < run.stats.peak_buffer_bytes <= run.stats.capacity * run.stats.frame_bytes
+
+
+def test_small_source_is_buffered_as_decoded(serve, one_thread):
+    """Below the model's size the decoded uint8 frame is the smaller one, so it is what the buffer holds."""
+    server = serve("--frames", "30", "--fps", "30")
+    run = predict_stream(server.url, tiny(), window=1.0, hop=1.0, skip=False, fast=False)
+    assert len(list(run)) == 1
+    server.stop()
+    assert run.stats.frame_bytes == 64 * 48 * 3
+
+
 def test_http_stream_equals_the_file(serve, one_thread):
     model = tiny()
     server = serve("--http", "--frames", "90", "--fps", "30")
@@ -181,6 +207,21 @@ def test_fast_path_folds_batchnorm_and_agrees(serve, one_thread):
     torch.testing.assert_close(w.prediction.scores, ref.scores, rtol=1e-4, atol=1e-5)
 
 
+def test_bf16_fast_path_stores_its_weights_once(serve, one_thread):
+    """precision="bf16": the weights are stored in bf16 (no per-call casts), scored as predict scores that model."""
+    from slowfast_zoo import optimize_for_inference
+
+    model = tiny()
+    server = serve("--frames", "60")
+    run = predict_stream(server.url, model, window=2.0, hop=2.0, skip=False, precision="bf16", device="cpu")
+    assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    (w,) = list(run)
+    server.stop()
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    (ref,) = list(predict_windows(server.copy, fast, 2.0, 2.0, views="fast"))
+    torch.testing.assert_close(w.prediction.scores, ref.scores, rtol=0, atol=0)
+
+
 def test_growing_file_is_followed(serve, tmp_path, one_thread):
     server = serve("--frames", "90", "--fps", "30")
     with av.open(server.url) as c:  # take the stream once, to have its bytes
@@ -200,3 +241,16 @@ def test_growing_file_is_followed(serve, tmp_path, one_thread):
                 f.write(data[len(data) // 2 :])
     assert starts[:4] == [0.0, 0.5, 1.0, 1.5]  # windows that need the appended 1.5 s
     assert run.stats.end == "stalled: no data for 2 s"  # a followed file never ends: it goes quiet
+
+
+def test_a_1080p_frame_is_buffered_at_the_checkpoint_size():
+    """The README's figure: a 1080p frame at SlowFast R50's 256-px test short side in float32 is 1.4 MB, not 6.2 MB."""
+    from slowfast_zoo.registry.registry import get_pretrained_cfg
+    from slowfast_zoo.tasks.live import _buffer_preprocessing
+    from slowfast_zoo.video.io import VideoInfo
+
+    info = VideoInfo("cam", 1920, 1080, 30.0, 1.0, 30, 0, "h264", "mpegts")
+    prepare = _buffer_preprocessing(get_pretrained_cfg("slowfast_r50_8x8"), info, torch.device("cpu"))
+    out = prepare(torch.zeros(1080, 1920, 3, dtype=torch.uint8))
+    assert out.shape == (3, 256, 455) and out.dtype == torch.float32
+    assert out.numel() * out.element_size() == 1_397_760 < 1920 * 1080 * 3 == 6_220_800

@@ -133,6 +133,31 @@ def test_pipeline_on_ray_equals_extract(ray_local, spec, videos, tmp_path):
         assert torch.equal(torch.tensor(got[path]["embedding"]), local["embeddings"][i])
 
 
+@pytest.mark.parametrize(
+    ("resources", "actors", "cpus", "gpus", "short"),
+    [
+        ({"CPU": 3.0}, 2, 1.0, 0.0, None),
+        ({"CPU": 2.0}, 2, 1.0, 0.0, "3 CPUs, it has 2"),
+        ({"CPU": 8.0, "GPU": 1.0}, 2, 1.0, 0.5, None),
+        ({"CPU": 8.0}, 1, 1.0, 1.0, "1 GPUs, it has 0"),
+    ],
+)
+def test_resource_shortfall(resources, actors, cpus, gpus, short):
+    got = ray_jobs.resource_shortfall(resources, actors, cpus, gpus)
+    assert got is None if short is None else short in got
+
+
+def test_pipeline_warns_when_the_actors_leave_no_cpu_to_decode(ray_local, spec, videos, caplog):
+    """2 actors on the module's 2-CPU instance would wait forever for decode tasks: said before anything runs."""
+    rows = [{"path": p, "order": i} for i, p in enumerate(videos)]
+    with caplog.at_level("WARNING", logger="slowfast_zoo.tasks.ray_jobs"):  # the dataset is lazy: nothing runs
+        ray_jobs.pipeline(
+            rows, DecodeClips(spec, views="reference"), EmbedClips, spec, {},
+            actors=2, num_gpus_per_actor=0, cpus_per_actor=1, rows_per_batch=2,
+        )  # fmt: skip
+    assert "need more than the Ray cluster holds now (3 CPUs, it has 2)" in caplog.text
+
+
 def test_classify_stage_equals_predict(spec, videos):
     """ClassifyClips on the decoded reference views gives predict's scores and top label, bit for bit."""
     batch = _decoded(spec, videos)

@@ -81,29 +81,43 @@ def write_huge_frames(path: Path, width: int, height: int, num_frames: int) -> P
     return path
 
 
-def test_frames_above_the_pixel_limit_are_refused_before_decoding(tmp_path):
+def _decoders() -> list:
+    """PyAV, and torchcodec where it loads (the same guards must hold for both)."""
+    from slowfast_zoo.video.codec import torchcodec_problem
+
+    problem = torchcodec_problem()
+    return ["pyav", pytest.param("torchcodec", marks=pytest.mark.skipif(problem is not None, reason=str(problem)))]
+
+
+@pytest.mark.parametrize("decoder", _decoders())
+def test_frames_above_the_pixel_limit_are_refused_before_decoding(tmp_path, decoder):
     path = write_huge_frames(tmp_path / "bomb.mp4", 8192, 8192, 2)
     assert path.stat().st_size < 2_000_000
     code = f"""
     from slowfast_zoo.tasks.predict import predict
-    predict({str(path)!r}, tiny_classifier(), views="reference")
+    predict({str(path)!r}, tiny_classifier(), views="reference", decoder={decoder!r})
     """
     got = probe(code, tmp_path)
     assert got["error"].startswith("VideoError") and "exceed the limit of" in got["error"], got
     assert got["peak_mib"] < PEAK_MIB, got  # no 8192x8192 frame was converted (one in RGB is 192 MiB; 32 were stacked)
 
 
-def test_large_frames_are_resized_as_they_are_decoded(tmp_path):
+@pytest.mark.parametrize("decoder", _decoders())
+def test_large_frames_are_resized_as_they_are_decoded(tmp_path, decoder):
     """4K frames under the limit: each is scaled to the model's size as it comes out of the decoder, so memory holds
-    small frames, not 16 full-size ones in float32 (3.2 GB before this was so)."""
+    small frames, not 16 full-size ones in float32 (3.2 GB before this was so). torchcodec returns its frames in
+    batches of at most MAX_BATCH_BYTES (256 MiB) of RGB, each frame then scaled the same way."""
     path = write_huge_frames(tmp_path / "uhd.mp4", 3840, 2160, 20)
     code = f"""
     from slowfast_zoo.tasks.predict import predict
-    out = predict({str(path)!r}, tiny_classifier(), views="reference")
+    from slowfast_zoo.video.codec import open_reader
+    with open_reader({str(path)!r}, {decoder!r}) as r:
+        out = predict(r, tiny_classifier(), views="reference")
+        result["decoder"] = r.decoder
     result["views"] = out.num_views
     """
     got = probe(code, tmp_path)
-    assert got.get("views") == 30, got
+    assert got.get("views") == 30 and got["decoder"] == decoder, got
     assert got["peak_mib"] < PEAK_MIB, got
 
 

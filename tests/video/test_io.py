@@ -10,7 +10,13 @@ import torch
 
 av = pytest.importorskip("av")
 
-from video_factory import read_index, write_audio_only, write_video, write_zero_frame_video  # noqa: E402
+from video_factory import (  # noqa: E402
+    read_index,
+    write_audio_only,
+    write_corrupt_copy,
+    write_video,
+    write_zero_frame_video,
+)
 
 from slowfast_zoo.video.io import VideoError, VideoNotFoundError, VideoReader, probe, read_clip  # noqa: E402
 
@@ -202,11 +208,6 @@ def test_truncated_mp4_without_index(tmp_path):
 
 
 def test_corrupt_stream(tmp_path):
-    path = write_video(tmp_path / "v.mp4", num_frames=60, fps=30)
-    data = bytearray(path.read_bytes())
-    n = len(data)
-    data[n // 3 : n // 3 + n // 4] = np.random.default_rng(0).integers(0, 256, n // 4, dtype=np.uint8).tobytes()
-    bad = tmp_path / "bad.mp4"
-    bad.write_bytes(bytes(data))
+    bad = write_corrupt_copy(write_video(tmp_path / "v.mp4", num_frames=60, fps=30), tmp_path / "bad.mp4")
     with pytest.raises(VideoError, match=r"bad\.mp4: corrupt video stream"):
         read_clip(bad, 0.0, 8, 8, 30.0)

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from capped import run_capped
 
 import slowfast_zoo
 from slowfast_zoo import CheckpointError
 from slowfast_zoo.weights.formats import read_config, read_npz
 
-ROOT = Path(__file__).resolve().parents[2]
 INFLATED = 768 << 20  # what each bomb inflates to: more than the cap below allows
 
 
@@ -63,20 +61,6 @@ def _deflate_npy(header: bytes) -> bytes:
 
 
 _CAPPED = r"""
-import json, resource, sys, warnings
-from pathlib import Path
-warnings.filterwarnings("ignore")
-import torch
-torch.set_num_threads(1)
-import slowfast_zoo
-from slowfast_zoo.tasks.features import load_features
-
-def vm_bytes():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
-
-cap = vm_bytes() + (384 << 20)  # everything imported; then 384 MiB more address space, half of what a bomb asks
-resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 zip_bomb, npz_dir, local_dir = sys.argv[1:]
 calls = {
     "torch_zip": lambda: slowfast_zoo.create("slow_r50_8x8", width=8, num_classes=10, checkpoint=zip_bomb),
@@ -108,15 +92,9 @@ def capped(tmp_path_factory) -> dict[str, tuple[str | None, str]]:
     with open(local / "config.json", "wb") as f:  # 1.5 GiB, sparse: it takes no disk
         f.truncate(3 << 29)
     assert max(p.stat().st_size for p in (zip_bomb, *npz_dir.iterdir())) < 4 << 20
-    proc = subprocess.run(
-        [sys.executable, "-c", _CAPPED, str(zip_bomb), str(npz_dir), str(local)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.splitlines()[-1])
+    # 384 MiB more address space than the imports take: half of what a bomb asks
+    imports = "from slowfast_zoo.tasks.features import load_features"
+    out = run_capped(_CAPPED, [str(zip_bomb), str(npz_dir), str(local)], headroom_mib=384, imports=imports)
     return {"paths": {"torch_zip": str(zip_bomb), "npz": str(npz_dir), "config": str(local / "config.json")}, **out}
 
 

@@ -8,20 +8,18 @@ import json
 import pickle
 import pickletools
 import struct
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from capped import run_capped
 
 import slowfast_zoo
 from slowfast_zoo import CheckpointError
 from slowfast_zoo.weights.checkpoint import read_state_dict
 
-ROOT = Path(__file__).resolve().parents[2]
 STEM = "s1.pathway0_stem.conv.weight"  # a key every loader recognises, so the file gets past key detection
 
 
@@ -75,19 +73,6 @@ HOSTILE = {
 }
 
 _CAPPED = r"""
-import json, resource, sys, time, warnings
-warnings.filterwarnings("ignore")
-import torch
-torch.set_num_threads(1)
-import slowfast_zoo
-from slowfast_zoo.weights.checkpoint import read_state_dict
-
-def vm_bytes():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
-
-cap = vm_bytes() + (768 << 20)  # everything imported; then 768 MiB more address space, less than any file asks
-resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 out = []
 for path in sys.argv[1:]:
     for entry in ("read_state_dict", "create"):
@@ -113,15 +98,10 @@ def capped_results(tmp_path_factory) -> dict[tuple[str, str], dict]:
     for name, (make, _) in HOSTILE.items():
         (folder / name).write_bytes(make())
         paths.append(str(folder / name))
-    proc = subprocess.run(
-        [sys.executable, "-c", _CAPPED, *paths],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {(Path(r["path"]).name, r["entry"]): r for r in json.loads(proc.stdout.splitlines()[-1])}
+    # 768 MiB more address space than the imports take: less than any file asks
+    imports = "from slowfast_zoo.weights.checkpoint import read_state_dict"
+    results = run_capped(_CAPPED, paths, headroom_mib=768, imports=imports)
+    return {(Path(r["path"]).name, r["entry"]): r for r in results}
 
 
 def test_hostile_files_are_tiny() -> None:
