@@ -141,8 +141,28 @@ def _open(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[A
     except VideoError:
         container.close()
         raise
-    stream.thread_type = "AUTO"
+    set_decoder_threads(stream)
     return container, stream
+
+
+def set_decoder_threads(stream: Any) -> None:
+    """FFmpeg's frame threads (several frames decoded at once) where they cannot deadlock, else one thread."""
+    if _threads_cannot_deadlock(require_av()):
+        stream.thread_type = "AUTO"
+    else:
+        stream.codec_context.thread_count = 1
+
+
+def _threads_cannot_deadlock(av: Any) -> bool:
+    """Whether FFmpeg's decoding threads can log without waiting for the GIL.
+
+    A decoder is freed with the GIL held (PyAV's ``CodecContext`` deallocation), and freeing it waits for its frame
+    threads, which may be logging. PyAV 15-17 drop messages without the GIL only while the log level is None (their
+    default); once a level is set (``import torchvision`` sets ERROR: torchvision 0.19, ``torchvision/io/video.py``)
+    their callback takes the GIL for every message and never returns: a deadlock. PyAV 18 checks the level first.
+    Where threads could deadlock, decode on one thread.
+    """
+    return int(av.__version__.split(".")[0]) >= 18 or av.logging.get_level() is None
 
 
 def _check_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .io import VideoError, require_av
+from .io import VideoError, require_av, set_decoder_threads
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LiveSource", "StreamInfo"]
 
@@ -135,7 +135,7 @@ class LiveSource:
         stream = streams[0]
         if stream.codec_context is None or stream.codec_context.name is None:
             raise VideoError(self.path, "video stream has no decoder available")
-        stream.thread_type = "AUTO"
+        set_decoder_threads(stream)
         return stream
 
     def _check_size(self, width: int, height: int) -> None:

@@ -162,6 +162,11 @@ def test_ava_frame_map_equals_the_authors_evaluators(case, protocol):
     """Each case was scored by PySlowFast's ava_eval_helper.py (SlowFast 287ec00) and by ActivityNet's
     get_ava_performance.py; expected.json holds the mAP and per-class AP they printed."""
     expected = json.loads((case / "expected.json").read_text())[protocol]
+    if protocol == "pyslowfast" and case.name == "case101" and np.lib.NumpyVersion(np.__version__) < "2.0.0":
+        # PySlowFast ranks tied scores with numpy's default (unstable) argsort, and numpy 1.26 orders case101's tied
+        # scores of action 29 otherwise than numpy 2, under which expected.json was printed (numpy 1.26.1: AP 0.11356
+        # for 0.11156, mAP 0.13795 for 0.13755, measured); the authors' script itself gives what numpy gives
+        pytest.skip("case101's tied scores rank differently under numpy < 2 (numpy's default argsort, as the authors')")
     if protocol == "pyslowfast":
         gt, excluded = case / "groundtruth.csv", case / "excluded_timestamps.csv"
     else:  # the challenge's layout: no exclusion file, 2-column rows list scored keyframes without actions

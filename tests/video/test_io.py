@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from video_factory import (  # noqa: E402
 
 from slowfast_zoo.video.io import VideoError, VideoNotFoundError, VideoReader, probe, read_clip  # noqa: E402
 
+DATA = Path(__file__).parents[1] / "data"
 FORMATS = [("libx264", "mp4"), ("libx264", "mkv"), ("libvpx-vp9", "webm"), ("mpeg4", "avi"), ("mjpeg", "mov")]
 
 
@@ -66,8 +69,10 @@ def test_variable_frame_rate_samples_by_time(tmp_path, ext):
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
-def test_rotation_metadata_is_applied(tmp_path, rotation):
-    path = write_video(tmp_path / "rot.mp4", num_frames=6, fps=30, rotation=rotation)
+def test_rotation_metadata_is_applied(rotation):
+    # written by write_video(num_frames=6, fps=30, rotation=...) with PyAV 18.1: older PyAV cannot write the display
+    # matrix (no VideoStream.set_display_rotation), but every supported one reads it
+    path = DATA / "rotated" / f"rot{rotation}.mp4"
     info = probe(path)
     assert info.rotation == rotation
     frames = read_clip(path, 0.0, 4, 1, 30.0)
@@ -118,6 +123,37 @@ def test_sequential_windows_do_not_reseek(long_video):
         for k in range(5):
             r.read_clip(100.0 + k * 0.5, 4, 2, 30.0)
         assert r.seeks == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "level", "threads"),
+    [
+        ("15.0.0", None, True),  # PyAV 15 (av/logging.pyx): level None installs a callback that never takes the GIL
+        ("17.0.0", 16, False),  # a level set (torchvision 0.19's import sets ERROR): the GIL before the level check
+        ("18.0.0", 16, True),  # PyAV 18 (av/logging.py): the level is checked before taking the GIL
+        ("18.0.0", None, True),
+    ],
+)
+def test_frame_threads_only_where_ffmpeg_threads_cannot_deadlock(version, level, threads):
+    from types import SimpleNamespace
+
+    from slowfast_zoo.video.io import _threads_cannot_deadlock
+
+    fake_av = SimpleNamespace(__version__=version, logging=SimpleNamespace(get_level=lambda: level))
+    assert _threads_cannot_deadlock(fake_av) is threads
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_reader_decodes_on_one_thread_where_threads_could_deadlock(tmp_path, monkeypatch, safe):
+    import slowfast_zoo.video.io as io
+
+    monkeypatch.setattr(io, "_threads_cannot_deadlock", lambda av: safe)
+    path = write_video(tmp_path / "v.mp4", num_frames=30, fps=30)
+    with VideoReader(path) as r:
+        codec = r._stream.codec_context
+        assert (codec.thread_count == 1) is not safe
+        assert ("AUTO" in str(codec.thread_type)) is safe
+        assert indices(r.frames_at_positions([0, 29])) == [0, 29]
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

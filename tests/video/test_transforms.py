@@ -18,6 +18,7 @@ from slowfast_zoo import create, get_pretrained_cfg  # noqa: E402
 from slowfast_zoo.video import transforms as T  # noqa: E402
 
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+_TORCH = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
 
 
 def ref_resize(x, size):  # PySlowFast transform.py random_short_side_scale_jitter, x (T, C, H, W)
@@ -123,9 +124,11 @@ def test_eval_pipeline_matches_pytorchvideo(frames):
         ref_slow = torch.index_select(x, 1, torch.linspace(0, x.shape[1] - 1, x.shape[1] // 4).long())
         assert fast.shape == (3, 32, 48, 48)
         # bit-identical with 2 intra-op threads; with 1 thread the two resize calls (other layouts) round one value
-        # differently by one float32 step (4.8e-7 measured), so the tolerance is one step at this scale
-        torch.testing.assert_close(fast, x, rtol=0, atol=1e-6)
-        torch.testing.assert_close(slow, ref_slow, rtol=0, atol=1e-6)
+        # differently by one float32 step (4.8e-7 measured on torch 2.14), so the tolerance is one step at this scale;
+        # torch 2.4's float32 bilinear kernels differ by more between the two layouts (8.1e-6 measured, 1 thread)
+        atol = 1e-6 if _TORCH >= (2, 14) else 1e-5
+        torch.testing.assert_close(fast, x, rtol=0, atol=atol)
+        torch.testing.assert_close(slow, ref_slow, rtol=0, atol=atol)
 
 
 def test_eval_pipeline_on_a_batch_and_layouts(frames):
