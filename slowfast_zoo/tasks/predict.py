@@ -375,7 +375,7 @@ def window_bounds(duration: float, window: float, stride: float) -> list[tuple[f
 
 
 def _warn_head_pool(model: Any, cfg: Any, views: Views) -> None:
-    if views == "reference" and cfg.test_head_pool == "fixed" and model.cfg.head_pool != "fixed":
+    if views == "reference" and cfg.test_head_pool == "fixed" and getattr(model.cfg, "head_pool", "fixed") != "fixed":
         warnings.warn(
             f"{cfg.name} was evaluated with a fixed-kernel head; build it with "
             f"create(name, head_pool='fixed') to reproduce the published numbers (this model pools adaptively)",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..registry.family import DEFAULT_FAMILY, family_of
 from ..video import transforms as T
 from ..video.codec import open_reader
 from ..video.views import ClipView, Views, plan_views, read_views
@@ -63,14 +64,17 @@ def load_model(
         from ..factory import create, resolve_cfg
 
         cfg = resolve_cfg(model)  # registry names, hf-hub: repos and local-dir: folders alike
-        _check_task(cfg.name, cfg.model.roi_head, True, task)
-        pool: dict[str, Any] = {} if cfg.model.roi_head else {"head_pool": cfg.test_head_pool}
+        detector = getattr(cfg.model, "roi_head", False)
+        _check_task(cfg.name, detector, True, task)
+        # the test-time head pooling is a ResNet3d field; another family's network takes its config as it is
+        pool: dict[str, Any] = {"head_pool": cfg.test_head_pool} if hasattr(cfg.model, "head_pool") else {}
+        pool = {} if detector else pool
         model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device, **pool).eval()
     else:
         if getattr(model, "pretrained_cfg", None) is None:
             raise TypeError("expected a model name or a model made by slowfast_zoo.create (it carries pretrained_cfg)")
-        classifier = hasattr(model, "position_logits") and getattr(model.cfg, "num_classes", 0) != 0
-        _check_task(model.pretrained_cfg.name, model.cfg.roi_head, classifier, task)
+        classifier = _is_classifier(model)
+        _check_task(model.pretrained_cfg.name, getattr(model.cfg, "roi_head", False), classifier, task)
         if device is not None:
             model = model.to(device)
     if fast:
@@ -78,6 +82,14 @@ def load_model(
 
         model = optimize_for_inference(model, dtype=torch.bfloat16 if precision == "bf16" else None)
     return model
+
+
+def _is_classifier(model: Any) -> bool:
+    """Class scores can be had: ResNet3d's ``position_logits``, or another family's network (its ``forward`` gives
+    the logits ``(N, num_classes)``, as a family's builder promises), with classes."""
+    if getattr(model.cfg, "num_classes", 0) == 0:
+        return False
+    return hasattr(model, "position_logits") or family_of(model.cfg).name != DEFAULT_FAMILY
 
 
 def _check_task(name: str, detector: bool, classifier: bool, task: str) -> None:
@@ -185,9 +197,10 @@ def class_scores(model: Any) -> Callable[[Any], torch.Tensor]:
     sigmoid = model.pretrained_cfg.activation == "sigmoid"
 
     def fn(x: Any) -> torch.Tensor:
-        logits = model.position_logits(x).float()
+        # ResNet3d: logits at each head position (N, ..., C); another family: its forward's logits (N, C)
+        logits = (model.position_logits(x) if hasattr(model, "position_logits") else model(x)).float()
         probs = logits.sigmoid() if sigmoid else logits.softmax(dim=-1)
-        return probs.flatten(1, -2).mean(dim=1)
+        return probs.flatten(1, -2).mean(dim=1) if probs.dim() > 2 else probs
 
     return fn
 

@@ -183,3 +183,21 @@ def test_a_config_without_family_is_a_resnet3d(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     loaded = slowfast_zoo.create(f"local-dir:{folder}")
     assert type(loaded) is slowfast_zoo.ResNet3d and loaded.cfg == model.cfg
+
+
+def test_predict_runs_another_familys_classifier(tiny):
+    """predict takes a family's network as it is: its forward's logits, one set per view, softmaxed and averaged over
+    the checkpoint's views (no ResNet3d head positions, no head_pool field)."""
+    from slowfast_zoo.tasks.predict import predict, sample_video
+    from slowfast_zoo.tasks.runner import read_view_inputs
+
+    model = _trained(slowfast_zoo.create(ARCH))
+    cfg = model.pretrained_cfg.replace(test_clips=2, test_crops=("center",), test_short_side=32, test_crop_size=32)
+    model.pretrained_cfg = cfg
+    got = predict(sample_video(), model, views="reference", top_k=2)
+    _, views = read_view_inputs(sample_video(), cfg, "reference", torch.device("cpu"))
+    assert got.num_views == len(views) == 2
+    with torch.no_grad():
+        want = torch.stack([model(v[None]).softmax(-1)[0] for v in views]).mean(0)
+    torch.testing.assert_close(got.scores, want, rtol=1e-6, atol=1e-7)
+    assert [p.index for p in got.top] == want.topk(2).indices.tolist()
