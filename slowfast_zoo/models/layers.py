@@ -63,7 +63,7 @@ class ConvBnAct(nn.Module):
         super().__init__()
         # GuardedConv3d: a plain Conv3d that sidesteps a oneDNN bf16 weight-gradient bug (see amp_guard.py)
         self.conv = GuardedConv3d(in_chs, out_chs, kernel, stride, padding, dilation, bias=False)
-        self.bn = nn.BatchNorm3d(out_chs, eps=bn_eps, momentum=bn_momentum)
+        self.bn: nn.Module = nn.BatchNorm3d(out_chs, eps=bn_eps, momentum=bn_momentum)  # Identity once folded
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,7 @@ class NonLocal(nn.Module):
         self.g = nn.Conv3d(dim, inner, 1)
         self.pool = nn.MaxPool3d(pool, pool) if any(k > 1 for k in pool) else nn.Identity()
         self.out = nn.Conv3d(inner, dim, 1)
-        self.bn = nn.BatchNorm3d(dim, eps=bn_eps, momentum=bn_momentum)
+        self.bn: nn.Module = nn.BatchNorm3d(dim, eps=bn_eps, momentum=bn_momentum)  # Identity once folded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, h, w = x.shape[2:]

@@ -16,7 +16,7 @@ publish the weights before fusing).
 from __future__ import annotations
 
 import copy
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +33,15 @@ _BN = (nn.BatchNorm3d, FrozenBatchNorm3d)
 
 def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (scale, shift) of an eval-mode BatchNorm, in float64: ``bn(x) == x * scale + shift``."""
-    if isinstance(bn, nn.BatchNorm3d) and (bn.running_mean is None or bn.running_var is None):
+    # BatchNorm3d or FrozenBatchNorm3d: their tensors through Module.__getattr__, typed here
+    stats: list[torch.Tensor | None] = [getattr(bn, k, None) for k in ("running_mean", "running_var", "weight", "bias")]
+    mean_t, var_t, weight_t, bias_t = stats
+    if mean_t is None or var_t is None:
         raise ValueError("cannot fold a BatchNorm3d without running statistics (track_running_stats=False)")
-    mean = bn.running_mean.double()
-    var = bn.running_var.double()
-    affine = bn.weight is not None
-    weight = bn.weight.double() if affine else torch.ones_like(mean)
-    bias = bn.bias.double() if affine else torch.zeros_like(mean)
-    scale = weight * (var + bn.eps).rsqrt()
+    mean, var = mean_t.double(), var_t.double()
+    weight = weight_t.double() if weight_t is not None else torch.ones_like(mean)
+    bias = bias_t.double() if bias_t is not None else torch.zeros_like(mean)
+    scale = weight * (var + float(cast(float, bn.eps))).rsqrt()
     return scale, bias - mean * scale
 
 
@@ -186,14 +187,17 @@ def fuse_activations(model: M) -> M:
     for m in model.modules():
         folded = isinstance(m, ConvBnAct) and isinstance(m.bn, nn.Identity) and _fusable(m.conv)
         if folded and type(m.conv) is not _FusedConv3d and (type(m.act) is nn.ReLU or isinstance(m.act, nn.Identity)):
-            m.conv.__class__ = _FusedConv3d
-            m.conv.relu = not isinstance(m.act, nn.Identity)
+            conv: Any = m.conv  # its class is swapped in place (parameters and keys stay): beyond static types
+            conv.__class__ = _FusedConv3d
+            conv.relu = not isinstance(m.act, nn.Identity)
             m.act = nn.Identity()
     for m in model.modules():
         if type(m) is Bottleneck and isinstance(m.c.bn, nn.Identity) and _fusable(m.c.conv):
-            m.c.conv.__class__ = _FusedConv3d
-            m.c.conv.relu = True  # the bottleneck's ReLU, after the add
-            m.__class__ = _FusedBottleneck
+            last: Any = m.c.conv
+            last.__class__ = _FusedConv3d
+            last.relu = True  # the bottleneck's ReLU, after the add
+            block: Any = m
+            block.__class__ = _FusedBottleneck
     return model
 
 

@@ -140,10 +140,10 @@ class ResNet3d(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
         for m in self.modules():
-            if isinstance(m, Bottleneck):
-                nn.init.zeros_(m.c.bn.weight)
+            if isinstance(m, Bottleneck):  # at initialization the norms are BatchNorm3d (Identity only once folded)
+                nn.init.zeros_(cast(nn.BatchNorm3d, m.c.bn).weight)
             elif isinstance(m, NonLocal):
-                nn.init.zeros_(m.bn.weight)
+                nn.init.zeros_(cast(nn.BatchNorm3d, m.bn).weight)
 
     def _stage(self, name: str, xs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stage = getattr(self, name)

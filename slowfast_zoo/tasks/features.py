@@ -544,8 +544,10 @@ def _read_parquet(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     meta = _parse_meta(path, _parquet_meta(schema))
     want = {"video": pa.string(), "start": pa.float64(), "end": pa.float64()}
     emb_type = schema.field("embedding").type if "embedding" in schema.names else None
-    if any(n not in schema.names or schema.field(n).type != t for n, t in want.items()) or not (
-        pa.types.is_fixed_size_list(emb_type) and emb_type.value_type == pa.float32()
+    if (
+        emb_type is None
+        or any(n not in schema.names or schema.field(n).type != t for n, t in want.items())
+        or not (pa.types.is_fixed_size_list(emb_type) and emb_type.value_type == pa.float32())
     ):
         raise FeatureShardError(
             f"{path}: expected columns video (string), start / end (float64), embedding (fixed-size float32 list): "
