@@ -403,6 +403,9 @@ def _train(args: argparse.Namespace, d: Dist, device: torch.device, out: Path) -
         batch_size=args.batch_size,
         sampler=sampler,
         num_workers=args.workers,
+        # workers start from a clean server process, not forked from this one: a fork copies a process whose other
+        # threads (decoder threads, OpenMP, a test runner's) may hold locks, and the child can wait on them forever
+        multiprocessing_context="forkserver" if args.workers > 0 and sys.platform == "linux" else None,
         collate_fn=collate_clips,
         pin_memory=device.type == "cuda",
         drop_last=True,
