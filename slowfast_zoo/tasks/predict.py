@@ -210,18 +210,11 @@ def predict(
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    with eval_mode(model), open_video(video, decoder) as reader:
+    with open_video(video, decoder) as reader:
         plan = plan_views(cfg, reader.info, views)
-        bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
-        bar = progress_bar(sum(len(v.crops) for v in plan), Path(str(reader.path)).name, "view", progress, leave=False)
-        try:
-            scores, n = _run(reader, model, plan, bs, precision, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-    return VideoPrediction(
-        str(reader.path), cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, num_views=n
-    )
+        inputs = iter_view_inputs(reader, cfg, plan, next(model.parameters()).device)  # decoded as the model takes them
+        n = sum(len(v.crops) for v in plan)
+        return _predict_views(str(reader.path), inputs, n, model, top_k, batch_size, precision, progress)
 
 
 #: what a bad video raises, reported per video by :func:`predict_many` (anything else ends the run)
@@ -278,7 +271,7 @@ def predict_many(
                 result = inputs
             else:
                 try:
-                    result = _predict_inputs(name, inputs, model, top_k, batch_size, precision, progress)
+                    result = _predict_views(name, inputs, len(inputs), model, top_k, batch_size, precision, progress)
                 except VIDEO_ERRORS as e:
                     result = e
             del inputs  # this video's views go before the next is taken: at most workers + 1 in memory
@@ -286,21 +279,22 @@ def predict_many(
 
 
 @torch.inference_mode()
-def _predict_inputs(
-    name: str, inputs: list[torch.Tensor], model: Any, top_k: int, batch_size: int | None, precision: Precision,
-    progress: bool,
+def _predict_views(
+    name: str, inputs: Iterable[torch.Tensor], num_views: int, model: Any, top_k: int, batch_size: int | None,
+    precision: Precision, progress: bool,
 ) -> VideoPrediction:  # fmt: skip
-    """The prediction for one video's decoded views, as :func:`predict` makes it."""
+    """The prediction for one video from its ``num_views`` views' model inputs (what :func:`predict` and
+    :func:`predict_many` return): batched, ensembled, the model in eval mode meanwhile."""
     cfg = model.pretrained_cfg
-    bs = batch_size or default_batch(len(inputs), next(model.parameters()).device)
-    bar = progress_bar(len(inputs), Path(name).name, "view", progress, leave=False)
+    bs = batch_size or default_batch(num_views, next(model.parameters()).device)
+    bar = progress_bar(num_views, Path(name).name, "view", progress, leave=False)
     try:
         with eval_mode(model):
             scores, n = video_scores(model, inputs, bs, precision, bar)
     finally:
         if bar is not None:
             bar.close()
-    return VideoPrediction(name, cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, n)
+    return VideoPrediction(name, cfg.name, _top(scores, _labels(cfg, scores.numel()), top_k), scores, num_views=n)
 
 
 def predict_windows(
