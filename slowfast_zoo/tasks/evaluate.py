@@ -65,7 +65,7 @@ from .runner import (
     video_scores,
 )
 from .tables import text_table
-from .workers import Prefetcher, WorkerKind
+from .workers import Prefetcher, WorkerKind, worker_device
 
 __all__ = ["AVA_PROTOCOLS", "DATASETS", "EvalResult", "MetricRow", "evaluate", "merge", "parse_shard"]
 
@@ -524,7 +524,7 @@ def evaluate(
     else:
         jobs, bad_rows = _classification_jobs(cfg, dataset, root, annotations, label_map)
         notes = []
-        device_ = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
+        device_ = worker_device(worker_type, next(model.parameters()).device)
         decode = functools.partial(_decode_views, cfg=portable_cfg(cfg), device=device_, decoder=decoder)
         run = lambda decoded: _classify(decoded, model, batch_size, precision)  # noqa: E731
         if engine == "ray":

@@ -56,7 +56,7 @@ from .runner import (
     portable_cfg,
     progress_bar,
 )
-from .workers import Prefetcher, WorkerKind
+from .workers import Prefetcher, WorkerKind, worker_device
 
 __all__ = [
     "ExtractSummary",
@@ -192,7 +192,7 @@ def _embed_shard(
     Batches mix the videos of one shard only, so a shard's bytes depend on its own videos alone (resume is exact).
     """
     cfg = model.pretrained_cfg
-    device = runner.device if prefetcher.kind == "thread" else torch.device("cpu")  # processes transform on the CPU
+    device = worker_device(prefetcher.kind, runner.device)
     counts: list[int] = []  # views per row
     index: list[int] = []
     starts: list[float] = []

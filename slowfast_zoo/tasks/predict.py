@@ -45,7 +45,7 @@ from .runner import (
     video_scores,
 )
 from .tables import text_table
-from .workers import Prefetcher, WorkerKind, portable
+from .workers import Prefetcher, WorkerKind, portable, worker_device
 
 __all__ = [
     "ClipView",
@@ -262,7 +262,7 @@ def predict_many(
     model = load_model(model, checkpoint=checkpoint, device=device, precision=precision, fast=fast)
     cfg = model.pretrained_cfg
     _warn_head_pool(model, cfg, views)
-    dev = next(model.parameters()).device if worker_type == "thread" else torch.device("cpu")
+    dev = worker_device(worker_type, next(model.parameters()).device)
     decode = functools.partial(_decode_video, cfg=portable_cfg(cfg), views=views, device=dev, decoder=decoder)
     with Prefetcher(workers, worker_type) as prefetcher:
         for name, inputs in prefetcher.map(decode, videos, _crashed):

@@ -31,7 +31,7 @@ import torch.multiprocessing as tmp
 
 from ..errors import SlowFastZooError
 
-__all__ = ["Prefetcher", "WorkerCrashed", "WorkerKind", "portable"]
+__all__ = ["Prefetcher", "WorkerCrashed", "WorkerKind", "portable", "worker_device"]
 
 WorkerKind = Literal["thread", "process"]
 #: seconds a worker gets to exit after SIGTERM before SIGKILL
@@ -79,6 +79,12 @@ def _send(conn: Connection, reply: tuple[Any, ...], transport: str) -> None:
     except Exception as e:  # an unpicklable result
         data = pickle.dumps(("error", RuntimeError(f"a worker's result could not be sent: {e!r}"), ""))
     conn.send_bytes(data)
+
+
+def worker_device(kind: WorkerKind, model_device: torch.device) -> torch.device:
+    """Where workers of ``kind`` make their tensors: threads on the model's device, processes on the CPU (a spawned
+    process holds no CUDA context of the parent's, and its tensors cross through shared host memory)."""
+    return model_device if kind == "thread" else torch.device("cpu")
 
 
 def portable(error: Exception) -> Exception:
@@ -220,7 +226,7 @@ class Prefetcher:
                 elif exhausted and given == sent:
                     return
                 else:
-                    self._collect(fn, done, on_crash)
+                    self._collect(done, on_crash)
         finally:
             for p in self._processes:
                 if p.task is not None:  # abandoned mid-item: its late reply must not reach a later map
@@ -236,7 +242,7 @@ class Prefetcher:
         except (BrokenPipeError, ConnectionResetError):  # it died while idle
             self._replace(p, done, on_crash)
 
-    def _collect(self, fn: Callable[[Any], Any], done: dict, on_crash: Any) -> None:
+    def _collect(self, done: dict, on_crash: Any) -> None:
         """Wait for a reply or a death among the busy workers."""
         busy = {p.conn: p for p in self._processes if p.task is not None}
         sentinels = {p.process.sentinel: p for p in busy.values()}
