@@ -196,16 +196,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(_one_line(results, str(video)), file=sys.stderr, flush=True)
             continue
-        predictions = list(results)
         if args.json:
-            for line in inference.to_json_lines(predictions):
+            for line in inference.to_json_lines(results):
                 print(line, flush=True)
         else:
-            print(inference.format_table(predictions))
+            print(inference.format_table(results))
         if args.render:
             from slowfast_zoo.tasks.render import render_predictions
 
-            print(f"slowfast-zoo: wrote {render_predictions(video, predictions, args.render)}", file=sys.stderr)
+            print(f"slowfast-zoo: wrote {render_predictions(video, results, args.render)}", file=sys.stderr)
     if failed:
         print(f"slowfast-zoo: error: {failed} of {len(videos)} video(s) failed", file=sys.stderr)
         return 1
@@ -437,8 +436,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         extract = features.extract
         rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
         world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers, decoder=args.decoder)
-        common.update(worker_type=args.worker_type)
+        common.update(rank=rank, world_size=world, device=args.device, workers=args.workers)
+        common.update(decoder=args.decoder, worker_type=args.worker_type)
     summary = extract(features.read_video_list(args.videos), args.model, args.out_dir, **common)
     print(summary)
     return 1 if summary.failed else 0

@@ -67,8 +67,9 @@ def load_model(
         detector = getattr(cfg.model, "roi_head", False)
         _check_task(cfg.name, detector, True, task)
         # the test-time head pooling is a ResNet3d field; another family's network takes its config as it is
-        pool: dict[str, Any] = {"head_pool": cfg.test_head_pool} if hasattr(cfg.model, "head_pool") else {}
-        pool = {} if detector else pool
+        pool: dict[str, Any] = (
+            {"head_pool": cfg.test_head_pool} if hasattr(cfg.model, "head_pool") and not detector else {}
+        )
         model = create(model, pretrained=checkpoint is None, checkpoint=checkpoint, device=device, **pool).eval()
     else:
         if getattr(model, "pretrained_cfg", None) is None:
@@ -167,7 +168,7 @@ class ViewRunner:
         inputs = T.pack_pathways(batch, self.alpha)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.fn(inputs if self.alpha is not None else inputs[0])
-        self.outputs.append(out.float() if self.device.type == "cuda" else out.float().cpu())
+        self.outputs.append(out.float())  # on the model's device until take(): the host never waits for a batch
         if self.progress is not None:
             self.progress.update(batch.shape[0])
 
