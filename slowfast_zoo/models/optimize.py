@@ -156,7 +156,12 @@ class _FusedConv3d(nn.Conv3d):
             act = "relu" if self.relu else None
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(x, *args, act or "none", [], "")
-            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, act, [], "")
+            if x.dtype == torch.float32 or residual.is_contiguous(memory_format=torch.channels_last_3d):
+                return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, act, [], "")
+            # a contiguous (NCDHW) model: oneDNN fuses the add only channels-last and otherwise leaves it to ATen's
+            # add_relu, which has no bf16 kernel; add and ReLU here instead
+            y = torch.ops.mkldnn._convolution_pointwise(x, *args, "none", [], "").add_(residual)
+            return y.relu_() if self.relu else y
         y = super().forward(x)
         if residual is not None:
             y = y + residual

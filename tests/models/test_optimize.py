@@ -91,6 +91,21 @@ def test_optimize_for_inference_fp32_and_bf16(arch: str) -> None:
         close(pure([t.bfloat16() for t in x]), expected, 0.05)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_contiguous_layout_fast_path_in_both_dtypes(dtype: torch.dtype) -> None:
+    # channels_last=False (a layout autotune may pick): oneDNN fuses the residual add only channels-last and hands
+    # it to ATen's add_relu otherwise, which has no bf16 kernel ("Unsupported datatype for add_relu" before the fix)
+    model = small("slowfast_r50_8x8")
+    x = inputs(model)
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize_for_inference(model, channels_last=False, dtype=dtype)
+    assert fast.stem.slow.conv.weight.is_contiguous()
+    assert not fast.stem.slow.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        close(fast([t.to(dtype) for t in x]), expected, 1e-4 if dtype == torch.float32 else 0.05)
+
+
 def test_training_mode_is_refused_or_copied() -> None:
     model = small("slowfast_r50_8x8").train()
     with pytest.raises(ValueError, match="training mode"):
