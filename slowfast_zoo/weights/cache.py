@@ -168,7 +168,9 @@ def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> b
     before anything is read."""
     import stat
 
-    with open(path, "rb") as f:
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever, before it can be refused
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path}: not a regular file")

@@ -176,3 +176,29 @@ def test_a_deeply_nested_config_is_a_clear_error(tmp_path) -> None:
     (folder / "config.json").write_text(json.dumps(shallow_enough_to_parse))
     with pytest.raises(ValueError, match=r"nested more than 32 levels"):
         read_config(folder / "config.json")
+
+
+def test_a_fifo_config_is_refused_not_waited_on(tmp_path) -> None:
+    # opening a FIFO with no writer blocks in open() itself, before any check can run: the file is opened
+    # non-blocking, then refused as not a regular file (the read runs in a thread so that a regression fails here)
+    import os
+    import threading
+
+    folder = tmp_path / "fifo"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    os.mkfifo(folder / "config.json")
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def load() -> None:
+        try:
+            read_config(folder / "config.json")
+            outcome.append(None)
+        except BaseException as e:  # handed to the test thread
+            outcome.append(e)
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    assert done.wait(60), "read_config blocked on a FIFO"
+    assert isinstance(outcome[0], ValueError) and "not a regular file" in str(outcome[0])
