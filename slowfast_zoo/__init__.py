@@ -11,6 +11,7 @@ from .registry import variants as _variants  # noqa: F401  (registers every mode
 from .registry.pretrained import PretrainedCfg
 from .registry.registry import UnknownModelError, get_pretrained_cfg, is_model, list_models, list_pretrained
 from .tasks import data, features, metrics
+from .tasks.autotune import tune
 from .tasks.data import VideoClipDataset, read_rows
 from .tasks.detect import BoxPrediction, detect
 from .tasks.evaluate import EvalResult, evaluate
@@ -60,6 +61,7 @@ __all__ = [
     "publish",
     "read_rows",
     "sample_video",
+    "tune",
     "verify_weights",
 ]
 

@@ -178,6 +178,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _batch_sizes(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers."""
+    return [_positive_int(part) for part in text.split(",")]
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from slowfast_zoo.tasks.autotune import tune
+    from slowfast_zoo.tasks.runner import load_model
+    from slowfast_zoo.tasks.tuning import setting, tuning_file
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    t = tune(model, precision=args.precision, fast=args.fast, candidates=args.candidates, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"signature": t.signature, "batch_size": t.batch_size, "channels_last": t.channels_last,
+                          "seconds_per_view": t.seconds_per_view, "file": str(tuning_file())}))  # fmt: skip
+        return 0
+    print(t.signature)
+    for name, seconds in t.seconds_per_view.items():
+        chosen = "  <- chosen" if name == setting(t.batch_size, t.channels_last) else ""
+        print(f"  {name:<20} {'out of memory' if seconds is None else f'{seconds * 1e3:9.1f} ms/view'}{chosen}")
+    print(f"stored in {tuning_file()}: predict, evaluate and features use batch {t.batch_size} for this model here")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from slowfast_zoo.tasks import predict as inference
 
@@ -504,6 +528,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", metavar="OUT", help="write the video with the labels drawn (.mp4 or lossless .mkv)")
     _speed_arguments(p, workers=0)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("tune", help="measure the fastest batch size (and --fast memory format) for a model here")
+    p.add_argument("model", help="model name, hf-hub:ORG/REPO or local-dir:PATH")
+    p.add_argument("--checkpoint", help="weights file to use instead of the published ones")
+    p.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="the fast path (as predict --fast); both memory formats")
+    p.add_argument("--candidates", type=_batch_sizes, metavar="B,B,...",
+                   help="batch sizes to try (default: 1,2,3,5,6,10 on a CPU, 5,6,10,15,30 on a GPU)")  # fmt: skip
+    p.add_argument("--repeats", type=_positive_int, default=2, help="timed runs per setting (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("detect", help="score the actions of person boxes at keyframes (AVA detectors)")
     p.add_argument("video")

@@ -56,7 +56,7 @@ from .eval_records import (
     write_json_atomic,
 )
 from .runner import (
-    default_batch,
+    batch_for,
     eval_mode,
     load_model,
     portable_cfg,
@@ -218,7 +218,7 @@ def _classify(decoded: _Decoded, model: Any, batch_size: int | None, precision: 
     """The model on one video's decoded views (in the one inference thread), batched as ``predict`` batches them."""
     if decoded.views is None:
         return _record(decoded.job, None, decoded.reason)
-    bs = batch_size or default_batch(len(decoded.views), next(model.parameters()).device)
+    bs = batch_size or batch_for(model, len(decoded.views), precision)  # type: ignore[arg-type]
     scores, _ = video_scores(model, decoded.views, bs, precision)  # type: ignore[arg-type]
     return _record(decoded.job, scores, "")
 

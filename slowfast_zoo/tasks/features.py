@@ -56,6 +56,7 @@ from .runner import (
     portable_cfg,
     progress_bar,
 )
+from .tuning import tuned_batch
 from .workers import Prefetcher, WorkerKind, worker_device
 
 __all__ = [
@@ -332,7 +333,8 @@ def extract(
         world_size: the number of processes sharing the work.
         shard_size: videos per shard file (1 makes every video its own file: the finest resume granularity).
         format: ``safetensors``, ``npz`` or ``parquet`` (needs pyarrow, e.g. ``slowfast-zoo[ray]``).
-        batch_size: views per forward pass (default: 8 on CPU, 32 on GPU); batches mix the videos of one shard.
+        batch_size: views per forward pass (default: the batch :func:`slowfast_zoo.tune` measured for this model
+            on its device, else 8 on CPU and 32 on GPU); batches mix the videos of one shard.
         workers: threads or processes decoding and transforming videos ahead of the model (0: none); the model
             runs in one thread.
         decoder: which library decodes the videos, as in :func:`slowfast_zoo.predict` (the local engine).
@@ -365,7 +367,7 @@ def extract(
     if not todo:
         return summary
     device_type = next(model.parameters()).device.type
-    bs = batch_size or (8 if device_type == "cpu" else 32)
+    bs = batch_size or tuned_batch(model, precision) or (8 if device_type == "cpu" else 32)
     runner = ViewRunner(model, pooled_features(model), bs, precision=precision)
     settings = _Settings(per, views, window_s, stride_s, decoder)
     bar = progress_bar(sum(len(shard_of[k]) for k in todo), f"features[{rank}]", "video", progress)

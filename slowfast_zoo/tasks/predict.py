@@ -34,7 +34,7 @@ from ..video.io import VideoInfo, VideoReader
 from ..video.views import ClipView, FrameTable, plan_views
 from .runner import (
     Precision,
-    default_batch,
+    batch_for,
     eval_mode,
     iter_view_inputs,
     load_model,
@@ -195,7 +195,8 @@ def predict(
         views: ``"reference"``: the dataset's published multi-view protocol; ``"fast"``: one centred clip and crop.
         top_k: how many classes to return.
         device: where to run (a name builds the model there; a model is moved there).
-        batch_size: views per forward pass (default: all views on GPU, 6 on CPU).
+        batch_size: views per forward pass (default: the batch :func:`slowfast_zoo.tune` measured for this model on
+            its device, else all views on GPU and 6 on CPU).
         precision: ``"fp32"`` (exact, the default) or ``"bf16"`` (autocast; see the README for how far scores move).
         fast: run :func:`slowfast_zoo.optimize_for_inference`'s copy (made per call: for many videos, pass a model
             optimized once, or use ``evaluate`` / ``features.extract``).
@@ -286,7 +287,7 @@ def _predict_views(
     """The prediction for one video from its ``num_views`` views' model inputs (what :func:`predict` and
     :func:`predict_many` return): batched, ensembled, the model in eval mode meanwhile."""
     cfg = model.pretrained_cfg
-    bs = batch_size or default_batch(num_views, next(model.parameters()).device)
+    bs = batch_size or batch_for(model, num_views, precision)
     bar = progress_bar(num_views, Path(name).name, "view", progress, leave=False)
     try:
         with eval_mode(model):
@@ -333,7 +334,7 @@ def predict_windows(
         try:
             for start, end in iter_windows(reader.info.duration, window_s, stride_s):
                 plan = plan_views(cfg, reader.info, views, window=(start, end))
-                bs = batch_size or default_batch(sum(len(v.crops) for v in plan), next(model.parameters()).device)
+                bs = batch_size or batch_for(model, sum(len(v.crops) for v in plan), precision)
                 # eval mode per window, restored before each is handed out: the caller may train between windows
                 with torch.inference_mode(), eval_mode(model):
                     scores, n = _run(reader, model, plan, bs, precision, None)

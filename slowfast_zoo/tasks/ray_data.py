@@ -38,6 +38,7 @@ from .eval_datasets import FrameFolderVideo
 from .predict import window_bounds
 from .preprocess import pretrained_cfg_of
 from .runner import Precision, ViewRunner, class_scores, ensemble, iter_view_inputs, load_model, pooled_features
+from .tuning import tuned_batch
 
 __all__ = ["ClassifyClips", "DecodeClips", "EmbedClips"]
 
@@ -164,12 +165,15 @@ class _ModelStage:
         self.cfg = self.model.pretrained_cfg
         param_device = next(self.model.parameters()).device
         self.runner = ViewRunner(
-            self.model, self.view_fn(), batch_size or self.default_batch(param_device), precision=precision
+            self.model,
+            self.view_fn(),
+            batch_size or tuned_batch(self.model, precision) or self.default_batch(param_device),
+            precision=precision,
         )
         self.mix_rows = mix_rows
 
     def default_batch(self, device: torch.device) -> int:
-        """Views per forward pass unless given."""
+        """Views per forward pass unless given or measured (:func:`slowfast_zoo.tune`)."""
         raise NotImplementedError
 
     def view_fn(self) -> Any:

@@ -18,13 +18,13 @@ from ..registry.family import DEFAULT_FAMILY, family_of
 from ..video import transforms as T
 from ..video.codec import open_reader
 from ..video.views import ClipView, Views, plan_views, read_views
-
-Precision = Literal["fp32", "bf16"]
+from .tuning import Precision, tuned_batch, tuned_channels_last
 
 __all__ = [
     "Precision",
     "TransferPlan",
     "ViewRunner",
+    "batch_for",
     "class_scores",
     "default_batch",
     "ensemble",
@@ -81,7 +81,8 @@ def load_model(
     if fast:
         from ..models.optimize import optimize_for_inference
 
-        model = optimize_for_inference(model, dtype=torch.bfloat16 if precision == "bf16" else None)
+        dtype = torch.bfloat16 if precision == "bf16" else None
+        model = optimize_for_inference(model, dtype=dtype, channels_last=tuned_channels_last(model, dtype))
     return model
 
 
@@ -269,8 +270,15 @@ def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True, 
 
 
 def default_batch(views: int, device: torch.device) -> int:
-    """Views per forward pass unless given: all of a video's on a GPU, 6 on the CPU."""
+    """Views per forward pass where nothing was measured: all of a video's on a GPU, 6 on the CPU."""
     return views if device.type != "cpu" else min(views, 6)
+
+
+def batch_for(model: Any, views: int, precision: Precision = "fp32") -> int:
+    """Views per forward pass for a video of ``views`` views: the batch measured for this model on its device
+    (:func:`slowfast_zoo.tune`), at most ``views``, else :func:`default_batch`."""
+    tuned = tuned_batch(model, precision)
+    return min(views, tuned) if tuned else default_batch(views, next(model.parameters()).device)
 
 
 class eval_mode:
