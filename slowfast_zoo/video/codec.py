@@ -16,7 +16,6 @@ with PyAV from there.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 import os
@@ -169,12 +168,8 @@ class TorchCodecReader(VideoReader):
         if self._tc is None:
             yield from super()._decoded(times)
             return
-        table = self.frame_table()
-        if self._start_pts is None:  # no declared start: the first frame's (as PyAV's path learns it)
-            self._start_pts = table.pts[0]
-        pts, start = table.pts, self._start_pts
-        # the frame on screen at t: the last one at or before it (within half a tick), else the first
-        index = [max(bisect.bisect_right(pts, start + t / self._tb + Fraction(1, 2)) - 1, 0) for t in times]
+        index = self._table_indices(times)  # the frame on screen at each time (sets the start if none declared)
+        pts, start = self.frame_table().pts, self._start_pts
         end = (pts[-1] - start) * self._tb
         for t, i in zip(times, index):
             if i == len(pts) - 1:  # past the last frame: fail as PyAV does if the header promised much more
