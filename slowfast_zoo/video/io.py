@@ -326,7 +326,6 @@ class VideoReader:
         self._start_pts = stream.start_time if stream.start_time is not None else None
         #: timestamps of the frames the current request needs (None: decode every frame); see :meth:`_packets_decoded`
         self._wanted_pts: frozenset[int] | None = None
-        self._dropped: set[int] = set()  # timestamps of the packets decoded with NONREF since the last seek
         self._decoder: Any = self._packets_decoded()
         self._cur: Any = None  # last frame at or before the last wanted time
         self._next: Any = None  # lookahead: first frame after it
@@ -446,7 +445,6 @@ class VideoReader:
             raise VideoError(self.path, f"seeking to {float(t):.3f}s failed ({_ffmpeg_reason(e)})") from e
         self.seeks += 1
         self._decoder = self._packets_decoded()
-        self._dropped.clear()
         self._cur = self._next = None
         self._eof = False
         self._at_start = t <= 0
@@ -465,8 +463,6 @@ class VideoReader:
         for packet in self._container.demux(self._stream):
             wanted = self._wanted_pts
             skip = wanted is not None and packet.pts is not None and packet.pts not in wanted
-            if skip:
-                self._dropped.add(packet.pts)
             mode = "NONREF" if skip else "DEFAULT"
             if ctx.skip_frame != mode:
                 ctx.skip_frame = mode
@@ -594,26 +590,20 @@ class VideoReader:
         expected = None
         if self._table is not None:  # the frames' timestamps are known: the decoder may skip the others
             expected = [self._table.pts[i] for i in self._table_indices(times)]
-        if self._dropped and (expected is None or not self._dropped.isdisjoint(expected)):
-            self._restart()  # a frame wanted now may have been skipped for an earlier request
         self._wanted_pts = None if expected is None else frozenset(expected)
         try:
             for n, t in enumerate(times):
                 frame = self._frame_at(t)
                 if self._wanted_pts is not None and expected is not None and frame.pts != expected[n]:
-                    # not the frame the table names (a decoder that rewrites timestamps?): again without skipping
+                    # not the frame the table names (skipped for an earlier request, or a decoder that rewrites
+                    # timestamps): seek and decode again, skipping nothing
                     log.debug("%s: frame at %.3fs has pts %s, not %s", self.path, float(t), frame.pts, expected[n])
-                    self._wanted_pts = None
-                    self._restart()
+                    self._wanted_pts = self._cur = self._next = None
+                    self._at_start = False
                     frame = self._frame_at(t)
                 yield t, self._time(frame), frame
         finally:
             self._wanted_pts = None
-
-    def _restart(self) -> None:
-        """Forget the frames decoded so far: the next request seeks."""
-        self._cur = self._next = None
-        self._at_start = False
 
     def _table_indices(self, times: list[Fraction]) -> list[int]:
         """Index in the frame table of the frame on screen at each time: the last at or before it (within half a

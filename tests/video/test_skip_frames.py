@@ -70,10 +70,10 @@ def test_a_frame_skipped_for_one_request_is_decoded_for_a_later_one(video):
     path, plain, _ = video
     with VideoReader(path) as r:
         first = r.frames_at_indices([0, 40])  # frames 1..39 (and some past 40, already handed to FFmpeg) skippable
-        later = r.frames_at_indices([41, 42, 43, 44, 45])
+        by_position = r.frames_at_positions([41.0, 42.0])
+        later = r.frames_at_indices([43, 44, 45])
         earlier = r.frames_at_indices([20, 21, 22])
-        by_position = r.frames_at_positions([46.0, 47.0, 48.0])  # a request with no frame table lookup
-    for got, idx in [(first, [0, 40]), (later, range(41, 46)), (earlier, [20, 21, 22]), (by_position, [46, 47, 48])]:
+    for got, idx in [(first, [0, 40]), (by_position, [41, 42]), (later, [43, 44, 45]), (earlier, [20, 21, 22])]:
         assert torch.equal(got, torch.from_numpy(np.stack([plain[i] for i in idx])))
 
 
