@@ -4,13 +4,14 @@
 
 Videos: the packaged sample clip; clips drawn by the tests' factory (H.264 mp4 and with B-frames in mkv, VP9 WebM,
 MPEG-4 AVI, MJPEG MOV with full-range YUV, variable frame rate, display rotation of 90 and 180 degrees, an odd size,
-H.264 with 8 B-frames in a strict pyramid, HEVC); and 2 s of the benchmark's synthetic H.264 at 340x256, 640x360
-and 1280x720 (benchmarks/pipeline.py). For every classification protocol (one pretrained config per frame rule), the
-views PyAV's reader decodes are compared with ``TorchCodecReader``'s, frame by frame: the largest absolute difference
-of a uint8 value and the fraction of values that differ. Then ``predict`` with a small random-weight network of each protocol's architecture, once per decoder:
-whether the top-1 and top-5 classes agree and the largest difference of a logit over all views. PyAV's reader skips
-the non-reference frames no view needs (``pyav_decoded``: the frames it decoded, of ``stream_frames``) and torchcodec
-decodes them all, so equal frames also show that skipping changes none.
+H.264 with 8 B-frames in a strict pyramid, HEVC); and 2 s of the benchmark's synthetic H.264 at 340x256, 640x360 and
+1280x720 (benchmarks/pipeline.py). For every classification protocol (one pretrained config per frame rule), the
+views PyAV's reader decodes are compared with ``TorchCodecReader``'s, frame by frame: the largest absolute
+difference of a uint8 value and the fraction of values that differ. Then ``predict`` with a small random-weight
+network of each protocol's architecture, once per decoder: whether the top-1 and top-5 classes agree and the largest
+difference of a logit over all views. PyAV's reader skips the non-reference frames no view needs (``pyav_decoded``:
+the frames it decoded, of ``stream_frames``) and torchcodec decodes them all, so equal frames also show that
+skipping changes none.
 """
 
 from __future__ import annotations
