@@ -1,11 +1,11 @@
 """Which library decodes a video's frames: PyAV (always there) or torchcodec (optional), chosen per reader.
 
-``decoder="auto"`` takes torchcodec when it imports and has loaded FFmpeg's shared libraries, else PyAV; on the CPU
-it takes torchcodec only for frames of up to :data:`AUTO_TORCHCODEC_MAX_PIXELS` (read from the stream header) and
-PyAV for larger ones, whichever decoded faster there (on a GPU, ``device="cuda"``, torchcodec always). ``"pyav"``
-and ``"torchcodec"`` ask for one (the latter fails with :class:`DecoderUnavailableError`, saying what to install,
-where it cannot load). Install torchcodec with ``pip install "slowfast-zoo[torchcodec]"``; unlike PyAV it ships no
-FFmpeg, so the system's is needed (Debian 12: ``apt-get install`` :data:`FFMPEG_DEBIAN_PACKAGES`).
+``decoder="auto"`` takes torchcodec when it imports and has loaded FFmpeg's shared libraries, else PyAV, whatever
+the frame size: decoding whole videos as the tasks do (each frame prepared as it is decoded), torchcodec was the
+faster of the two on the CPU from 640x360 to 1920x1080 (measured on one 2-core AMD EPYC: README, "Pipeline speed").
+``"pyav"`` and ``"torchcodec"`` ask for one (the latter fails with :class:`DecoderUnavailableError`, saying what to
+install, where it cannot load). Install torchcodec with ``pip install "slowfast-zoo[torchcodec]"``; unlike PyAV it
+ships no FFmpeg, so the system's is needed (Debian 12: ``apt-get install`` :data:`FFMPEG_DEBIAN_PACKAGES`).
 
 :class:`TorchCodecReader` is a :class:`~.io.VideoReader` in everything but the decoding: PyAV opens the file (the same
 guards: regular files only, never a protocol, the frame-size limit from the stream header, the duration capped at
@@ -29,10 +29,9 @@ from typing import Any
 import torch
 
 from ..errors import SlowFastZooError
-from .io import MAX_PIXELS, SEEK_THRESHOLD_S, VideoReader, frame_size
+from .io import MAX_PIXELS, SEEK_THRESHOLD_S, VideoReader
 
 __all__ = [
-    "AUTO_TORCHCODEC_MAX_PIXELS",
     "DECODERS",
     "FFMPEG_DEBIAN_PACKAGES",
     "MAX_BATCH_BYTES",
@@ -51,11 +50,6 @@ FFMPEG_DEBIAN_PACKAGES = "libavcodec59 libavformat59 libavutil57 libswscale6 lib
 #: raw RGB bytes one torchcodec call may return (frames past it go to the next call): 256 MiB is ~1,000 frames at
 #: 340x256, ~97 at 1280x720
 MAX_BATCH_BYTES = 256 * 2**20
-#: ``decoder="auto"`` on the CPU: torchcodec for frames of at most this many pixels (width x height), PyAV above.
-#: Chosen from the whole-video decode of the 30-view test protocols (``benchmarks/pipeline.py --stages decode``;
-#: torchcodec 0.17 on Debian's FFmpeg 5.1, PyAV 18 skipping unwanted non-reference frames), measured on one 2-core
-#: AMD EPYC only: TODO
-AUTO_TORCHCODEC_MAX_PIXELS = 640 * 480
 
 
 class DecoderUnavailableError(SlowFastZooError, ImportError):
@@ -77,8 +71,7 @@ def torchcodec_problem() -> str | None:
 
 
 def resolve_decoder(decoder: str) -> str:
-    """``"pyav"`` or ``"torchcodec"``: the library ``decoder`` (one of :data:`DECODERS`) may use here (``"auto"``:
-    torchcodec where it loads; :func:`open_reader` then still takes PyAV for large frames on the CPU)."""
+    """``"pyav"`` or ``"torchcodec"``: what ``decoder`` (one of :data:`DECODERS`) means here."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
     if decoder == "pyav":
@@ -95,24 +88,9 @@ def resolve_decoder(decoder: str) -> str:
     )
 
 
-def open_reader(
-    path: str | os.PathLike[str],
-    decoder: str = "auto",
-    *,
-    auto_max_pixels: int = AUTO_TORCHCODEC_MAX_PIXELS,
-    **kwargs: Any,
-) -> VideoReader:
-    """A reader for ``path`` decoding with ``decoder`` (see the module doc); ``kwargs`` go to the reader.
-
-    ``auto_max_pixels``: the largest frame (width x height) ``"auto"`` decodes with torchcodec on the CPU.
-    """
-    choice = resolve_decoder(decoder)
-    if decoder == "auto" and choice == "torchcodec" and torch.device(kwargs.get("device", "cpu")).type == "cpu":
-        width, height = frame_size(path, kwargs.get("max_pixels", MAX_PIXELS))
-        if width * height > auto_max_pixels:
-            choice = "pyav"
-            kwargs.pop("device", None)
-    if choice == "torchcodec":
+def open_reader(path: str | os.PathLike[str], decoder: str = "auto", **kwargs: Any) -> VideoReader:
+    """A reader for ``path`` decoding with ``decoder`` (see the module doc); ``kwargs`` go to the reader."""
+    if resolve_decoder(decoder) == "torchcodec":
         return TorchCodecReader(path, **kwargs)
     return VideoReader(path, **kwargs)
 

@@ -38,7 +38,6 @@ __all__ = [
     "VideoInfo",
     "VideoNotFoundError",
     "VideoReader",
-    "frame_size",
     "frame_table",
     "probe",
     "read_clip",
@@ -282,14 +281,6 @@ def _bounded(path: str | os.PathLike[str], items: Iterator[Any]) -> list[Any]:
 
 def _normalize_rotation(deg: float) -> int:
     return round(deg / 90.0) * 90 % 360
-
-
-def frame_size(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """Width and height of the first video stream's coded frames, from its header (nothing decoded; the reader's
-    checks and errors)."""
-    container, stream = _open(path, max_pixels)
-    with container:
-        return int(stream.codec_context.width), int(stream.codec_context.height)
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:

@@ -108,43 +108,6 @@ def test_auto_is_torchcodec_where_it_loads(tmp_path):
 
 
 @needs_torchcodec
-def test_auto_on_the_cpu_takes_torchcodec_up_to_the_frame_size_and_pyav_above(tmp_path):
-    small = write_video(tmp_path / "small.mp4", num_frames=5, width=64, height=48)
-    large = write_video(tmp_path / "large.mp4", num_frames=5, width=80, height=48)
-    limit = 64 * 48  # the tests' stand-in for AUTO_TORCHCODEC_MAX_PIXELS
-    with open_reader(small, "auto", auto_max_pixels=limit) as r:
-        assert isinstance(r, TorchCodecReader) and r.decoder == "torchcodec"
-    with open_reader(large, "auto", auto_max_pixels=limit) as r:
-        assert type(r) is VideoReader
-    with open_reader(large, "auto", auto_max_pixels=limit, device="cpu") as r:  # the CPU named: the same rule
-        assert type(r) is VideoReader
-    # an explicit choice is taken whatever the size
-    with open_reader(large, "torchcodec", auto_max_pixels=limit) as r:
-        assert isinstance(r, TorchCodecReader) and r.decoder == "torchcodec"
-    with open_reader(small, "pyav", auto_max_pixels=limit) as r:
-        assert type(r) is VideoReader
-
-
-def test_auto_keeps_torchcodec_on_a_gpu_whatever_the_frame_size(tmp_path, monkeypatch):
-    made = []
-    monkeypatch.setattr(codec, "torchcodec_problem", lambda: None)  # as where it loads
-    monkeypatch.setattr(codec, "TorchCodecReader", lambda path, **kwargs: made.append(kwargs) or "torchcodec reader")
-    large = write_video(tmp_path / "large.mp4", num_frames=5, width=80, height=48)
-    assert open_reader(large, "auto", auto_max_pixels=1, device="cuda") == "torchcodec reader"
-    assert made == [{"device": "cuda"}]
-    assert type(open_reader(large, "auto", auto_max_pixels=1)) is VideoReader
-
-
-def test_auto_reports_a_bad_file_as_the_reader_does(tmp_path, monkeypatch):
-    monkeypatch.setattr(codec, "torchcodec_problem", lambda: None)
-    (tmp_path / "not_a_video.mp4").write_bytes(b"not a video")
-    with pytest.raises(VideoError, match="not a readable video container"):
-        open_reader(tmp_path / "not_a_video.mp4", "auto")
-    with pytest.raises(VideoError, match="exceed the limit"):
-        open_reader(write_video(tmp_path / "v.mp4", num_frames=2), "auto", max_pixels=100)
-
-
-@needs_torchcodec
 def test_torchcodec_without_ffmpeg_is_not_chosen(monkeypatch):
     import torchcodec
 
