@@ -317,6 +317,7 @@ class VideoReader:
         self._start_pts = stream.start_time if stream.start_time is not None else None
         #: timestamps of the frames the current request needs (None: decode every frame); see :meth:`_packets_decoded`
         self._wanted_pts: frozenset[int] | None = None
+        self._skipping = True  # until a decoded frame's timestamp differs from the table's
         self._decoder: Any = self._packets_decoded()
         self._cur: Any = None  # last frame at or before the last wanted time
         self._next: Any = None  # lookahead: first frame after it
@@ -579,7 +580,7 @@ class VideoReader:
         The one step a decoding backend replaces: the frame is what :meth:`_rgb` takes (here a PyAV frame).
         """
         expected = None
-        if self._table is not None:  # the frames' timestamps are known: the decoder may skip the others
+        if self._table is not None and self._skipping:  # the frames' timestamps are known: others may be skipped
             expected = [self._table.pts[i] for i in self._table_indices(times)]
         self._wanted_pts = None if expected is None else frozenset(expected)
         try:
@@ -587,9 +588,10 @@ class VideoReader:
                 frame = self._frame_at(t)
                 if self._wanted_pts is not None and expected is not None and frame.pts != expected[n]:
                     # not the frame the table names (skipped for an earlier request, or a decoder that rewrites
-                    # timestamps): seek and decode again, skipping nothing
+                    # timestamps): seek and decode again, and from now on skip nothing
                     log.debug("%s: frame at %.3fs has pts %s, not %s", self.path, float(t), frame.pts, expected[n])
                     self._wanted_pts = self._cur = self._next = None
+                    self._skipping = False
                     self._at_start = False
                     frame = self._frame_at(t)
                 yield t, self._time(frame), frame

@@ -85,4 +85,8 @@ def test_a_decoder_whose_timestamps_differ_from_the_table_decodes_without_skippi
         # non-reference frame would be skipped; the frames decoded show it and the reader decodes again, skipping none
         r._table = dataclasses.replace(table, pts=tuple(p + 1 for p in table.pts))
         got = r.frames_at_indices(list(range(150)))
+        assert r.seeks == 1  # the first frame disagreed: decoded again from the start
+        again = r.frames_at_indices(list(range(150)))
+        assert r.seeks == 2  # back to the start once; the reader no longer skips, so nothing disagrees
     assert torch.equal(got, torch.from_numpy(np.stack(plain)))
+    assert torch.equal(again, got)
