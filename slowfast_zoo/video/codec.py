@@ -171,7 +171,8 @@ class TorchCodecReader(VideoReader):
             yield from super()._decoded(times)
             return
         index = self._table_indices(times)  # the frame on screen at each time (sets the start if none declared)
-        pts, start = self.frame_table().pts, self._start_pts
+        pts = self.frame_table().pts
+        start = self._start_pts if self._start_pts is not None else pts[0]
         end = (pts[-1] - start) * self._tb
         for t, i in zip(times, index):
             if i == len(pts) - 1:  # past the last frame: fail as PyAV does if the header promised much more
