@@ -17,8 +17,8 @@ import slowfast_zoo  # noqa: E402
 from slowfast_zoo.video.io import VideoReader  # noqa: E402
 from slowfast_zoo.video.views import plan_views  # noqa: E402
 
-# (codec, B-frames, x264's b-pyramid): without a pyramid every B-frame is a non-reference frame; with one, some are
-# references; strict with 8 B-frames gives long chains of them
+# (codec, x264's B-frames, its b-pyramid): without a pyramid every B-frame is a non-reference frame; with one, some
+# are references; strict with 8 B-frames gives long chains of them. x265 keeps its preset's frame types.
 STREAMS = [("libx264", 3, "none"), ("libx264", 3, "normal"), ("libx264", 8, "strict"), ("libx265", 0, None)]
 
 
