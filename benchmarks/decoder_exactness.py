@@ -3,12 +3,15 @@
     python benchmarks/decoder_exactness.py [--out exactness.json]
 
 Videos: the packaged sample clip; clips drawn by the tests' factory (H.264 mp4 and with B-frames in mkv, VP9 WebM,
-MPEG-4 AVI, MJPEG MOV with full-range YUV, variable frame rate, display rotation of 90 and 180 degrees, an odd size);
-and 2 s of the benchmark's synthetic H.264 at 340x256, 640x360 and 1280x720 (benchmarks/pipeline.py). For every
-classification protocol (one pretrained config per frame rule), the views PyAV's reader decodes are compared with
-``TorchCodecReader``'s, frame by frame: the largest absolute difference of a uint8 value and the fraction of values
-that differ. Then ``predict`` with a small random-weight network of each protocol's architecture, once per decoder:
-whether the top-1 and top-5 classes agree and the largest difference of a logit over all views.
+MPEG-4 AVI, MJPEG MOV with full-range YUV, variable frame rate, display rotation of 90 and 180 degrees, an odd size,
+H.264 with 8 B-frames in a strict pyramid, HEVC); and 2 s of the benchmark's synthetic H.264 at 340x256, 640x360 and
+1280x720 (benchmarks/pipeline.py). For every classification protocol (one pretrained config per frame rule), the
+views PyAV's reader decodes are compared with ``TorchCodecReader``'s, frame by frame: the largest absolute
+difference of a uint8 value and the fraction of values that differ. Then ``predict`` with a small random-weight
+network of each protocol's architecture, once per decoder: whether the top-1 and top-5 classes agree and the largest
+difference of a logit over all views. PyAV's reader skips the non-reference frames no view needs (``pyav_decoded``:
+the frames it decoded, of ``stream_frames``) and torchcodec decodes them all, so equal frames also show that
+skipping changes none.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from slowfast_zoo.video.views import plan_views  # noqa: E402
 
 def make_videos(folder: Path) -> dict[str, Path]:
     from pipeline import write_video as write_synthetic
-    from video_factory import write_decoder_clips
+    from video_factory import write_decoder_clips, write_video
 
     videos = {"sample.mp4 (packaged)": slowfast_zoo.sample_video(), **write_decoder_clips(folder)}
+    videos["h264-bpyramid.mp4"] = write_video(folder / "p.mp4", num_frames=90, fps=30, bframes=8, pyramid="strict")
+    videos["hevc.mp4"] = write_video(folder / "x.mp4", num_frames=60, fps=30, codec="libx265")
     for w, h in ((340, 256), (640, 360), (1280, 720)):
         videos[f"synthetic {w}x{h}"] = write_synthetic(folder / f"s{w}.mp4", w, h, seconds=2)
     return videos
@@ -54,8 +59,15 @@ def compare_frames(path: Path, cfg: Any) -> dict[str, Any]:
             largest = max(largest, int(diff.max()))
             differing += int((diff > 0).sum())
             values += diff.numel()
-        decoder = b.decoder
-    return {"frames": frames, "max_abs": largest, "fraction_differing": differing / values, "decoded_by": decoder}
+        decoder, decoded, stream = b.decoder, a.frames_decoded, len(a.frame_table().pts)
+    return {
+        "frames": frames,
+        "max_abs": largest,
+        "fraction_differing": differing / values,
+        "decoded_by": decoder,
+        "pyav_decoded": decoded,
+        "stream_frames": stream,
+    }
 
 
 def tiny_model(cfg_name: str) -> Any:
@@ -128,13 +140,15 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(
-        "| video | protocol | frames | max abs diff | fraction differing | top-1 same | top-5 same | max logit diff |"
+        "| video | protocol | frames | max abs diff | fraction differing | top-1 same | top-5 same | max logit diff "
+        "| PyAV decoded / stream frames |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['video']} | {r['protocol']} | {r['frames']} | {r['max_abs']} | {r['fraction_differing']:.2e} "
-            f"| {r['top1_same']} | {r['top5_same']} | {r['max_logit_diff']:.3g} |"
+            f"| {r['top1_same']} | {r['top5_same']} | {r['max_logit_diff']:.3g} "
+            f"| {r['pyav_decoded']} / {r['stream_frames']} |"
         )
     differing = [r for r in rows if r["max_abs"] or r["max_logit_diff"] or r["decoded_by"] != "torchcodec"]
     total = sum(r["frames"] for r in rows)

@@ -40,7 +40,9 @@ views sharing the clip's storage, as the transforms make them), built in a worke
 shared-memory tensors or pickled bytes, against building it and sending nothing. ``--rounding VIDEO``: the largest
 difference between VIDEO's model inputs made with torch on one thread (as a decode process makes them) and on two.
 
-``--stages decode`` runs the decoding stages only (``--e2e-sizes none`` then skips the model too). Times are
+``--stages decode`` runs the decoding stages only (``--e2e-sizes none`` then skips the model too);
+``--stages decode-prepare`` adds ``decode_transform`` and ``decode_transform_torchcodec`` (decoding as ``predict``
+decodes, each frame prepared as it leaves the decoder), which is what ``decoder="auto"`` serves. Times are
 medians of ``--repeat`` runs (model and end-to-end stages: one run each, they take seconds). Works on the
 code of any checkout (``PYTHONPATH=...``): stages the code lacks are reported as absent. On a GPU everything runs on
 the device, with ``torch.cuda.synchronize`` around each timed call.
@@ -233,9 +235,12 @@ def build(name: str, precision: str, device: torch.device) -> tuple[Any, Callabl
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
-def bench_data(name: str, path: Path, repeat: int, device: torch.device, only_decode: bool = False) -> dict[str, Any]:
+def bench_data(
+    name: str, path: Path, repeat: int, device: torch.device, only_decode: bool = False, prepare: bool = False
+) -> dict[str, Any]:
     """Decode and transform stages, interleaved: each repetition runs every stage once (in a rotating order), so
-    the ratios between stages (median of per-repetition ratios) hold on a loaded machine better than the times."""
+    the ratios between stages (median of per-repetition ratios) hold on a loaded machine better than the times.
+    ``only_decode``: the decoding stages only, and with ``prepare`` ``decode_transform`` per decoder too."""
     cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_pysf")
     ptv_cfg = slowfast_zoo.get_pretrained_cfg(f"{name}.k400_ptv")
 
@@ -249,6 +254,10 @@ def bench_data(name: str, path: Path, repeat: int, device: torch.device, only_de
     tc = torchcodec_reader()
     if tc is not None:
         stages["decode_torchcodec"] = lambda: decode_one_pass(path, plan_of, tc)
+    if only_decode and prepare:
+        stages["decode_transform"] = lambda: decode_transform(path, cfg, device)
+        if tc is not None:
+            stages["decode_transform_torchcodec"] = lambda: decode_transform(path, cfg, device, tc)
     if not only_decode:
         stages["transform_clip"] = lambda: transform_clip(cfg, clips, device)
         if hasattr(T.VideoTransform, "prepare_frame"):
@@ -279,9 +288,15 @@ def bench_data(name: str, path: Path, repeat: int, device: torch.device, only_de
     out["ratio_decode_per_view_to_one_pass"] = ratio("decode_per_view", "decode_one_pass")
     out["ratio_decode_per_view_to_torchcodec"] = ratio("decode_per_view", "decode_torchcodec")
     out["ratio_decode_one_pass_to_torchcodec"] = ratio("decode_one_pass", "decode_torchcodec")
+    out["ratio_decode_transform_to_torchcodec"] = ratio("decode_transform", "decode_transform_torchcodec")
     # the work itself, which a loaded machine's wait for a core does not inflate (threads add up)
     out.update({f"cpu_{k}": statistics.median(v) for k, v in cpu.items() if k.startswith("decode_")})
-    for a, b in (("per_view", "one_pass"), ("per_view", "torchcodec"), ("one_pass", "torchcodec")):
+    for a, b in (
+        ("per_view", "one_pass"),
+        ("per_view", "torchcodec"),
+        ("one_pass", "torchcodec"),
+        ("transform", "transform_torchcodec"),
+    ):
         if f"decode_{a}" in cpu and f"decode_{b}" in cpu:
             pairs = zip(cpu[f"decode_{a}"], cpu[f"decode_{b}"])
             out[f"ratio_cpu_decode_{a}_to_{b}"] = statistics.median(x / y for x, y in pairs)
@@ -565,7 +580,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", default="all", help="model/precision pairs for evaluate and features (all, or e.g. "
                    "slow_r50_8x8/bf16fast)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--stages", choices=["all", "decode"], default="all", help="decode: the decoding stages only")
+    p.add_argument(
+        "--stages",
+        choices=["all", "decode", "decode-prepare"],
+        default="all",
+        help="decode: the decoding stages only; decode-prepare: and decode_transform with each decoder",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="pipeline.json")
     p.add_argument("--video-dir", help="write the synthetic videos here, or reuse them (default: a temporary folder)")
@@ -606,7 +626,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         for name in models:
             for size in sizes:
-                r = bench_data(name, videos[size][0], args.repeat, device, only_decode=args.stages == "decode")
+                only_decode = args.stages.startswith("decode")
+                prepare = args.stages == "decode-prepare"
+                r = bench_data(name, videos[size][0], args.repeat, device, only_decode, prepare)
                 results["data"][f"{name}@{size}"] = r
                 print(name, size, json.dumps({k: v if v is None else round(v, 4) for k, v in r.items()}), flush=True)
                 Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

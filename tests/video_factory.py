@@ -63,17 +63,19 @@ def write_video(
     audio: bool = False,
     audio_seconds: float | None = None,
     bframes: int = 0,
+    pyramid: str | None = None,
 ) -> Path:
     """Write frames ``index_frame(0..num_frames-1)``; ``times`` (seconds) makes it variable frame rate.
 
     ``audio`` adds a silent track as long as the video (``audio_seconds``: of that length); ``bframes`` lets x264
-    use up to that many B-frames (presentation order then differs from decoding order).
+    use up to that many B-frames (presentation order then differs from decoding order), ``pyramid`` (x264's
+    ``b-pyramid``: none, strict, normal) whether some of them are references.
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     options = dict(CODEC_OPTIONS.get(codec, {}))
     if bframes:
-        options["x264-params"] = f"bframes={bframes}"
+        options["x264-params"] = f"bframes={bframes}" + (f":b-pyramid={pyramid}" if pyramid else "")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height = width, height

@@ -15,6 +15,7 @@ stream's timestamps (:meth:`VideoReader.frame_table`): the published test protoc
 # One module over ~400 lines on purpose: the reader and the timestamp table share PyAV's error handling (VideoError).
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -314,7 +315,10 @@ class VideoReader:
         # timestamps are rounded to the time base (1 ms in Matroska): a frame within half a tick counts as on time
         self._eps = self._tb / 2
         self._start_pts = stream.start_time if stream.start_time is not None else None
-        self._decoder: Any = self._container.decode(stream)
+        #: timestamps of the frames the current request needs (None: decode every frame); see :meth:`_packets_decoded`
+        self._wanted_pts: frozenset[int] | None = None
+        self._skipping = True  # until a decoded frame's timestamp differs from the table's
+        self._decoder: Any = self._packets_decoded()
         self._cur: Any = None  # last frame at or before the last wanted time
         self._next: Any = None  # lookahead: first frame after it
         self._eof = False
@@ -432,10 +436,29 @@ class VideoReader:
         except Exception as e:
             raise VideoError(self.path, f"seeking to {float(t):.3f}s failed ({_ffmpeg_reason(e)})") from e
         self.seeks += 1
-        self._decoder = self._container.decode(stream)
+        self._decoder = self._packets_decoded()
         self._cur = self._next = None
         self._eof = False
         self._at_start = t <= 0
+
+    def _packets_decoded(self) -> Iterator[Any]:
+        """The decoded frames from here on (as ``container.decode``), skipping unwanted non-reference frames.
+
+        While :attr:`_wanted_pts` is set, a packet whose timestamp is not a wanted frame's is decoded with FFmpeg's
+        ``skip_frame = NONREF``: if no other frame refers to it (a B-frame of H.264 without b-pyramid, most of
+        them with it), it is dropped undecoded; every other frame decodes as before, bit for bit, since a frame no
+        other refers to changes none. A packet without a timestamp is always decoded. FFmpeg's frame threads copy
+        ``skip_frame`` from this context as each packet is handed to them (``libavcodec/pthread_frame.c``,
+        ``update_context_from_user`` in ``submit_packet``), so setting it per packet applies to that packet.
+        """
+        ctx = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            wanted = self._wanted_pts
+            skip = wanted is not None and packet.pts is not None and packet.pts not in wanted
+            mode = "NONREF" if skip else "DEFAULT"
+            if ctx.skip_frame != mode:
+                ctx.skip_frame = mode
+            yield from packet.decode()
 
     def _advance(self) -> Any:
         """The next decoded frame, or None at the end of the stream."""
@@ -556,9 +579,32 @@ class VideoReader:
 
         The one step a decoding backend replaces: the frame is what :meth:`_rgb` takes (here a PyAV frame).
         """
-        for t in times:
-            frame = self._frame_at(t)
-            yield t, self._time(frame), frame
+        expected = None
+        if self._table is not None and self._skipping:  # the frames' timestamps are known: others may be skipped
+            expected = [self._table.pts[i] for i in self._table_indices(times)]
+        self._wanted_pts = None if expected is None else frozenset(expected)
+        try:
+            for n, t in enumerate(times):
+                frame = self._frame_at(t)
+                if self._wanted_pts is not None and expected is not None and frame.pts != expected[n]:
+                    # not the frame the table names (skipped for an earlier request, or a decoder that rewrites
+                    # timestamps): seek and decode again, and from now on skip nothing
+                    log.debug("%s: frame at %.3fs has pts %s, not %s", self.path, float(t), frame.pts, expected[n])
+                    self._wanted_pts = self._cur = self._next = None
+                    self._skipping = False
+                    self._at_start = False
+                    frame = self._frame_at(t)
+                yield t, self._time(frame), frame
+        finally:
+            self._wanted_pts = None
+
+    def _table_indices(self, times: list[Fraction]) -> list[int]:
+        """Index in the frame table of the frame on screen at each time: the last at or before it (within half a
+        tick), else the first (what :meth:`_scan` finds by decoding)."""
+        pts, start = self.frame_table().pts, self._start_pts
+        if start is None:  # no declared start: the first frame's (as decoding learns it)
+            start = self._start_pts = pts[0]
+        return [max(bisect.bisect_right(pts, start + t / self._tb + Fraction(1, 2)) - 1, 0) for t in times]
 
     def _rgb(self, frame: Any) -> torch.Tensor:
         """A frame :meth:`_decoded` gave as a uint8 RGB ``(H, W, 3)`` tensor, upright."""
