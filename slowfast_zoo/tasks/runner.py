@@ -5,6 +5,7 @@ progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -235,15 +236,40 @@ def video_scores(
 def iter_view_inputs(reader: Any, cfg: Any, plan: list[ClipView], device: torch.device) -> Iterator[torch.Tensor]:
     """The model-layout crops ``(3, T, S, S)`` of every view of ``plan``, in order, decoded in one pass.
 
-    Each frame is scaled, normalized and resized as it is decoded (on ``device``); each clip is cropped per view.
+    Each frame is scaled, normalized and resized as it is decoded (on ``device``); each clip is cropped per view. On
+    the CPU this runs torch on one thread (:class:`one_torch_thread`), as decode processes do.
     """
     transform = T.create_transforms(cfg, "eval")
+    threads = one_torch_thread if device.type == "cpu" else contextlib.nullcontext
 
     def frame_fn(frame: torch.Tensor) -> torch.Tensor:
-        return transform.prepare_frame(frame.to(device, non_blocking=True))
+        with threads():
+            return transform.prepare_frame(frame.to(device, non_blocking=True))
 
     for view, frames in zip(plan, read_views(reader, plan, frame_fn)):
-        yield from transform.crops_of_frames(frames, view.crops)
+        with threads():
+            crops = transform.crops_of_frames(frames, view.crops)
+        yield from crops
+
+
+class one_torch_thread:
+    """torch on one CPU thread in this thread inside the block, its count restored after.
+
+    Per-frame transforms are small: on several threads torch's workers spin against the decoder's own threads for
+    the same cores. Measured with PyAV on 2 cores (``benchmarks/pipeline.py --stages decode-prepare``, SlowFast R50's
+    30 views): 1.32 CPU s on two threads against 0.45 on one at 340x256, 3.38 against 1.72 at 1280x720. One thread
+    also gives the same bits in every worker kind: a resize's sums are split by the thread count. (OpenMP's count
+    is per thread: a model running in another thread keeps its own.)
+    """
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        if self.threads != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads != 1:
+            torch.set_num_threads(self.threads)
 
 
 def portable_cfg(cfg: Any) -> Any:

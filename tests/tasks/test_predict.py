@@ -249,3 +249,26 @@ def test_precision_and_fast_paths_stay_near_the_exact_default(clip):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         predict(clip, model, precision="fp16")
+
+
+def test_view_inputs_are_the_same_bits_on_any_thread_count(tmp_path):
+    # frames are prepared on one torch thread (a resize's sums are split by the thread count, and more threads only
+    # contend with the decoder's): the inputs do not depend on the caller's count, which is left as it was
+    from slowfast_zoo import get_pretrained_cfg
+    from slowfast_zoo.tasks.runner import iter_view_inputs
+    from slowfast_zoo.video.io import VideoReader
+    from slowfast_zoo.video.views import plan_views
+
+    path = write_video(tmp_path / "v.mp4", num_frames=60, fps=30, width=640, height=360)
+    cfg = get_pretrained_cfg("slow_r50_8x8.k400_pysf")
+    threads, inputs = torch.get_num_threads(), {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with VideoReader(path) as reader:
+                plan = plan_views(cfg, reader.info, "reference")
+                inputs[n] = torch.stack(list(iter_view_inputs(reader, cfg, plan, torch.device("cpu"))))
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(inputs[1], inputs[2]) and torch.equal(inputs[1], inputs[3])
