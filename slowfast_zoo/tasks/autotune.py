@@ -65,16 +65,16 @@ def tune(
         layouts = {cl: optimize_for_inference(base, channels_last=cl, dtype=dtype) for cl in (True, False)}
     view = _example_view(base, dev)
     runs = [_Run(net, view, b, cl, precision) for cl, net in layouts.items() for b in sizes]
-    samples: dict[str, list[float] | None] = {setting(r.batch, r.channels_last): [] for r in runs}
+    samples: dict[str, list[float] | None] = {r.key: [] for r in runs}
     with torch.inference_mode():
         for timer in [None] + [clock] * repeats:  # a warm-up round (kernels chosen, memory allocated), untimed
             for r in runs:
-                if samples[setting(r.batch, r.channels_last)] is not None and not _fits(r, samples, timer):
+                if samples[r.key] is not None and not _fits(r, samples, timer):
                     _drop_larger(r, runs, samples)
-    times = {k: None if v is None else statistics.median(v) / int(k.split()[0][1:]) for k, v in samples.items()}
+    times = {r.key: None if (s := samples[r.key]) is None else statistics.median(s) / r.batch for r in runs}
     best: tuple[float, int, bool | None] | None = None
     for r in runs:
-        per_view = times[setting(r.batch, r.channels_last)]
+        per_view = times[r.key]
         if per_view is not None and (
             best is None or per_view < best[0] * (1 - MARGIN) or (per_view < best[0] and r.batch <= best[1])
         ):
@@ -92,6 +92,7 @@ class _Run:
 
     def __init__(self, model: nn.Module, view: torch.Tensor, batch: int, cl: bool | None, precision: Precision) -> None:
         self.model, self.view, self.batch, self.channels_last = model, view, batch, cl
+        self.key = setting(batch, cl)  # its name in Tuning.seconds_per_view
         self.runner = ViewRunner(model, class_scores(model), batch, precision=precision)
         self.device = view.device
 
@@ -110,7 +111,7 @@ def _fits(run: _Run, samples: dict[str, list[float] | None], clock: Callable[[],
         start = clock() if clock else 0.0
         run()
         if clock:
-            samples[setting(run.batch, run.channels_last)].append(clock() - start)  # type: ignore[union-attr]
+            samples[run.key].append(clock() - start)  # type: ignore[union-attr]
     except torch.cuda.OutOfMemoryError:
         run.runner.pending.clear()
         if run.device.type == "cuda":
@@ -124,7 +125,7 @@ def _drop_larger(run: _Run, runs: list[_Run], samples: dict[str, list[float] | N
     """``run``'s batch and the larger ones of its layout: out of memory (None), not run again."""
     for r in runs:
         if r.channels_last == run.channels_last and r.batch >= run.batch:
-            samples[setting(r.batch, r.channels_last)] = None
+            samples[r.key] = None
 
 
 def _example_view(model: nn.Module, device: torch.device) -> torch.Tensor:

@@ -142,8 +142,10 @@ def _read_all(path: Path) -> dict[str, Tuning]:
     for signature, entry in data["entries"].items():
         tuning = _entry(signature, entry)
         if tuning is None:
-            log.warning("%s: entry %r ignored: expected a batch_size in 1..%d and a channels_last of true, false or "
-                        "null", path, str(signature)[:200], MAX_BATCH)  # fmt: skip
+            log.warning(
+                "%s: entry %r ignored: expected a batch_size in 1..%d, a channels_last of true, false or null, and "
+                "seconds_per_view of times >= 0 or null", path, str(signature)[:200], MAX_BATCH,
+            )  # fmt: skip
         else:
             out[signature] = tuning
     return out
